@@ -1,0 +1,39 @@
+"""gaf-trt: fast inference for Generative Anchored Fields (GAF, arXiv 2511.22693).
+
+Public API (SPEC §10)::
+
+    model = gaf_trt.load_model("digits")            # or a published .pt / .safetensors
+    m = gaf_trt.masks.build("horizontal_2", 16, 16)  # [N, 1, H, W] softened masks
+    x = gaf_trt.sample(model, [3, 8], noise, masks=m, steps=20, solver="euler")
+    x = gaf_trt.integrate(field, x, steps=20, solver="heun", reverse=True)
+"""
+
+from gaf_trt.compose import (
+    SOLVERS,
+    ComposedField,
+    Composition,
+    integrate,
+    masks,
+    sample,
+)
+from gaf_trt.errors import CheckpointError, ConfigError, GAFError
+from gaf_trt.model import GAF, GAFConfig, load_model, save_safetensors
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GAF",
+    "GAFConfig",
+    "load_model",
+    "save_safetensors",
+    "masks",
+    "sample",
+    "integrate",
+    "Composition",
+    "ComposedField",
+    "SOLVERS",
+    "GAFError",
+    "CheckpointError",
+    "ConfigError",
+    "__version__",
+]

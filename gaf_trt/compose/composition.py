@@ -1,0 +1,195 @@
+"""Transport algebra (SPEC §1): every composition is ``v = Σ c_i ⊙ v_i``.
+
+A :class:`Composition` reduces pure, alpha, weighted, spatial and spatial+weighted modes to
+coefficient maps ``c [N, 1, H|1, W|1]``. A :class:`ComposedField` binds one to an anchor
+network and satisfies the velocity contract ``v(x, t)``; all ``N`` class passes of one
+evaluation go through the network as one batch of ``N·B``.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from gaf_trt.errors import ConfigError
+from gaf_trt.model.config import GAFConfig
+
+
+class Mode(str, enum.Enum):
+    PURE = "pure"
+    ALPHA = "alpha"
+    WEIGHTED = "weighted"
+    SPATIAL = "spatial"
+    SPATIAL_WEIGHTED = "spatial+weighted"
+
+
+@runtime_checkable
+class AnchorNetwork(Protocol):
+    """Anything that gives both anchors: ``(x [M,C,S,S], t [M], y [M]) -> (J, K)``.
+
+    The PyTorch :class:`~gaf_trt.model.GAF`, and the ONNX Runtime / TensorRT engine wrappers.
+    """
+
+    config: GAFConfig
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Classes and their coefficient maps, ``coefficients [N, 1, H|1, W|1]`` (float32)."""
+
+    classes: tuple[int, ...]
+    coefficients: Tensor
+    mode: Mode
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def is_spatial(self) -> bool:
+        return self.mode in (Mode.SPATIAL, Mode.SPATIAL_WEIGHTED)
+
+    @classmethod
+    def pure(cls, c: int) -> Composition:
+        return cls((int(c),), torch.ones(1, 1, 1, 1), Mode.PURE)
+
+    @classmethod
+    def build(cls, classes: Sequence[int], *, weights: Sequence[float] | None = None,
+              alpha: float | None = None, masks: Tensor | None = None) -> Composition:
+        """Apply the weighting rules of SPEC §1 and validate the inputs.
+
+        - one class and nothing else: pure; ``alpha`` (2 classes): ``a v1 + (1-a) v2``;
+        - ``weights``: one per class, normalised to sum 1;
+        - ``masks [N, 1, H, W]``: spatial; with ``weights`` too, ``w_i m_i`` (not normalised).
+        """
+        classes = tuple(int(c) for c in classes)
+        n = len(classes)
+        if n == 0:
+            raise ConfigError("at least one class is needed")
+        if alpha is not None and (weights is not None or masks is not None):
+            raise ConfigError("--alpha cannot be combined with --weight or a mask")
+        if alpha is not None:
+            if n != 2:
+                raise ConfigError(f"--alpha blends exactly 2 classes, got {n}: {list(classes)}")
+            a = _finite(alpha, "alpha")
+            return cls(classes, torch.tensor([a, 1.0 - a]).view(2, 1, 1, 1), Mode.ALPHA)
+        w = None
+        if weights is not None:
+            w = [_finite(x, "weight") for x in weights]
+            if len(w) != n:
+                raise ConfigError(f"{len(w)} weight(s) {w} for {n} class(es) {list(classes)}: "
+                                  "give one weight per class")
+        if masks is not None:
+            if masks.dim() != 4 or masks.shape[1] != 1:
+                raise ConfigError(f"masks must be [N, 1, H, W], got {list(masks.shape)}")
+            if masks.shape[0] != n:
+                raise ConfigError(f"the mask has {masks.shape[0]} region(s) but {n} class(es) "
+                                  f"{list(classes)} were given: give one class per region")
+            if not torch.isfinite(masks).all():
+                raise ConfigError("masks contain NaN or infinite values")
+            coeffs = masks.float().clone()
+            if w is None:
+                return cls(classes, coeffs, Mode.SPATIAL)
+            return cls(classes, coeffs * torch.tensor(w).view(n, 1, 1, 1), Mode.SPATIAL_WEIGHTED)
+        if w is not None:
+            total = math.fsum(w)
+            if total == 0:
+                raise ConfigError(f"weights {w} sum to 0 and cannot be normalised")
+            return cls(classes, torch.tensor([x / total for x in w]).view(n, 1, 1, 1),
+                       Mode.WEIGHTED)
+        if n == 1:
+            return cls.pure(classes[0])
+        raise ConfigError(f"{n} classes need a composition: give --weight, --alpha or a mask")
+
+    def permuted(self, order: Sequence[int]) -> Composition:
+        """The same coefficient maps with the classes reassigned: class ``order[i]`` of this
+        composition takes coefficient map ``i``."""
+        return Composition(tuple(self.classes[i] for i in order), self.coefficients, self.mode)
+
+    def validate_for(self, config: GAFConfig) -> None:
+        """Check class ids and the coefficient map size against a model."""
+        bad = [c for c in self.classes if not 0 <= c < config.num_classes]
+        if bad:
+            raise ConfigError(f"class id(s) {bad} out of range: the model has "
+                              f"{config.num_classes} classes (0..{config.num_classes - 1})")
+        h, w = self.coefficients.shape[-2:]
+        s = config.input_size
+        if (h, w) != (1, 1) and (h, w) != (s, s):
+            raise ConfigError(f"mask size {h}x{w} does not match the model's {s}x{s} grid")
+
+
+def permutations(n: int) -> list[tuple[int, ...]]:
+    """All orderings of ``range(n)``, identity first."""
+    return list(itertools.permutations(range(n)))
+
+
+def _finite(x: float, what: str) -> float:
+    x = float(x)
+    if not math.isfinite(x):
+        raise ConfigError(f"{what} must be finite, got {x}")
+    return x
+
+
+class ComposedField:
+    """A composition bound to an anchor network: the velocity contract ``v(x, t)``.
+
+    ``x [B, C, S, S]`` float32 state, ``t`` a 0-d tensor (or ``[B]``). The network sees one
+    batch ``[N·B]`` laid out class-major. Calls do no host synchronisation, so a whole solver
+    loop over this field can be captured in a CUDA graph.
+    """
+
+    def __init__(self, network: AnchorNetwork, composition: Composition) -> None:
+        composition.validate_for(network.config)
+        self.network = network
+        self.composition = composition
+        self._labels: dict[tuple[int, torch.device], Tensor] = {}
+        self._coeffs: dict[torch.device, Tensor] = {}
+
+    def _batch(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        n, b = self.composition.num_classes, x.shape[0]
+        key = (b, x.device)
+        if key not in self._labels:
+            y = torch.tensor(self.composition.classes, dtype=torch.long, device=x.device)
+            self._labels[key] = y.repeat_interleave(b)  # [N*B], class-major
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
+        t = t.reshape(-1).expand(b) if t.numel() == 1 else t  # [B]
+        xn = x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])  # [N*B, C, S, S]
+        return xn, t.repeat(n), self._labels[key]
+
+    def _coefficients(self, device: torch.device) -> Tensor:
+        if device not in self._coeffs:
+            self._coeffs[device] = self.composition.coefficients.to(device).unsqueeze(1)
+        return self._coeffs[device]  # [N, 1, 1, H|1, W|1]
+
+    def anchors(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-class anchors ``(J, K)``, each ``[N, B, C, S, S]`` float32."""
+        n, b = self.composition.num_classes, x.shape[0]
+        j, k = self.network(*self._batch(x, t))
+        return (j.float().view(n, b, *x.shape[1:]), k.float().view(n, b, *x.shape[1:]))
+
+    def _blend(self, per_class: Tensor) -> Tensor:
+        return (self._coefficients(per_class.device) * per_class).sum(0)  # [B, C, S, S]
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """Composed velocity ``Σ c_i ⊙ (K_i − J_i)``, ``[B, C, S, S]``."""
+        j, k = self.anchors(x, t)
+        return self._blend(k - j)
+
+    velocity = __call__
+
+    def data_anchor(self, x: Tensor, t: Tensor) -> Tensor:
+        """Blended data anchor ``Σ c_i ⊙ K_i`` (endpoint sampler)."""
+        return self._blend(self.anchors(x, t)[1])
+
+    def noise_anchor(self, x: Tensor, t: Tensor) -> Tensor:
+        """Blended noise anchor ``Σ c_i ⊙ J_i`` (reverse endpoint sampler)."""
+        return self._blend(self.anchors(x, t)[0])

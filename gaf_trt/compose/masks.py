@@ -1,0 +1,231 @@
+"""Spatial masks on the latent grid (SPEC §4): presets, custom images, AFHQ face regions,
+and softening.
+
+:func:`build` returns softened masks ``[N, 1, H, W]`` that sum to 1 at every covered pixel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gaf_trt.errors import ConfigError
+from gaf_trt.registry import Registry
+
+DEFAULT_SIGMA = 1.25
+
+#: A mask builder: ``(H, W) -> hard masks [N, H, W]`` (float 0/1) and region names.
+HardMasks = tuple[Tensor, list[str]]
+
+
+@dataclass(frozen=True)
+class MaskPreset:
+    """One registered mask layout."""
+
+    name: str
+    regions: int | None  # fixed region count, None when it depends on the input
+    describe: str
+    build: Callable[..., HardMasks]
+
+
+MASKS: Registry[MaskPreset] = Registry("mask type")
+
+AFHQ_REGIONS = ("ears", "eyes", "nose", "mouth")
+
+
+def _bands(n: int, length: int) -> list[tuple[int, int]]:
+    return [(math.floor(length * i / n), math.floor(length * (i + 1) / n)) for i in range(n)]
+
+
+def _horizontal(n: int) -> Callable[[int, int], HardMasks]:
+    def build(h: int, w: int) -> HardMasks:
+        out = torch.zeros(n, h, w)
+        for i, (a, b) in enumerate(_bands(n, h)):
+            out[i, a:b, :] = 1
+        names = ["top", "bottom"] if n == 2 else [f"band{i}" for i in range(n)]
+        return out, names
+    return build
+
+
+def _vertical(n: int) -> Callable[[int, int], HardMasks]:
+    def build(h: int, w: int) -> HardMasks:
+        out = torch.zeros(n, h, w)
+        for i, (a, b) in enumerate(_bands(n, w)):
+            out[i, :, a:b] = 1
+        names = ["left", "right"] if n == 2 else [f"column{i}" for i in range(n)]
+        return out, names
+    return build
+
+
+def _quadrant(h: int, w: int) -> HardMasks:
+    out = torch.zeros(4, h, w)
+    hh, hw = h // 2, w // 2
+    out[0, :hh, :hw] = 1
+    out[1, :hh, hw:] = 1
+    out[2, hh:, :hw] = 1
+    out[3, hh:, hw:] = 1
+    return out, ["top-left", "top-right", "bottom-left", "bottom-right"]
+
+
+def _thresholds(field: Tensor, cuts: Sequence[float], prefix: str) -> HardMasks:
+    """Regions ``field < c0``, ``c0 <= field < c1``, ..., ``field >= c_last``."""
+    out, lower = [], torch.zeros_like(field, dtype=torch.bool)
+    for c in cuts:
+        inside = field < c
+        out.append((inside & ~lower).float())
+        lower = lower | inside
+    out.append((~lower).float())
+    return torch.stack(out), [f"{prefix}{i}" for i in range(len(out))]
+
+
+def _radial(cuts: Sequence[float]) -> Callable[[int, int], HardMasks]:
+    def build(h: int, w: int) -> HardMasks:
+        u = torch.linspace(-1, 1, h).view(h, 1)
+        v = torch.linspace(-1, 1, w).view(1, w)
+        return _thresholds(torch.sqrt(u * u + v * v), cuts, "ring")
+    return build
+
+
+def _diagonal(cuts: Sequence[float]) -> Callable[[int, int], HardMasks]:
+    def build(h: int, w: int) -> HardMasks:
+        s = torch.linspace(0, 1, h).view(h, 1) + torch.linspace(0, 1, w).view(1, w)
+        return _thresholds(s, cuts, "diagonal")
+    return build
+
+
+def _custom(h: int, w: int, image: str | os.PathLike[str] | None = None) -> HardMasks:
+    """One region per distinct gray value (ascending) of an image resized (nearest) to H×W."""
+    if image is None:
+        raise ConfigError("mask type 'custom' needs a mask image (--mask-img)")
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(image)
+    if not os.path.isfile(path):
+        raise ConfigError(f"mask image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            gray = im.convert("L").resize((w, h), Image.NEAREST)
+            values = torch.tensor(list(gray.getdata()), dtype=torch.int64).view(h, w)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ConfigError(f"mask image {path} is unreadable: {err}") from None
+    levels = torch.unique(values)  # ascending
+    return torch.stack([(values == lv).float() for lv in levels]), [f"gray{int(v)}" for v in levels]
+
+
+def _afhq_box(h: int, w: int, rows: tuple[float, float], cols: Sequence[tuple[float, float]]) -> Tensor:
+    m = torch.zeros(h, w)
+    r0, r1 = int(rows[0] * h), int(rows[1] * h)
+    for c0, c1 in cols:
+        m[r0:r1, int(c0 * w):int(c1 * w)] = 1
+    return m
+
+
+def _afhq_region(name: str, h: int, w: int) -> Tensor:
+    if name == "ears":
+        return _afhq_box(h, w, (0.0, 0.3), [(0.0, 0.3), (0.7, 1.0)])
+    if name == "eyes":
+        return _afhq_box(h, w, (0.2, 0.45), [(0.15, 0.85)])
+    if name == "nose":
+        return _afhq_box(h, w, (0.4, 0.65), [(0.3, 0.7)])
+    return _afhq_box(h, w, (0.65, 0.85), [(0.25, 0.75)])  # mouth
+
+
+def _afhq(h: int, w: int, regions: Sequence[str] | None = None) -> HardMasks:
+    """Face regions; with 1–2 regions the last mask is the rest ``clamp(1 - Σ, 0, 1)``."""
+    if not regions:
+        raise ConfigError(f"mask type 'afhq' needs --regions (from {', '.join(AFHQ_REGIONS)})")
+    bad = [r for r in regions if r not in AFHQ_REGIONS]
+    if bad:
+        raise ConfigError(f"unknown AFHQ region(s) {', '.join(map(repr, bad))}; "
+                          f"valid: {', '.join(AFHQ_REGIONS)}")
+    masks = [_afhq_region(r, h, w) for r in regions]
+    names = list(regions)
+    if len(regions) <= 2:
+        masks.append((1 - torch.stack(masks).sum(0)).clamp(0, 1))
+        names.append("rest")
+    return torch.stack(masks), names
+
+
+for _n, _k in ((2, "_2"), (3, ""), (4, "_4")):
+    MASKS.add(f"horizontal{_k}", MaskPreset(f"horizontal{_k}", _n, f"{_n} horizontal bands",
+                                            _horizontal(_n)))
+    MASKS.add(f"vertical{_k}", MaskPreset(f"vertical{_k}", _n, f"{_n} vertical bands",
+                                          _vertical(_n)))
+MASKS.add("quadrant", MaskPreset("quadrant", 4, "4 quadrants TL, TR, BL, BR", _quadrant))
+MASKS.add("radial_2", MaskPreset("radial_2", 2, "disc d<0.5 and the rest", _radial([0.5])))
+MASKS.add("radial", MaskPreset("radial", 3, "rings at d 0.45, 0.85", _radial([0.45, 0.85])))
+MASKS.add("radial_4", MaskPreset("radial_4", 4, "rings at d 0.35, 0.6, 0.85",
+                                 _radial([0.35, 0.6, 0.85])))
+MASKS.add("diagonal_2", MaskPreset("diagonal_2", 2, "split along the anti-diagonal",
+                                   _diagonal([1.0])))
+MASKS.add("diagonal", MaskPreset("diagonal", 3, "3 diagonal bands", _diagonal([0.67, 1.33])))
+MASKS.add("custom", MaskPreset("custom", None, "one region per gray level of --mask-img",
+                               _custom))
+MASKS.add("afhq", MaskPreset("afhq", None, "face regions (--regions ears eyes nose mouth); "
+                             "1-2 regions add a 'rest'", _afhq))
+
+
+def soften(masks: Tensor, sigma: float = DEFAULT_SIGMA) -> Tensor:
+    """Blur ``[N, H, W]`` (or ``[N, 1, H, W]``) masks with repeated box filters and
+    renormalise them to sum to 1. ``sigma = 0`` keeps them hard (renormalised only).
+    Returns ``[N, 1, H, W]``."""
+    if sigma < 0 or not math.isfinite(sigma):
+        raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}")
+    m = masks.float()
+    if m.dim() == 3:
+        m = m.unsqueeze(1)  # [N, 1, H, W]
+    if sigma > 0:
+        k = max(3, 2 * round(2 * sigma) + 1)
+        reps = max(1, round(sigma))
+        for _ in range(reps):
+            m = F.avg_pool2d(m, kernel_size=k, stride=1, padding=k // 2, count_include_pad=True)
+    return m / m.sum(dim=0, keepdim=True).clamp_min(1e-8)
+
+
+def hard_masks(name: str, height: int, width: int, *, image: str | os.PathLike[str] | None = None,
+               regions: Sequence[str] | None = None) -> HardMasks:
+    """The unsoftened masks ``[N, H, W]`` of a preset and their region names."""
+    preset = MASKS.get(name)
+    if height < 1 or width < 1:
+        raise ConfigError(f"mask size must be positive, got {height}x{width}")
+    if regions and name != "afhq":
+        raise ConfigError(f"--regions is only used with mask type 'afhq', not {name!r}")
+    if image is not None and name != "custom":
+        raise ConfigError(f"a mask image is only used with mask type 'custom', not {name!r}")
+    if name == "custom":
+        return preset.build(height, width, image=image)
+    if name == "afhq":
+        return preset.build(height, width, regions=regions)
+    return preset.build(height, width)
+
+
+def build(name: str, height: int, width: int, *, sigma: float = DEFAULT_SIGMA,
+          image: str | os.PathLike[str] | None = None,
+          regions: Sequence[str] | None = None) -> Tensor:
+    """Softened masks ``[N, 1, H, W]`` of preset ``name`` on an ``H x W`` grid."""
+    masks, _ = hard_masks(name, height, width, image=image, regions=regions)
+    return soften(masks, sigma)
+
+
+def region_count(name: str, *, image: str | os.PathLike[str] | None = None,
+                 regions: Sequence[str] | None = None, height: int = 64, width: int = 64) -> int:
+    """How many regions (so classes) a mask layout has."""
+    preset = MASKS.get(name)
+    if preset.regions is not None:
+        return preset.regions
+    return hard_masks(name, height, width, image=image, regions=regions)[0].shape[0]
+
+
+def list_masks() -> list[tuple[str, str]]:
+    """``(name, description)`` of every registered mask type."""
+    return [(n, MASKS.get(n).describe) for n in MASKS.names()]
+
+
+__all__ = ["build", "soften", "hard_masks", "region_count", "list_masks", "MASKS",
+           "AFHQ_REGIONS", "DEFAULT_SIGMA"]

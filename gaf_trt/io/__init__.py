@@ -1,0 +1,1 @@
+"""Image, grid, GIF and JSON outputs."""

@@ -1,0 +1,102 @@
+"""The GAF network: a DiT trunk and twin J / K heads (SPEC §1–2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from gaf_trt.model.config import GAFConfig
+from gaf_trt.model.dit import DiTTrunk
+
+
+def unpatchify(tokens: Tensor, patch: int, channels: int) -> Tensor:
+    """``[B, L, p*p*C] -> [B, C, h*p, w*p]`` via ``[B, h, w, p, p, C]``."""
+    b, n, _ = tokens.shape
+    h = w = int(round(n ** 0.5))
+    x = tokens.reshape(b, h, w, patch, patch, channels)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # [B, C, h, p, w, p]
+    return x.reshape(b, channels, h * patch, w * patch)
+
+
+class JHead(nn.Module):
+    """Shared noise-anchor head: ``f [B, L, D] -> [B, L, P]`` (no bias)."""
+
+    def __init__(self, hidden: int, patch_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden, patch_dim, bias=False)
+
+    def forward(self, f: Tensor) -> Tensor:
+        return self.linear(f)
+
+
+class KHeads(nn.Module):
+    """Per-class data-anchor heads, weight ``[Nc, D, P]``, bias ``[Nc, P]``."""
+
+    def __init__(self, num_classes: int, hidden: int, patch_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, hidden, patch_dim))
+        self.bias = nn.Parameter(torch.zeros(num_classes, patch_dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, f: Tensor, y: Tensor) -> Tensor:
+        """``f [B, L, D], y [B] -> [B, L, P]`` with ``f @ W[y] + b[y]``."""
+        return torch.bmm(f, self.weight[y]) + self.bias[y].unsqueeze(1)
+
+
+class TwinHeads(nn.Module):
+    def __init__(self, cfg: GAFConfig) -> None:
+        super().__init__()
+        self.J = JHead(cfg.hidden_size, cfg.patch_dim)
+        self.K = KHeads(cfg.num_classes, cfg.hidden_size, cfg.patch_dim)
+
+
+class GAF(nn.Module):
+    """Generative Anchored Field.
+
+    ``forward(x, t, y) -> (J, K)`` with ``J = (1 - t) x + J_res`` (noise anchor) and
+    ``K = t x + K_res`` (data anchor); ``velocity = K - J``. Shapes: ``x [B, C, S, S]``,
+    ``t [B]`` (or a scalar, broadcast), ``y [B]`` long.
+    """
+
+    def __init__(self, config: GAFConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk = DiTTrunk(config)
+        self.twins = TwinHeads(config)
+
+    def residuals(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(J_res, K_res)``, each ``[B, C, S, S]``."""
+        cfg = self.config
+        f = self.trunk(x, t, y)  # [B, L, D]
+        j_res = unpatchify(self.twins.J(f), cfg.patch_size, cfg.in_channels)
+        k_res = unpatchify(self.twins.K(f, y), cfg.patch_size, cfg.in_channels)
+        return j_res, k_res
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        t = _batch_time(t, x)  # [B]
+        j_res, k_res = self.residuals(x, t, y)
+        tt = t.to(x.dtype).view(-1, 1, 1, 1)
+        return (1 - tt) * x + j_res, tt * x + k_res
+
+    def velocity(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """``v = K - J``, ``[B, C, S, S]``."""
+        j, k = self(x, t, y)
+        return k - j
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"hidden={c.hidden_size}, depth={c.depth}, heads={c.num_heads}, "
+                f"patch={c.patch_size}, size={c.input_size}, channels={c.in_channels}, "
+                f"classes={c.num_classes}")
+
+
+def _batch_time(t: Tensor | float, x: Tensor) -> Tensor:
+    """Time as a ``[B]`` tensor on ``x``'s device (scalars broadcast; no host sync)."""
+    t = torch.as_tensor(t, device=x.device)
+    if not t.is_floating_point():
+        t = t.float()
+    return t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -111,7 +112,7 @@ def _custom(h: int, w: int, image: str | os.PathLike[str] | None = None) -> Hard
     try:
         with Image.open(path) as im:
             gray = im.convert("L").resize((w, h), Image.NEAREST)
-            values = torch.tensor(list(gray.getdata()), dtype=torch.int64).view(h, w)
+            values = torch.from_numpy(np.asarray(gray, dtype=np.int64).copy())
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise ConfigError(f"mask image {path} is unreadable: {err}") from None
     levels = torch.unique(values)  # ascending

@@ -35,10 +35,10 @@ class AnchoredField(Protocol):
 
 
 def time_grid(steps: int, *, t_eps: float = T_EPS, reverse: bool = False, points: int | None = None,
-              device: torch.device | str | None = None) -> Tensor:
+              device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """``linspace(t_eps, 1 - t_eps, points or steps + 1)``, reversed for data -> noise."""
     n = steps + 1 if points is None else points
-    grid = torch.linspace(t_eps, 1.0 - t_eps, n, dtype=torch.float32, device=device)
+    grid = torch.linspace(t_eps, 1.0 - t_eps, n, dtype=dtype, device=device)
     return grid.flip(0) if reverse else grid
 
 
@@ -109,9 +109,10 @@ class Solver:
         return self.step is None
 
     def grid(self, steps: int, *, t_eps: float = T_EPS, reverse: bool = False,
-             device: torch.device | str | None = None) -> Tensor:
+             device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
         points = steps if self.is_endpoint else None
-        return time_grid(steps, t_eps=t_eps, reverse=reverse, points=points, device=device)
+        return time_grid(steps, t_eps=t_eps, reverse=reverse, points=points, device=device,
+                         dtype=dtype)
 
 
 SOLVERS: Registry[Solver] = Registry("solver")
@@ -139,15 +140,16 @@ def integrate(velocity_fn: VelocityFn | AnchoredField, x: Tensor, *, steps: int,
               init: Tensor | None = None) -> Tensor:
     """Integrate from noise to data (or back with ``reverse``); returns the final state.
 
-    ``x [B, ...]`` is the start state (kept float32). ``solver="endpoint"`` needs a field
+    ``x [B, ...]`` is the start state, integrated in float32 (float64 stays float64, for
+    reference computations). ``solver="endpoint"`` needs a field
     with ``data_anchor`` (and ``noise_anchor`` when reversing, starting from ``init`` or
     from ``randn`` drawn with ``generator``).
     """
     spec = SOLVERS.get(solver)
     check_steps(steps)
     t_eps = check_t_eps(t_eps)
-    x = x.float()
-    grid = spec.grid(steps, t_eps=t_eps, reverse=reverse, device=x.device)
+    x = x if x.dtype == torch.float64 else x.float()
+    grid = spec.grid(steps, t_eps=t_eps, reverse=reverse, device=x.device, dtype=x.dtype)
     if not spec.is_endpoint:
         return odeint(spec.step, velocity_fn, x, grid, callback)
     anchor_name = "noise_anchor" if reverse else "data_anchor"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up and run the test suite on a fresh machine (the README's test command; .ci/run calls it).
+# torch is pinned to 2.13.0 first: on these machines that is the CPU wheel on disk, and a bare
+# `torch` requirement would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check torch==2.13.0
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pytest -q "$@"

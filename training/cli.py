@@ -1,0 +1,135 @@
+"""Command line of the training package (Typer); bad input: one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gaf_trt.cli.app import user_errors
+from gaf_trt.cli.multivalue import OneLineErrorGroup
+
+app = typer.Typer(cls=OneLineErrorGroup, add_completion=False, pretty_exceptions_enable=False,
+                  no_args_is_help=True, help="Train and evaluate GAF models.")
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    preset: Optional[str] = typer.Option("digits", "--preset", help="cifar, celeb, afhq, "
+                                         "imagenet or digits."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset path (folder, CIFAR-10 "
+                                       "folder or latent cache)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Checkpoint to continue from."),
+    retrunk: Optional[Path] = typer.Option(None, "--retrunk", help="DiT state dict to seed the trunk."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: key=value (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Train a GAF model; checkpoints go to OUT/last.pt in the published format."""
+    from training.config import build_config
+    from training.trainer import train
+
+    overrides = list(set_ or [])
+    if data is not None:
+        overrides.append(f"data_path={data}")
+    if out is not None:
+        overrides.append(f"outdir={out}")
+    cfg = build_config(preset, config, overrides)
+    if quiet:
+        result = train(cfg, resume=resume, retrunk=retrunk)
+    else:
+        result = _train_with_progress(cfg, resume, retrunk)
+    if result.checkpoint is not None:
+        typer.echo(f"checkpoint {result.checkpoint} ({len(result.history)} steps, "
+                   f"{result.seconds:.1f} s)")
+
+
+def _train_with_progress(cfg, resume, retrunk):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    from training.trainer import train
+
+    progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f} vcos {task.fields[vcos]:.3f} "
+                                   "{task.fields[ips]:.2f} it/s"), TimeRemainingColumn(),
+                        console=Console(stderr=True))
+    task = progress.add_task("train", total=cfg.iters, loss=float("nan"), vcos=float("nan"), ips=0.0)
+    t0 = [time.perf_counter(), None]
+
+    def on_step(state) -> None:
+        if t0[1] is None:
+            t0[1] = state.step - 1
+        ips = (state.step - t0[1]) / max(1e-9, time.perf_counter() - t0[0])
+        progress.update(task, completed=state.step, loss=state.loss, vcos=state.velocity_cos,
+                        ips=ips)
+
+    with progress:
+        return train(cfg, resume=resume, retrunk=retrunk, progress=on_step)
+
+
+@app.command("precompute")
+@user_errors
+def precompute_cmd(
+    images: Path = typer.Option(..., "--images", help="Image folder, one sub-folder per class."),
+    vae: str = typer.Option(..., "--vae", help="diffusers AutoencoderKL directory."),
+    out: Path = typer.Option(..., "--out", help="Latent cache file (.pt)."),
+    size: int = typer.Option(256, "--size", help="Image size before encoding."),
+    batch: int = typer.Option(16, "--batch"),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Latent scale (default: the "
+                                          "VAE config's scaling_factor)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Encode an image folder into a latent cache (latent mean x scale, labels, class names)."""
+    from training.precompute import precompute
+
+    info = precompute(images, vae, out, size=size, batch=batch, scale=scale, device=device)
+    typer.echo(f"wrote {info['count']} latents {info['shape']} to {out}"
+               + (f" (skipped {info['skipped']} unreadable files)" if info["skipped"] else ""))
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_cmd(
+    ckpt: str = typer.Option("digits", "--ckpt", help="A digits checkpoint or 'digits'."),
+    per_class: int = typer.Option(100, "--per-class"),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report here."),
+) -> None:
+    """Quality gate of a digits model: classifier accuracy and Fréchet distance."""
+    from training.evaluate import evaluate_digits, format_report
+
+    report = evaluate_digits(ckpt, per_class=per_class, seed=seed)
+    typer.echo(format_report(report))
+    if as_json is not None:
+        from gaf_trt.model.checkpoint import atomic_write
+
+        atomic_write(as_json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+
+
+@app.command("bundle")
+@user_errors
+def bundle_cmd(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Training checkpoint (EMA weights are used)."),
+    out: Path = typer.Option(..., "--out", help="safetensors file to write."),
+) -> None:
+    """Write a checkpoint's EMA weights as gaf-trt safetensors (config in the metadata)."""
+    from gaf_trt.model.checkpoint import load_model, save_safetensors
+
+    model = load_model(ckpt)
+    save_safetensors(model, out)
+    typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    app()

@@ -1,0 +1,134 @@
+"""Quality gate of the bundled digits model.
+
+Generates ``per_class`` samples per class (euler-20 and endpoint/IER-8), classifies them
+with a logistic-regression classifier trained on the real 8x8 digits, and reports per-class
+and mean accuracy plus a Fréchet distance between real and generated samples in that
+classifier's feature space (its 10 logits).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gaf_trt.compose import sample
+from gaf_trt.errors import ConfigError
+from gaf_trt.model.checkpoint import load_model
+from training.data import load_digits_images, resize_images
+
+#: (name, solver, steps) of the reported samplers.
+SAMPLERS = (("euler-20", "euler", 20), ("endpoint-8", "endpoint", 8))
+
+
+@dataclass
+class DigitsClassifier:
+    """Logistic regression on 8x8 digits in ``[0, 1]`` (flattened)."""
+
+    model: Any
+    test_accuracy: float
+
+    def logits(self, x01_8: Tensor) -> np.ndarray:
+        return self.model.decision_function(x01_8.reshape(x01_8.shape[0], -1).numpy())
+
+    def predict(self, x01_8: Tensor) -> np.ndarray:
+        return self.model.predict(x01_8.reshape(x01_8.shape[0], -1).numpy())
+
+
+def fit_classifier(seed: int = 0) -> DigitsClassifier:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits_images()
+    xf = x.reshape(x.shape[0], -1).numpy()
+    xtr, xte, ytr, yte = train_test_split(xf, y.numpy(), test_size=0.25, random_state=seed,
+                                          stratify=y.numpy())
+    held = LogisticRegression(max_iter=5000, C=1.0).fit(xtr, ytr)
+    test_acc = float((held.predict(xte) == yte).mean())
+    full = LogisticRegression(max_iter=5000, C=1.0).fit(xf, y.numpy())
+    return DigitsClassifier(full, test_acc)
+
+
+def to_digit_grid(images: Tensor) -> Tensor:
+    """Generated ``[B, 1, S, S]`` in ``[-1, 1]`` -> ``[B, 1, 8, 8]`` in ``[0, 1]``."""
+    x01 = ((images.float() + 1) / 2).clamp(0, 1)
+    return resize_images(x01, 8) if x01.shape[-1] != 8 else x01
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b``."""
+    from scipy import linalg
+
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    covmean = covmean.real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+@torch.no_grad()
+def generate_per_class(model: Any, per_class: int, solver: str, steps: int, seed: int,
+                       chunk: int = 250) -> tuple[Tensor, Tensor]:
+    """``per_class`` samples of every class: images ``[N, C, S, S]`` and labels ``[N]``."""
+    g = torch.Generator().manual_seed(seed)
+    shape = model.config.sample_shape
+    outs, labels = [], []
+    for c in range(model.config.num_classes):
+        for start in range(0, per_class, chunk):
+            n = min(chunk, per_class - start)
+            noise = torch.randn(n, *shape, generator=g)
+            outs.append(sample(model, [c], noise, steps=steps, solver=solver,
+                               t_eps=model.config.t_eps))
+            labels.append(torch.full((n,), c))
+    return torch.cat(outs), torch.cat(labels)
+
+
+def evaluate_digits(ckpt: str = "digits", *, per_class: int = 100, seed: int = 0) -> dict[str, Any]:
+    """The report: classifier test accuracy, and per sampler accuracy and Fréchet distance."""
+    if per_class < 2:
+        raise ConfigError(f"--per-class must be >= 2, got {per_class}")
+    model = load_model(ckpt)
+    cfg = model.config
+    if cfg.num_classes != 10 or cfg.in_channels != 1 or cfg.mode != "pixel":
+        raise ConfigError(f"{ckpt} is not a digits model (needs 10 classes, 1 channel, pixel "
+                          f"space; got {cfg.num_classes} classes, {cfg.in_channels} channels)")
+    clf = fit_classifier(seed)
+    real8, _ = load_digits_images()
+    # real images through the same size round trip as generated ones
+    real_rt = to_digit_grid(resize_images(real8, cfg.input_size) * 2 - 1)
+    real_feats = clf.logits(real_rt)
+    report: dict[str, Any] = {"checkpoint": ckpt, "per_class": per_class,
+                              "classifier_test_accuracy": clf.test_accuracy,
+                              "real_roundtrip_accuracy": float(
+                                  (clf.predict(real_rt) == load_digits_images()[1].numpy()).mean()),
+                              "samplers": {}}
+    for name, solver, steps in SAMPLERS:
+        t0 = time.perf_counter()
+        images, labels = generate_per_class(model, per_class, solver, steps, seed)
+        gen8 = to_digit_grid(images)
+        pred = clf.predict(gen8)
+        lab = labels.numpy()
+        per = {str(c): float((pred[lab == c] == c).mean()) for c in range(10)}
+        report["samplers"][name] = {
+            "accuracy_per_class": per,
+            "mean_accuracy": float(np.mean(list(per.values()))),
+            "frechet_distance": frechet_distance(real_feats, clf.logits(gen8)),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"classifier: held-out accuracy {report['classifier_test_accuracy']:.3f}, "
+             f"real digits after the size round trip {report['real_roundtrip_accuracy']:.3f}"]
+    for name, r in report["samplers"].items():
+        per = " ".join(f"{c}:{a:.2f}" for c, a in r["accuracy_per_class"].items())
+        lines.append(f"{name:<11} mean accuracy {r['mean_accuracy']:.3f}  Fréchet "
+                     f"{r['frechet_distance']:.3f}  ({r['seconds']:.1f} s)")
+        lines.append(f"{'':<11} {per}")
+    return "\n".join(lines)

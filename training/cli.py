@@ -30,6 +30,8 @@ def train_cmd(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Checkpoint to continue from."),
     retrunk: Optional[Path] = typer.Option(None, "--retrunk", help="DiT state dict to seed the trunk."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: key=value (repeatable)."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End early at this step "
+                                             "(the schedule still spans iters)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train a GAF model; checkpoints go to OUT/last.pt in the published format."""
@@ -43,15 +45,15 @@ def train_cmd(
         overrides.append(f"outdir={out}")
     cfg = build_config(preset, config, overrides)
     if quiet:
-        result = train(cfg, resume=resume, retrunk=retrunk)
+        result = train(cfg, resume=resume, retrunk=retrunk, stop_after=stop_after)
     else:
-        result = _train_with_progress(cfg, resume, retrunk)
+        result = _train_with_progress(cfg, resume, retrunk, stop_after)
     if result.checkpoint is not None:
         typer.echo(f"checkpoint {result.checkpoint} ({len(result.history)} steps, "
                    f"{result.seconds:.1f} s)")
 
 
-def _train_with_progress(cfg, resume, retrunk):
+def _train_with_progress(cfg, resume, retrunk, stop_after):
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
@@ -73,7 +75,7 @@ def _train_with_progress(cfg, resume, retrunk):
                         ips=ips)
 
     with progress:
-        return train(cfg, resume=resume, retrunk=retrunk, progress=on_step)
+        return train(cfg, resume=resume, retrunk=retrunk, progress=on_step, stop_after=stop_after)
 
 
 @app.command("precompute")

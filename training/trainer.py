@@ -142,8 +142,13 @@ def _previews(model: GAF, cfg: TrainConfig, outdir: Path, step: int, device: str
 
 
 def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | Path | None = None,
-          progress: Callable[[TrainState], None] | None = None) -> TrainResult:
-    """Run (or continue) a training run; returns the loss history and the last checkpoint."""
+          progress: Callable[[TrainState], None] | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Run (or continue) a training run; returns the loss history and the last checkpoint.
+
+    ``stop_after`` ends the run early at that step (the schedule still spans ``cfg.iters``),
+    writing a checkpoint there, as an interrupted run would.
+    """
     info = init_distributed(cfg.device if cfg.device != "auto" else
                             ("cuda" if torch.cuda.is_available() else "cpu"))
     device = pick_device(cfg, info)
@@ -190,7 +195,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
     use_amp = cfg.bf16 and device.startswith("cuda")
     result = TrainResult()
     t0 = time.perf_counter()
-    for step in range(start, cfg.iters):
+    end = cfg.iters if stop_after is None else min(cfg.iters, stop_after)
+    for step in range(start, end):
         model.train()
         opt.zero_grad(set_to_none=True)
         terms_acc = torch.zeros(5)
@@ -227,7 +233,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 log.info("step %d loss %.5f vcos %.4f lr %.2e", state.step, state.loss,
                          state.velocity_cos, lr)
-            last = step + 1 == cfg.iters
+            last = step + 1 == end
             if last or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
                 ck = checkpoint_dict(model, ema, opt, sched, step + 1, cfg, cfg.seed)
                 result.checkpoint = save_checkpoint(ck, outdir / "last.pt")

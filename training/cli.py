@@ -104,12 +104,13 @@ def evaluate_cmd(
     ckpt: str = typer.Option("digits", "--ckpt", help="A digits checkpoint or 'digits'."),
     per_class: int = typer.Option(100, "--per-class"),
     seed: int = typer.Option(0, "--seed"),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw weights, not the EMA."),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report here."),
 ) -> None:
     """Quality gate of a digits model: classifier accuracy and Fréchet distance."""
     from training.evaluate import evaluate_digits, format_report
 
-    report = evaluate_digits(ckpt, per_class=per_class, seed=seed)
+    report = evaluate_digits(ckpt, per_class=per_class, seed=seed, use_ema=not no_ema)
     typer.echo(format_report(report))
     if as_json is not None:
         from gaf_trt.model.checkpoint import atomic_write

@@ -40,3 +40,16 @@ def ref_model():
 @pytest.fixture(scope="session")
 def ref_raw() -> dict:
     return torch.load(REF_CKPT, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_vae_dir(tmp_path_factory) -> Path:
+    """A tiny diffusers AutoencoderKL (4 latent channels, image = latent x 8) saved to disk."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed")
+    d = tmp_path_factory.mktemp("vae")
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=32)
+    vae.save_pretrained(d)
+    return d

@@ -4,6 +4,7 @@ and ``key=value`` overrides. Serialised into every checkpoint's ``cfg``."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,7 @@ class TrainConfig:
                      "num_classes", "dit_hidden", "dit_depth", "dit_heads", "patch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0 or self.warmup >= self.iters and self.iters > 1:
-            self.warmup = min(max(self.warmup, 0), max(self.iters - 1, 0))
+        self.warmup = max(0, min(self.warmup, self.iters - 1))
         if not 0 <= self.ema_decay < 1 or not 0 <= self.ema_warmup_decay < 1:
             raise ConfigError("EMA decays must be in [0, 1)")
         self.model_config()  # validates the architecture
@@ -139,7 +139,7 @@ def _coerce(value: str, typ: Any, key: str) -> Any:
     args = [a for a in typing.get_args(typ) if a is not type(None)]
     if value.lower() in ("none", "null") and type(None) in typing.get_args(typ):
         return None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+    if origin in (typing.Union, types.UnionType) and args:
         return _coerce(value, args[0], key)
     try:
         if typ is bool:

@@ -70,14 +70,18 @@ def to_digit_grid(images: Tensor) -> Tensor:
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b``."""
-    from scipy import linalg
+    """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b``.
 
+    ``tr sqrt(S1 S2)`` is computed as the sum of square roots of the eigenvalues of the
+    symmetric ``S1^½ S2 S1^½`` (stable, no complex parts).
+    """
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    tr_covmean = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
 @torch.no_grad()

@@ -55,8 +55,8 @@ def load_vae(source: str | os.PathLike[str], *, scale: float | None = None,
     autoencoder = import_autoencoder()
     src = os.fspath(source)
     local = Path(src)
-    looks_like_path = local.is_absolute() or src.startswith(".") or os.sep in src and local.exists()
-    if looks_like_path and not local.is_dir():
+    looks_like_path = local.is_absolute() or src.startswith(".") or local.exists()
+    if looks_like_path and not local.is_dir():  # anything else is tried as a hub id
         raise ConfigError(f"VAE directory not found: {src}")
     try:
         vae = autoencoder.from_pretrained(src)

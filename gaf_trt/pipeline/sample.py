@@ -262,11 +262,11 @@ def _write_outputs(out: Path, cfg: SampleConfig, plan: SamplePlan, runner: _Runn
                    mix_frames: dict[tuple[int, ...], list[Tensor]]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    sample_imgs = next(iter({**pure_imgs, **mix_imgs}.values()))
-    size = sample_imgs.shape[-1]
+    size = next(iter({**pure_imgs, **mix_imgs}.values())).shape[-1]
     factor = img.display_scale(size)
-    nrow = max(1, int(cfg.batch ** 0.5)) if int(cfg.batch ** 0.5) ** 2 == cfg.batch else cfg.batch
-    show = {k: img.upscale(img.to_rgb01(v), factor) for k, v in {**pure_imgs}.items()}
+    side = int(round(cfg.batch ** 0.5))
+    nrow = side if side * side == cfg.batch else cfg.batch  # square grid when B is a square
+    show = {c: img.upscale(img.to_rgb01(v), factor) for c, v in pure_imgs.items()}
     for cls, pic in show.items():
         files.append(img.save_png(img.grid(pic, nrow), out / f"pure_{cls}.png"))
         if cfg.gif:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from gaf_trt.cli import app
 from gaf_trt.model import GAF, GAFConfig
 
-diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed")
+pytest.importorskip("diffusers", reason="diffusers is not installed")
 
 runner = CliRunner()
 
@@ -30,21 +30,10 @@ def latent_ckpt(tmp_path_factory):
     return d / "latent.pt"
 
 
-@pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vae")
-    vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=32)
-    vae.save_pretrained(d)
-    return d
-
-
-def test_latent_sample_decodes_through_vae(latent_ckpt, vae_dir, tmp_path):
+def test_latent_sample_decodes_through_vae(latent_ckpt, tiny_vae_dir, tmp_path):
     from PIL import Image
 
-    r = runner.invoke(app, ["sample", "--ckpt", str(latent_ckpt), "--vae", str(vae_dir),
+    r = runner.invoke(app, ["sample", "--ckpt", str(latent_ckpt), "--vae", str(tiny_vae_dir),
                             "--classes", "cat", "dog", "--mask-type", "vertical_2", "--steps", "2",
                             "--batch", "1", "--out", str(tmp_path), "-q", "--device", "cpu"])
     assert r.exit_code == 0, r.output
@@ -54,11 +43,11 @@ def test_latent_sample_decodes_through_vae(latent_ckpt, vae_dir, tmp_path):
     assert rec["model"]["mode"] == "latent" and rec["model"]["vae_scale"] == 0.5
 
 
-def test_decoder_uses_checkpoint_scale(vae_dir):
+def test_decoder_uses_checkpoint_scale(tiny_vae_dir):
     from gaf_trt.model.vae import load_vae
 
-    assert load_vae(vae_dir, scale=0.5).scale == 0.5
-    assert load_vae(vae_dir).scale == pytest.approx(0.18215)  # the VAE config's factor
+    assert load_vae(tiny_vae_dir, scale=0.5).scale == 0.5
+    assert load_vae(tiny_vae_dir).scale == pytest.approx(0.18215)  # the VAE config's factor
 
 
 def test_latent_without_vae_is_refused(latent_ckpt, tmp_path):

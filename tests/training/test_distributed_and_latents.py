@@ -29,20 +29,6 @@ def test_two_rank_gloo_torchrun(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-diffusers = pytest.importorskip("diffusers", reason="diffusers is not installed")
-
-
-@pytest.fixture(scope="module")
-def vae_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("vae")
-    vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=32)
-    vae.save_pretrained(d)
-    return d
-
-
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     from PIL import Image
@@ -56,13 +42,13 @@ def image_folder(tmp_path_factory):
     return root
 
 
-def test_precompute_and_train_on_latents(tmp_path, vae_dir, image_folder):
+def test_precompute_and_train_on_latents(tmp_path, tiny_vae_dir, image_folder):
     from typer.testing import CliRunner
 
     from training.cli import app
 
     cache = tmp_path / "lat.pt"
-    r = CliRunner().invoke(app, ["precompute", "--images", str(image_folder), "--vae", str(vae_dir),
+    r = CliRunner().invoke(app, ["precompute", "--images", str(image_folder), "--vae", str(tiny_vae_dir),
                                  "--out", str(cache), "--size", "32", "--batch", "4"])
     assert r.exit_code == 0, r.output
     assert "skipped 1 unreadable" in r.output
@@ -74,7 +60,7 @@ def test_precompute_and_train_on_latents(tmp_path, vae_dir, image_folder):
     from gaf_trt.model.vae import load_vae
     from training.data import load_image
 
-    dec = load_vae(vae_dir)
+    dec = load_vae(tiny_vae_dir)
     img = load_image(image_folder / "cat" / "0.jpg", 32, 3).unsqueeze(0) * 2 - 1
     assert torch.allclose(d["latents"][0].float(), dec.encode(img)[0], atol=2e-3)
 

@@ -192,6 +192,11 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
     sampler = ShardedSampler(len(dataset), cfg.batch_size, seed=cfg.seed, rank=info.rank,
                              world=info.world)
     outdir = Path(cfg.outdir)
+    if info.is_main:
+        import yaml
+
+        atomic_write(outdir / "config.yaml",
+                     lambda tmp: tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True)))
     use_amp = cfg.bf16 and device.startswith("cuda")
     result = TrainResult()
     t0 = time.perf_counter()

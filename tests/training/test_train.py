@@ -30,6 +30,16 @@ def test_loss_decreases(tmp_path):
     assert result.history[-1].velocity_cos > result.history[0].velocity_cos
 
 
+def test_yaml_config_round_trip(tmp_path):
+    cfg = tiny(tmp_path, "iters=3", "lr=0.002")
+    train(cfg)
+    again = build_config(None, tmp_path / "config.yaml")  # written beside the checkpoints
+    assert again == cfg
+    (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(Exception, match="must hold a mapping"):
+        build_config(None, tmp_path / "bad.yaml")
+
+
 def test_checkpoint_is_published_format(tmp_path):
     result = train(tiny(tmp_path, "iters=3", "lam_time=0.002"))
     ck = torch.load(result.checkpoint, weights_only=True)

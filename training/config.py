@@ -127,9 +127,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(data="digits", mode="pixel", image_size=16, latent_ch=1, num_classes=10,
                    class_names=[str(i) for i in range(10)], dit_hidden=128, dit_depth=4,
                    dit_heads=4, patch_size=4, lr=1e-3, min_lr=1e-5, warmup=200,
-                   ema_decay=0.999, ema_warmup_decay=0.99, res_reg=0.003, lam_time=0.0,
-                   iters=6000, batch_size=128, log_every=250, ckpt_every=500,
-                   preview_every=1000),
+                   ema_decay=0.9995, ema_warmup_decay=0.99, res_reg=0.003, lam_time=0.0,
+                   iters=12000, batch_size=128, log_every=250, ckpt_every=2000,
+                   preview_every=4000),
 }
 
 

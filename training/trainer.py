@@ -3,6 +3,7 @@ CUDA, DDP through ``torchrun``, atomic checkpoints in the published format, exac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -212,10 +213,14 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
             noise = torch.randn(x.shape, generator=g)
             t = sample_t(x.shape[0], cfg.t_eps, g)
             x, y, noise, t = x.to(device), y.to(device), noise.to(device), t.to(device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                terms = gaf_loss(net, x, y, noise, t, pair=cfg.pair_loss, res_reg=cfg.res_reg,
-                                 lam_time=cfg.lam_time)
-            (terms.total / cfg.grad_accum).backward()
+            # DDP all-reduces gradients on the last micro-batch only
+            sync = (contextlib.nullcontext() if info.world == 1 or micro == cfg.grad_accum - 1
+                    else net.no_sync())
+            with sync:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    terms = gaf_loss(net, x, y, noise, t, pair=cfg.pair_loss,
+                                     res_reg=cfg.res_reg, lam_time=cfg.lam_time)
+                (terms.total / cfg.grad_accum).backward()
             terms_acc += torch.stack([terms.total.detach().cpu(), terms.pair.cpu(),
                                       terms.residual.cpu(), terms.time_swap.cpu(),
                                       terms.velocity_cos.cpu()]) / cfg.grad_accum

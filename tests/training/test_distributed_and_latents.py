@@ -18,7 +18,8 @@ def test_two_rank_gloo_torchrun(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "training", "train", "--preset", "digits", "--out", str(tmp_path), "-q",
-           *[x for kv in TINY for x in ("--set", kv)], "--set", "iters=3"]
+           *[x for kv in TINY for x in ("--set", kv)], "--set", "iters=3",
+           "--set", "lam_time=0.002", "--set", "grad_accum=2"]  # full objective, accumulation
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert proc.returncode == 0, proc.stderr[-3000:]

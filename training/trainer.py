@@ -159,7 +159,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
             str(i) for i in range(len(dataset.class_names), cfg.num_classes)]
     torch.manual_seed(cfg.seed)
     model = GAF(cfg.model_config())
-    init_gaf_weights(model)
+    model.initialize_weights()
     if retrunk is not None:
         from training.retrunk import retrunk_from_dit
 
@@ -257,27 +257,3 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
     if result.checkpoint is None and info.is_main and (outdir / "last.pt").exists():
         result.checkpoint = outdir / "last.pt"
     return result
-
-
-def init_gaf_weights(model: GAF) -> None:
-    """Published initialisation: Xavier linears, J zero, K ~ N(0, 0.02), adaLN outputs zero."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Linear):
-            torch.nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                torch.nn.init.zeros_(m.bias)
-    trunk = model.trunk
-    w = trunk.x_embedder.proj.weight
-    torch.nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-    torch.nn.init.zeros_(trunk.x_embedder.proj.bias)
-    torch.nn.init.normal_(trunk.y_embedder.embedding_table.weight, std=0.02)
-    torch.nn.init.normal_(trunk.t_embedder.mlp[0].weight, std=0.02)
-    torch.nn.init.normal_(trunk.t_embedder.mlp[2].weight, std=0.02)
-    for block in trunk.blocks:
-        torch.nn.init.zeros_(block.adaLN_modulation[-1].weight)
-        torch.nn.init.zeros_(block.adaLN_modulation[-1].bias)
-    torch.nn.init.zeros_(trunk.ada_ln.adaLN_modulation[-1].weight)
-    torch.nn.init.zeros_(trunk.ada_ln.adaLN_modulation[-1].bias)
-    torch.nn.init.zeros_(model.twins.J.linear.weight)
-    torch.nn.init.normal_(model.twins.K.weight, std=0.02)
-    torch.nn.init.zeros_(model.twins.K.bias)

@@ -137,14 +137,14 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Describe a checkpoint: architecture, classes, parameter count, hash."""
-    from gaf_trt.model.checkpoint import file_sha256, load_model, read_checkpoint, resolve_path
+    from gaf_trt.model.checkpoint import file_sha256, model_from_checkpoint, read_checkpoint
 
     ckpt = read_checkpoint(path, trust_pickle=trust_pickle)
-    model = load_model(path, num_heads=heads, trust_pickle=trust_pickle)
+    model = model_from_checkpoint(ckpt, num_heads=heads)
     cfg = model.config
     record = {
-        "path": str(resolve_path(path)),
-        "sha256": file_sha256(resolve_path(path)),
+        "path": str(ckpt.path),
+        "sha256": file_sha256(ckpt.path),
         "weights": ckpt.source,
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": cfg.to_dict(),

@@ -233,6 +233,13 @@ def load_model(path: str | os.PathLike[str], *, num_heads: int | None = None,
     ``ema`` weights are used when present and ``use_ema`` is true, else ``model``.
     """
     ckpt = read_checkpoint(path, use_ema=use_ema, trust_pickle=trust_pickle)
+    return model_from_checkpoint(ckpt, num_heads=num_heads, device=device, dtype=dtype)
+
+
+def model_from_checkpoint(ckpt: LoadedCheckpoint, *, num_heads: int | None = None,
+                          device: str | torch.device = "cpu",
+                          dtype: torch.dtype = torch.float32) -> GAF:
+    """Build the :class:`GAF` of an already read checkpoint (see :func:`read_checkpoint`)."""
     check_gaf_keys(ckpt.state_dict, str(ckpt.path))
     if num_heads is not None and num_heads < 1:
         raise ConfigError(f"num_heads must be >= 1, got {num_heads}")

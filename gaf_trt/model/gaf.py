@@ -83,6 +83,28 @@ class GAF(nn.Module):
         j, k = self(x, t, y)
         return k - j
 
+    def initialize_weights(self) -> None:
+        """Published initialisation: Xavier linears, J zero, K ~ N(0, 0.02), adaLN outputs
+        zero (every block starts as the identity)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        trunk = self.trunk
+        w = trunk.x_embedder.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(trunk.x_embedder.proj.bias)
+        nn.init.normal_(trunk.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(trunk.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(trunk.t_embedder.mlp[2].weight, std=0.02)
+        for mod in [*(b.adaLN_modulation for b in trunk.blocks), trunk.ada_ln.adaLN_modulation]:
+            nn.init.zeros_(mod[-1].weight)
+            nn.init.zeros_(mod[-1].bias)
+        nn.init.zeros_(self.twins.J.linear.weight)
+        nn.init.normal_(self.twins.K.weight, std=0.02)
+        nn.init.zeros_(self.twins.K.bias)
+
     @property
     def num_classes(self) -> int:
         return self.config.num_classes

@@ -88,6 +88,7 @@ def _network(cfg: BenchConfig, device: str) -> TorchEngine:
     torch.manual_seed(cfg.seed)
     with torch.device(device):
         model = GAF(mcfg)
+        model.initialize_weights()  # finite activations at any depth and precision
     return TorchEngine(model.to(cfg.precision.torch_dtype).eval(), cfg.precision)
 
 

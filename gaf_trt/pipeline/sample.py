@@ -112,6 +112,7 @@ class SamplePlan:
     masks: Tensor | None
     decoder: Any
     device: str
+    load_s: float = 0.0  # validation, checkpoint and VAE loading
 
 
 def _validate_options(cfg: SampleConfig) -> None:
@@ -134,6 +135,7 @@ def _validate_options(cfg: SampleConfig) -> None:
 
 def prepare_sample(cfg: SampleConfig) -> SamplePlan:
     """Validate every option and load the model; raises before anything is written."""
+    t0 = time.perf_counter()
     _validate_options(cfg)
     mask_type = cfg.mask_type
     if mask_type is None and cfg.mask_img is not None:
@@ -167,7 +169,8 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
         from gaf_trt.model.vae import load_vae
 
         decoder = load_vae(cfg.vae, scale=config.vae_scale, device=device)
-    return SamplePlan(network, config, classes, composition, masks, decoder, device)
+    return SamplePlan(network, config, classes, composition, masks, decoder, device,
+                      time.perf_counter() - t0)
 
 
 def _sync(device: str) -> None:
@@ -217,9 +220,7 @@ def run_sample(cfg: SampleConfig, progress: ProgressFactory | None = None,
                plan: SamplePlan | None = None) -> SampleResult:
     """Validate, load, generate and write every output of one sampling job (``plan`` from
     :func:`prepare_sample` when the caller validated first)."""
-    t0 = time.perf_counter()
     plan = plan if plan is not None else prepare_sample(cfg)
-    load_s = time.perf_counter() - t0
     c, s = plan.config.in_channels, plan.config.input_size
     gen = torch.Generator().manual_seed(cfg.seed)
     noise = torch.randn(cfg.batch, c, s, s, generator=gen).to(plan.device)
@@ -249,7 +250,7 @@ def run_sample(cfg: SampleConfig, progress: ProgressFactory | None = None,
             mix_frames[comp.classes] = frames
 
     files += _write_outputs(out, cfg, plan, runner, pure_imgs, pure_frames, mix_imgs, mix_frames)
-    record = _record(cfg, plan, runner.timings, load_s, files, out)
+    record = _record(cfg, plan, runner.timings, files, out)
     files.append(atomic_write(out / "run.json",
                               lambda tmp: tmp.write_text(json.dumps(record, indent=2))))
     result.record = record
@@ -299,7 +300,7 @@ def _save_traj_gif(runner: _Runner, frames: list[Tensor], factor: int, nrow: int
     return img.save_gif(pics, path)
 
 
-def _record(cfg: SampleConfig, plan: SamplePlan, timings: dict[str, float], load_s: float,
+def _record(cfg: SampleConfig, plan: SamplePlan, timings: dict[str, float],
             files: list[Path], out: Path) -> dict[str, Any]:
     ckpt = resolve_path(cfg.ckpt)
     return {
@@ -314,6 +315,6 @@ def _record(cfg: SampleConfig, plan: SamplePlan, timings: dict[str, float], load
                         if plan.device.startswith("cuda") else platform.processor() or "cpu"),
         "precision": cfg.precision.value,
         "torch": torch.__version__,
-        "timings_s": {"load": round(load_s, 4), **{k: round(v, 4) for k, v in timings.items()}},
+        "timings_s": {"load": round(plan.load_s, 4), **{k: round(v, 4) for k, v in timings.items()}},
         "files": [str(f.relative_to(out)) for f in files],
     }

@@ -35,6 +35,7 @@ def test_spec_command_line_works_as_written(ref_ckpt, tmp_path):
     assert len(record["checkpoint"]["sha256"]) == 64
     assert record["args"]["mask_type"] == "horizontal_2"
     assert set(record["timings_s"]) >= {"load", "pure 3", "pure 8", "spatial 3_8"}
+    assert all(v > 0 for v in record["timings_s"].values())
 
 
 def test_images_are_visible_size(ref_ckpt, tmp_path):

@@ -69,3 +69,12 @@ def test_recorder_catches_a_host_sync():
     with OpRecorder() as rec:
         integrate(syncing_field, torch.randn(2, 3), steps=2)
     assert "_local_scalar_dense" in rec.ops
+
+
+def test_capture_refuses_cpu_tensors(ref_model):
+    from gaf_trt import ConfigError
+    from gaf_trt.engine.cuda_graph import CapturedLoop
+
+    field = ComposedField(ref_model, Composition.pure(1))
+    with pytest.raises(ConfigError, match="needs a CUDA tensor"):
+        CapturedLoop(field, torch.randn(1, 3, 8, 8), steps=2)

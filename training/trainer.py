@@ -81,7 +81,7 @@ def pick_device(cfg: TrainConfig, info: DistInfo) -> str:
 
 
 def checkpoint_dict(model: GAF, ema: EMA, opt: torch.optim.Optimizer, sched: Any, step: int,
-                    cfg: TrainConfig, sampler_seed: int) -> dict[str, Any]:
+                    cfg: TrainConfig) -> dict[str, Any]:
     """The published layout: ``model``, ``ema``, ``opt``, ``sched``, ``step``, ``cfg`` (+ rng)."""
     return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -90,7 +90,7 @@ def checkpoint_dict(model: GAF, ema: EMA, opt: torch.optim.Optimizer, sched: Any
         "sched": sched.state_dict(),
         "step": step,
         "cfg": cfg.to_dict(),
-        "rng": {"torch": torch.get_rng_state(), "seed": sampler_seed},
+        "rng": {"torch": torch.get_rng_state()},  # data order and noise derive from cfg.seed
     }
 
 
@@ -221,9 +221,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
                     terms = gaf_loss(net, x, y, noise, t, pair=cfg.pair_loss,
                                      res_reg=cfg.res_reg, lam_time=cfg.lam_time)
                 (terms.total / cfg.grad_accum).backward()
-            terms_acc += torch.stack([terms.total.detach().cpu(), terms.pair.cpu(),
-                                      terms.residual.cpu(), terms.time_swap.cpu(),
-                                      terms.velocity_cos.cpu()]) / cfg.grad_accum
+            terms_acc += torch.stack([terms.total.detach(), terms.pair, terms.residual,
+                                      terms.time_swap, terms.velocity_cos]).cpu() / cfg.grad_accum
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         lr = opt.param_groups[0]["lr"]
@@ -245,7 +244,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, retrunk: str | 
                          state.velocity_cos, lr)
             last = step + 1 == end
             if last or (cfg.ckpt_every and (step + 1) % cfg.ckpt_every == 0):
-                ck = checkpoint_dict(model, ema, opt, sched, step + 1, cfg, cfg.seed)
+                ck = checkpoint_dict(model, ema, opt, sched, step + 1, cfg)
                 result.checkpoint = save_checkpoint(ck, outdir / "last.pt")
             if cfg.preview_every and ((step + 1) % cfg.preview_every == 0 or last):
                 preview = GAF(model.config).to(device)

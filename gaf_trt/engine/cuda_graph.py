@@ -30,7 +30,7 @@ class CapturedLoop:
         if solver == "endpoint" and reverse:
             raise ConfigError("reverse endpoint sampling draws noise; capture it with init fixed")
         self.kwargs = dict(steps=steps, solver=solver, t_eps=t_eps, reverse=reverse)
-        self.field = field
+        self.field = field  # keeps the field and its cached device tensors alive for replays
         self.static_in = example.detach().float().clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gaf_trt import ComposedField, Composition, integrate, load_model, masks, sample  # noqa: E402
-from gaf_trt.engine.cuda_graph import CapturedLoop  # noqa: E402
+from gaf_trt.compose.capture import CapturedLoop  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 OUT = Path(os.environ.get("OUT") or "/tmp/gaf_gpu_check")

@@ -11,8 +11,7 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.cli.app import user_errors
-from gaf_trt.cli.multivalue import OneLineErrorGroup
+from gaf_trt.cli.errors import OneLineErrorGroup, user_errors
 
 app = typer.Typer(cls=OneLineErrorGroup, add_completion=False, pretty_exceptions_enable=False,
                   no_args_is_help=True, help="Train and evaluate GAF models.")
@@ -113,7 +112,7 @@ def evaluate_cmd(
     report = evaluate_digits(ckpt, per_class=per_class, seed=seed, use_ema=not no_ema)
     typer.echo(format_report(report))
     if as_json is not None:
-        from gaf_trt.model.checkpoint import atomic_write
+        from gaf_trt.io.files import atomic_write
 
         atomic_write(as_json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
 

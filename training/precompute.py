@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.model.checkpoint import atomic_write
+from gaf_trt.io.files import atomic_write
 from gaf_trt.model.vae import load_vae
 from training.data import folder_dataset
 

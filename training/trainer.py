@@ -19,7 +19,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from gaf_trt.errors import CheckpointError, ConfigError
-from gaf_trt.model.checkpoint import atomic_write, strip_prefixes
+from gaf_trt.io.files import atomic_write
+from gaf_trt.model.checkpoint import strip_prefixes
 from gaf_trt.model.gaf import GAF
 from training.config import TrainConfig
 from training.data import ShardedSampler, build_dataset

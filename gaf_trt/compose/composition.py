@@ -13,11 +13,11 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 
@@ -28,18 +28,6 @@ class Mode(str, enum.Enum):
     WEIGHTED = "weighted"
     SPATIAL = "spatial"
     SPATIAL_WEIGHTED = "spatial+weighted"
-
-
-@runtime_checkable
-class AnchorNetwork(Protocol):
-    """Anything that gives both anchors: ``(x [M,C,S,S], t [M], y [M]) -> (J, K)``.
-
-    The PyTorch :class:`~gaf_trt.model.GAF`, and the ONNX Runtime / TensorRT engine wrappers.
-    """
-
-    config: GAFConfig
-
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gaf_trt.model.checkpoint import atomic_write
+from gaf_trt.io.files import atomic_write
 
 MIN_DISPLAY = 128
 PAD = 2

@@ -1,7 +1,6 @@
 """The GAF network, its configuration and checkpoint I/O."""
 
 from gaf_trt.model.checkpoint import (
-    file_sha256,
     infer_config,
     load_model,
     read_checkpoint,
@@ -11,4 +10,4 @@ from gaf_trt.model.config import DIT_PRESETS, GAFConfig, preset_config
 from gaf_trt.model.gaf import GAF
 
 __all__ = ["GAF", "GAFConfig", "DIT_PRESETS", "preset_config", "load_model", "read_checkpoint",
-           "save_safetensors", "infer_config", "file_sha256"]
+           "save_safetensors", "infer_config"]

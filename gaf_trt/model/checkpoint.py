@@ -6,13 +6,11 @@ unpickling is refused unless the caller passes ``trust_pickle=True`` explicitly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +22,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.errors import CheckpointError, ConfigError
+from gaf_trt.io.files import atomic_write
 from gaf_trt.model.config import GAFConfig, default_heads
 from gaf_trt.model.gaf import GAF
 
@@ -81,14 +80,6 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
             raise CheckpointError(f"bundled model {path!r} is missing from this install ({p})")
         return p
     return Path(path)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
@@ -256,24 +247,6 @@ def model_from_checkpoint(ckpt: LoadedCheckpoint, *, num_heads: int | None = Non
             f"{ckpt.path} does not match the GAF layout: missing "
             f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
     return model.to(device=device, dtype=dtype).eval()
-
-
-def atomic_write(path: str | os.PathLike[str], write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_safetensors(model: GAF, path: str | os.PathLike[str],

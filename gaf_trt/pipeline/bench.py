@@ -17,7 +17,8 @@ import torch
 
 from gaf_trt.compose.composition import ComposedField, Composition
 from gaf_trt.compose.solvers import SOLVERS, check_steps, integrate
-from gaf_trt.engine.backends import LoadRequest, Precision, TorchEngine, load_backend, resolve_device
+from gaf_trt.engine.base import LoadRequest, Precision, load_backend, resolve_device
+from gaf_trt.engine.torch_backend import TorchEngine
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import DIT_PRESETS, preset_config
 from gaf_trt.model.gaf import GAF
@@ -150,7 +151,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         gmac_per_eval=macs_per_sample(engine.model) * cfg.classes * cfg.batch / 1e9)
     modes = [("eager", eager)]
     if device.startswith("cuda") and cfg.cuda_graph:
-        from gaf_trt.engine.cuda_graph import CapturedLoop
+        from gaf_trt.compose.capture import CapturedLoop
 
         loop = CapturedLoop(field_, x, **kw)
         modes.append(("cuda-graph", lambda: loop(x)))

@@ -22,10 +22,11 @@ from torch import Tensor
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import ComposedField, Composition, permutations
 from gaf_trt.compose.solvers import SOLVERS, StepCallback, check_steps, integrate
-from gaf_trt.engine.backends import BACKENDS, LoadRequest, Precision, load_backend, resolve_device
+from gaf_trt.engine.base import BACKENDS, LoadRequest, Precision, load_backend, resolve_device
 from gaf_trt.errors import ConfigError
 from gaf_trt.io import images as img
-from gaf_trt.model.checkpoint import atomic_write, file_sha256, resolve_path
+from gaf_trt.io.files import atomic_write, file_sha256
+from gaf_trt.model.checkpoint import resolve_path
 from gaf_trt.model.config import GAFConfig
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
         mask_type = "afhq"
     device = resolve_device(cfg.device)
     network = load_backend(cfg.backend, LoadRequest(
-        checkpoint=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
+        artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
         use_ema=cfg.use_ema, trust_pickle=cfg.trust_pickle))
     config: GAFConfig = network.config
     classes = resolve_classes(cfg.classes, config)

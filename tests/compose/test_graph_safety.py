@@ -47,7 +47,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not ava
 @pytest.mark.parametrize("solver", ["euler", "heun", "rk4", "endpoint"])
 def test_cuda_graph_replay_equals_eager(ref_ckpt, solver):
     from gaf_trt import load_model
-    from gaf_trt.engine.cuda_graph import CapturedLoop
+    from gaf_trt.compose.capture import CapturedLoop
 
     model = load_model(ref_ckpt, device="cuda")
     comp = Composition.build([1, 4, 7], weights=[0.5, 0.3, 0.2])
@@ -73,7 +73,7 @@ def test_recorder_catches_a_host_sync():
 
 def test_capture_refuses_cpu_tensors(ref_model):
     from gaf_trt import ConfigError
-    from gaf_trt.engine.cuda_graph import CapturedLoop
+    from gaf_trt.compose.capture import CapturedLoop
 
     field = ComposedField(ref_model, Composition.pure(1))
     with pytest.raises(ConfigError, match="needs a CUDA tensor"):

@@ -1,0 +1,153 @@
+"""One error line, one exit code: the error handling of every gaf-trt command line.
+
+- Bad input (a :class:`~gaf_trt.errors.GAFError`, a usage error, a file that cannot be
+  read or written, memory that does not suffice for the request): ``error: ...`` on stderr,
+  exit code 2.
+- Anything else is an internal fault: still one ``error: internal error: ...`` line, exit
+  code 1; ``--debug`` (anywhere on the command line) or ``GAF_TRT_DEBUG=1`` prints the
+  traceback instead.
+- Ctrl-C: ``aborted``, exit code 130.
+
+The handler lives in :class:`OneLineErrorGroup`, the group class of both Typer apps
+(``gaf-trt`` and ``python -m gaf_trt.training``). It works with Typer releases that vendor
+Click (0.16+) and with those that use the ``click`` package.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+from gaf_trt.errors import GAFError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "GAF_TRT_DEBUG"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _types(*candidates: tuple[str, str]) -> tuple[type[BaseException], ...]:
+    """Exception classes ``module.attr`` that exist in the installed Typer / Click."""
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for module, attr in candidates:
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj not in found:
+            found.append(obj)
+    return tuple(found)
+
+
+#: Usage errors (bad option value, unknown option, missing argument).
+CLICK_ERRORS = _types(("typer._click.exceptions", "ClickException"),
+                      ("click.exceptions", "ClickException"))
+#: "Exit with this code" signals.
+EXIT_SIGNALS = _types(("typer.exceptions", "Exit"), ("click.exceptions", "Exit"))
+#: "Abort" signals (EOF at a prompt).
+ABORT_SIGNALS = _types(("typer.exceptions", "Abort"), ("click.exceptions", "Abort"))
+
+
+def debug_requested(args: list[str] | None = None) -> bool:
+    return (os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+            or DEBUG_FLAG in (args if args is not None else sys.argv[1:]))
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def describe(err: BaseException) -> tuple[str, int]:
+    """The one line and exit code for an exception raised by a command."""
+    if isinstance(err, GAFError):
+        return str(err), EXIT_BAD_INPUT
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return (f"out of memory ({_first_line(err)}); lower --batch or the step count, or "
+                "sample in chunks (--chunk)", EXIT_BAD_INPUT)
+    if isinstance(err, OSError):
+        where = f": {err.filename}" if getattr(err, "filename", None) else ""
+        reason = err.strerror or _first_line(err)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "no space left on the device"
+        return f"{reason}{where}", EXIT_BAD_INPUT
+    if isinstance(err, RuntimeError) and "DefaultCPUAllocator" in str(err):
+        return (f"out of memory ({_first_line(err)}); lower --batch or sample in chunks "
+                "(--chunk)", EXIT_BAD_INPUT)
+    return (f"internal error: {type(err).__name__}: {_first_line(err)} (run with --debug for "
+            "the traceback)", EXIT_INTERNAL)
+
+
+def user_errors(fn: F) -> F:
+    """Decorator for command functions called outside the group (e.g. directly in tests):
+    library errors become one stderr line and their exit code. The group does the same for
+    every command, so this is only a convenience."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GAFError as err:
+            raise fail(str(err)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class OneLineErrorGroup(TyperGroup):
+    """The command group: every error becomes one line on stderr and a documented exit code
+    (see the module docstring); usage errors too, instead of a usage box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = debug_requested(argv)
+        argv = [a for a in argv if a != DEBUG_FLAG]
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        code = self._run(argv, prog_name, complete_var, debug, **extra)
+        sys.exit(code)
+
+    def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None,
+             debug: bool, **extra: Any) -> int:
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except EXIT_SIGNALS as sig:
+            return int(getattr(sig, "exit_code", 0) or 0)
+        except CLICK_ERRORS as err:
+            if type(err).__name__ == "NoArgsIsHelpError":
+                err.show()  # type: ignore[attr-defined]
+            else:
+                sys.stderr.write(f"error: {err.format_message()}\n")  # type: ignore[attr-defined]
+            return int(getattr(err, "exit_code", EXIT_BAD_INPUT))
+        except ABORT_SIGNALS:
+            sys.stderr.write("aborted\n")
+            return EXIT_INTERNAL
+        except KeyboardInterrupt:
+            sys.stderr.write("aborted\n")
+            return EXIT_INTERRUPTED
+        except Exception as err:  # noqa: BLE001 - the one place that turns faults into a line
+            if debug:
+                traceback.print_exc()
+            message, code = describe(err)
+            sys.stderr.write(f"error: {message}\n")
+            return code
+        return rv if isinstance(rv, int) else 0

@@ -1,0 +1,71 @@
+"""``gaf-trt sample``: pure classes and their composition."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from gaf_trt.cli.progress import progress_factory
+from gaf_trt.compose import masks as mask_lib
+from gaf_trt.compose.solvers import SOLVERS
+from gaf_trt.engine.base import BACKENDS, Precision
+
+
+def sample(
+    classes: Optional[list[str]] = typer.Option(
+        None, "--classes", "-c", help="Class indices or names; several after one flag: --classes 3 8"),
+    ckpt: str = typer.Option("digits", "--ckpt", help="Checkpoint (.pt / .safetensors) or a bundled "
+                             "model name (digits)."),
+    vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL directory, for "
+                                      "latent checkpoints."),
+    weight: Optional[list[float]] = typer.Option(None, "--weight", "-w", help="One weight per class."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Blend of 2 classes: a*v1 + (1-a)*v2."),
+    mask_type: Optional[str] = typer.Option(None, "--mask-type", help="Spatial mask layout (see "
+                                            "--list-masks)."),
+    mask_img: Optional[Path] = typer.Option(None, "--mask-img", help="Grayscale mask image (custom)."),
+    regions: Optional[list[str]] = typer.Option(None, "--regions", help="AFHQ face regions: ears eyes "
+                                                "nose mouth."),
+    sigma: float = typer.Option(mask_lib.DEFAULT_SIGMA, "--sigma", help="Mask softening (0 = hard)."),
+    steps: int = typer.Option(20, "--steps", help="Solver steps."),
+    solver: str = typer.Option("euler", "--solver", help=f"One of: {', '.join(SOLVERS.names())}."),
+    seed: int = typer.Option(0, "--seed", help="Noise seed (reproducible on one machine)."),
+    permute: bool = typer.Option(False, "--permute", help="Also run every permutation of the classes."),
+    gif: bool = typer.Option(False, "--gif", help="Save trajectory GIFs."),
+    skip: bool = typer.Option(False, "--skip", help="Skip the pure-class images; compositions only."),
+    batch: int = typer.Option(4, "--batch", "-b", help="Samples per composition."),
+    backend: str = typer.Option("torch", "--backend", help=f"One of: {', '.join(BACKENDS.names())}."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the checkpoint "
+                                        "does not say."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw model weights, not the EMA."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow arbitrary unpickling "
+                                      "(only for checkpoints you trust)."),
+    out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output directory."),
+    list_masks: bool = typer.Option(False, "--list-masks", help="List the mask types and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate pure classes and their composition (weights, alpha or spatial masks)."""
+    if list_masks:
+        for name, desc in mask_lib.list_masks():
+            typer.echo(f"{name:<14}{desc}")
+        return
+    from gaf_trt.pipeline.sample import SampleConfig, prepare_sample, run_sample
+
+    cfg = SampleConfig(
+        classes=list(classes or []), ckpt=ckpt, out=str(out), weights=weight, alpha=alpha,
+        mask_type=mask_type, mask_img=str(mask_img) if mask_img else None, regions=regions,
+        sigma=sigma, steps=steps, solver=solver, seed=seed, permute=permute, gif=gif, skip=skip,
+        batch=batch, backend=backend, device=device, precision=precision, vae=vae,
+        num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle)
+    plan = prepare_sample(cfg)
+    if quiet:
+        result = run_sample(cfg, plan=plan)
+    else:
+        progress, factory = progress_factory()
+        with progress:
+            result = run_sample(cfg, progress=factory, plan=plan)
+    typer.echo(f"wrote {len(result.files)} files to {result.out_dir}")

@@ -22,6 +22,10 @@ class ConfigError(GAFError):
     """An option or argument has a value that is not allowed."""
 
 
+class NonFiniteError(GAFError):
+    """A result (a solver state, model weights) holds NaN or infinite values."""
+
+
 def unknown_key(kind: str, key: object, valid: Iterable[str]) -> ConfigError:
     """Build the standard 'unknown X' error that lists the valid keys."""
     return ConfigError(f"unknown {kind} {key!r}; valid: {', '.join(sorted(valid))}")

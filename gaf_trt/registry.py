@@ -20,6 +20,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: register ``obj`` under ``name`` (names are unique)."""
@@ -35,17 +36,30 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} registered twice")
         self._entries[name] = obj
 
+    def alias(self, alias: str, name: str) -> None:
+        """Accept ``alias`` as another spelling of the registered ``name`` (not listed)."""
+        if alias in self._entries or alias in self._aliases:
+            raise ValueError(f"{self.kind} {alias!r} registered twice")
+        self._aliases[alias] = name
+
+    def canonical(self, name: str) -> str:
+        """The registered name behind ``name`` (itself or the name it aliases)."""
+        name = self._aliases.get(name, name)
+        if name not in self._entries:
+            raise unknown_key(self.kind, name, self._entries)
+        return name
+
     def get(self, name: str) -> T:
         try:
-            return self._entries[name]
-        except KeyError:
+            return self._entries[self._aliases.get(name, name)]
+        except (KeyError, TypeError):
             raise unknown_key(self.kind, name, self._entries) from None
 
     def names(self) -> list[str]:
         return list(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

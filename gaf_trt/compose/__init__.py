@@ -1,15 +1,17 @@
-"""Transport algebra: compositions, masks and solvers."""
+"""Transport algebra: compositions, masks, solvers and the one sampling entry."""
 
 from gaf_trt.compose import masks
 from gaf_trt.compose.composition import (
-    AnchorNetwork,
+    ClassBatchField,
     ComposedField,
     Composition,
     Mode,
+    check_class_ids,
     permutations,
 )
-from gaf_trt.compose.sampling import sample
+from gaf_trt.compose.sampling import check_finite, sample, sample_pure
 from gaf_trt.compose.solvers import SOLVERS, Solver, integrate, time_grid
 
-__all__ = ["masks", "AnchorNetwork", "ComposedField", "Composition", "Mode", "permutations",
-           "sample", "SOLVERS", "Solver", "integrate", "time_grid"]
+__all__ = ["masks", "ClassBatchField", "ComposedField", "Composition", "Mode", "check_class_ids",
+           "permutations", "check_finite", "sample", "sample_pure", "SOLVERS", "Solver",
+           "integrate", "time_grid"]

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import AnchorNetwork
+from gaf_trt.engine.base import AnchorNetwork, FusedComposedStep
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.model.gaf import broadcast_time
 
 
 class Mode(str, enum.Enum):
@@ -105,14 +106,19 @@ class Composition:
 
     def validate_for(self, config: GAFConfig) -> None:
         """Check class ids and the coefficient map size against a model."""
-        bad = [c for c in self.classes if not 0 <= c < config.num_classes]
-        if bad:
-            raise ConfigError(f"class id(s) {bad} out of range: the model has "
-                              f"{config.num_classes} classes (0..{config.num_classes - 1})")
+        check_class_ids(self.classes, config)
         h, w = self.coefficients.shape[-2:]
         s = config.input_size
         if (h, w) != (1, 1) and (h, w) != (s, s):
             raise ConfigError(f"mask size {h}x{w} does not match the model's {s}x{s} grid")
+
+
+def check_class_ids(classes: Sequence[int], config: GAFConfig) -> None:
+    """The one class-range check: every id in ``0 .. num_classes - 1``."""
+    bad = [int(c) for c in classes if not 0 <= int(c) < config.num_classes]
+    if bad:
+        raise ConfigError(f"class id(s) {bad} out of range: the model has "
+                          f"{config.num_classes} classes (0..{config.num_classes - 1})")
 
 
 def permutations(n: int) -> list[tuple[int, ...]]:
@@ -120,10 +126,16 @@ def permutations(n: int) -> list[tuple[int, ...]]:
     return list(itertools.permutations(range(n)))
 
 
+#: Largest magnitude accepted for an alpha or a weight: beyond it the blend extrapolates so
+#: far from the classes' fields that the state overflows (documented in the README).
+MAX_COEFFICIENT = 100.0
+
+
 def _finite(x: float, what: str) -> float:
     x = float(x)
-    if not math.isfinite(x):
-        raise ConfigError(f"{what} must be finite, got {x}")
+    if not math.isfinite(x) or abs(x) > MAX_COEFFICIENT:
+        raise ConfigError(f"{what} must be a finite number in [-{MAX_COEFFICIENT:g}, "
+                          f"{MAX_COEFFICIENT:g}], got {x:g}")
     return x
 
 
@@ -131,32 +143,40 @@ class ComposedField:
     """A composition bound to an anchor network: the velocity contract ``v(x, t)``.
 
     ``x [B, C, S, S]`` float32 state, ``t`` a 0-d tensor (or ``[B]``). The network sees one
-    batch ``[N·B]`` laid out class-major. Calls do no host synchronisation, so a whole solver
-    loop over this field can be captured in a CUDA graph.
+    batch ``[N·B]`` laid out class-major — or, when it offers the whole composed step
+    (:class:`~gaf_trt.engine.base.FusedComposedStep`, e.g. a fused ONNX / TensorRT graph), gets
+    ``x, t, classes [N], coef [N,1,H|1,W|1]`` as plain tensors. Calls do no host
+    synchronisation, so a whole solver loop over this field can be captured in a CUDA graph.
     """
 
     def __init__(self, network: AnchorNetwork, composition: Composition) -> None:
         composition.validate_for(network.config)
         self.network = network
         self.composition = composition
+        self.fused = isinstance(network, FusedComposedStep)
         self._labels: dict[tuple[int, torch.device], Tensor] = {}
+        self._classes: dict[torch.device, Tensor] = {}
         self._coeffs: dict[torch.device, Tensor] = {}
+
+    def _class_ids(self, device: torch.device) -> Tensor:
+        if device not in self._classes:
+            self._classes[device] = torch.tensor(self.composition.classes, dtype=torch.long,
+                                                 device=device)  # [N]
+        return self._classes[device]
 
     def _batch(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         n, b = self.composition.num_classes, x.shape[0]
         key = (b, x.device)
         if key not in self._labels:
-            y = torch.tensor(self.composition.classes, dtype=torch.long, device=x.device)
-            self._labels[key] = y.repeat_interleave(b)  # [N*B], class-major
-        t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
-        t = t.reshape(-1).expand(b) if t.numel() == 1 else t  # [B]
+            self._labels[key] = self._class_ids(x.device).repeat_interleave(b)  # [N*B]
+        t = broadcast_time(t, b, x.device).float()  # [B]
         xn = x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])  # [N*B, C, S, S]
         return xn, t.repeat(n), self._labels[key]
 
     def _coefficients(self, device: torch.device) -> Tensor:
         if device not in self._coeffs:
-            self._coeffs[device] = self.composition.coefficients.to(device).unsqueeze(1)
-        return self._coeffs[device]  # [N, 1, 1, H|1, W|1]
+            self._coeffs[device] = self.composition.coefficients.to(device)  # [N, 1, H|1, W|1]
+        return self._coeffs[device]
 
     def anchors(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Per-class anchors ``(J, K)``, each ``[N, B, C, S, S]`` float32."""
@@ -165,19 +185,65 @@ class ComposedField:
         return (j.float().view(n, b, *x.shape[1:]), k.float().view(n, b, *x.shape[1:]))
 
     def _blend(self, per_class: Tensor) -> Tensor:
-        return (self._coefficients(per_class.device) * per_class).sum(0)  # [B, C, S, S]
+        coef = self._coefficients(per_class.device).unsqueeze(1)  # [N, 1, 1, H|1, W|1]
+        return (coef * per_class).sum(0)  # [B, C, S, S]
+
+    def _fused_args(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return (x, broadcast_time(t, x.shape[0], x.device).float(), self._class_ids(x.device),
+                self._coefficients(x.device))
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         """Composed velocity ``Σ c_i ⊙ (K_i − J_i)``, ``[B, C, S, S]``."""
+        if self.fused:
+            return self.network.composed_velocity(*self._fused_args(x, t)).float()
         j, k = self.anchors(x, t)
         return self._blend(k - j)
 
     velocity = __call__
 
+    def _blended_anchors(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        if self.fused:
+            j, k = self.network.composed_anchors(*self._fused_args(x, t))
+            return j.float(), k.float()
+        j, k = self.anchors(x, t)
+        return self._blend(j), self._blend(k)
+
     def data_anchor(self, x: Tensor, t: Tensor) -> Tensor:
-        """Blended data anchor ``Σ c_i ⊙ K_i`` (endpoint sampler)."""
+        """Blended data anchor ``Σ c_i ⊙ K_i`` (IER sampler), ``[B, C, S, S]``."""
+        if self.fused:
+            return self._blended_anchors(x, t)[1]
         return self._blend(self.anchors(x, t)[1])
 
     def noise_anchor(self, x: Tensor, t: Tensor) -> Tensor:
-        """Blended noise anchor ``Σ c_i ⊙ J_i`` (reverse endpoint sampler)."""
+        """Blended noise anchor ``Σ c_i ⊙ J_i`` (reverse IER sampler), ``[B, C, S, S]``."""
+        if self.fused:
+            return self._blended_anchors(x, t)[0]
         return self._blend(self.anchors(x, t)[0])
+
+
+class ClassBatchField:
+    """Several pure classes in one network call: row ``r`` of the state follows class
+    ``labels[r]``. ``x [M, C, S, S]`` (``M = len(labels)``) -> ``v [M, C, S, S]``; the same
+    velocity contract (and anchors for IER) as :class:`ComposedField`."""
+
+    def __init__(self, network: AnchorNetwork, labels: Sequence[int]) -> None:
+        check_class_ids(labels, network.config)
+        self.network = network
+        self.labels = tuple(int(c) for c in labels)
+        self._y: dict[torch.device, Tensor] = {}
+
+    def anchors(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        if x.device not in self._y:
+            self._y[x.device] = torch.tensor(self.labels, dtype=torch.long, device=x.device)
+        j, k = self.network(x, broadcast_time(t, x.shape[0], x.device).float(), self._y[x.device])
+        return j.float(), k.float()
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        j, k = self.anchors(x, t)
+        return k - j
+
+    def data_anchor(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.anchors(x, t)[1]
+
+    def noise_anchor(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.anchors(x, t)[0]

@@ -33,6 +33,19 @@ class MaskPreset:
     regions: int | None  # fixed region count, None when it depends on the input
     describe: str
     build: Callable[..., HardMasks]
+    options: frozenset[str] = frozenset()  # keyword options build() takes: image, regions
+
+    def takes(self, option: str) -> bool:
+        return option in self.options
+
+
+#: The command-line flag of each mask option (for error messages).
+OPTION_FLAGS = {"image": "--mask-img", "regions": "--regions"}
+#: Softening above this is refused: the masks are uniform long before, and the box filters'
+#: cost grows with sigma³.
+MAX_SIGMA = 16.0
+#: A custom mask image may have at most this many pixels (decompression bombs are refused).
+MAX_MASK_PIXELS = 64_000_000
 
 
 MASKS: Registry[MaskPreset] = Registry("mask type")
@@ -100,21 +113,38 @@ def _diagonal(cuts: Sequence[float]) -> Callable[[int, int], HardMasks]:
     return build
 
 
+def _read_gray(path: str, h: int, w: int) -> Tensor:
+    """Gray levels of an image resized (nearest) to ``h x w`` as int64 ``[h, w]``; 8-bit,
+    16-bit and 32-bit images keep their full range (no clipping to 8 bits)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_MASK_PIXELS:
+                raise ConfigError(f"mask image {path} is {im.width}x{im.height} pixels; at most "
+                                  f"{MAX_MASK_PIXELS:,} are read (it is resized to {h}x{w} "
+                                  "anyway): give a smaller image")
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                im = im.convert("I")  # 16/32-bit gray, full range
+            elif im.mode == "F":
+                raise ConfigError(f"mask image {path} has float pixels; give an 8- or 16-bit "
+                                  "grayscale image (one region per gray level)")
+            else:
+                im = im.convert("L")
+            gray = im.resize((w, h), Image.NEAREST)
+            return torch.from_numpy(np.asarray(gray, dtype=np.int64).copy())
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ConfigError(f"mask image {path} is unreadable: {err}") from None
+
+
 def _custom(h: int, w: int, image: str | os.PathLike[str] | None = None) -> HardMasks:
     """One region per distinct gray value (ascending) of an image resized (nearest) to H×W."""
     if image is None:
         raise ConfigError("mask type 'custom' needs a mask image (--mask-img)")
-    from PIL import Image, UnidentifiedImageError
-
     path = os.fspath(image)
     if not os.path.isfile(path):
         raise ConfigError(f"mask image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            gray = im.convert("L").resize((w, h), Image.NEAREST)
-            values = torch.from_numpy(np.asarray(gray, dtype=np.int64).copy())
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ConfigError(f"mask image {path} is unreadable: {err}") from None
+    values = _read_gray(path, h, w)
     levels = torch.unique(values)  # ascending
     return torch.stack([(values == lv).float() for lv in levels]), [f"gray{int(v)}" for v in levels]
 
@@ -166,18 +196,18 @@ MASKS.add("radial_4", MaskPreset("radial_4", 4, "rings at d 0.35, 0.6, 0.85",
 MASKS.add("diagonal_2", MaskPreset("diagonal_2", 2, "split along the anti-diagonal",
                                    _diagonal([1.0])))
 MASKS.add("diagonal", MaskPreset("diagonal", 3, "3 diagonal bands", _diagonal([0.67, 1.33])))
-MASKS.add("custom", MaskPreset("custom", None, "one region per gray level of --mask-img",
-                               _custom))
+MASKS.add("custom", MaskPreset("custom", None, "one region per gray level of --mask-img "
+                               "(8 or 16 bit)", _custom, frozenset({"image"})))
 MASKS.add("afhq", MaskPreset("afhq", None, "face regions (--regions ears eyes nose mouth); "
-                             "1-2 regions add a 'rest'", _afhq))
+                             "1-2 regions add a 'rest'", _afhq, frozenset({"regions"})))
 
 
 def soften(masks: Tensor, sigma: float = DEFAULT_SIGMA) -> Tensor:
     """Blur ``[N, H, W]`` (or ``[N, 1, H, W]``) masks with repeated box filters and
     renormalise them to sum to 1. ``sigma = 0`` keeps them hard (renormalised only).
     Returns ``[N, 1, H, W]``."""
-    if sigma < 0 or not math.isfinite(sigma):
-        raise ConfigError(f"sigma must be a finite number >= 0, got {sigma}")
+    if not math.isfinite(sigma) or not 0 <= sigma <= MAX_SIGMA:
+        raise ConfigError(f"sigma must be a number in [0, {MAX_SIGMA:g}], got {sigma:g}")
     m = masks.float()
     if m.dim() == 3:
         m = m.unsqueeze(1)  # [N, 1, H, W]
@@ -189,21 +219,23 @@ def soften(masks: Tensor, sigma: float = DEFAULT_SIGMA) -> Tensor:
     return m / m.sum(dim=0, keepdim=True).clamp_min(1e-8)
 
 
+def presets_taking(option: str) -> list[str]:
+    """Names of the mask presets that take ``option`` (``image`` or ``regions``)."""
+    return [n for n in MASKS.names() if MASKS.get(n).takes(option)]
+
+
 def hard_masks(name: str, height: int, width: int, *, image: str | os.PathLike[str] | None = None,
                regions: Sequence[str] | None = None) -> HardMasks:
     """The unsoftened masks ``[N, H, W]`` of a preset and their region names."""
     preset = MASKS.get(name)
     if height < 1 or width < 1:
         raise ConfigError(f"mask size must be positive, got {height}x{width}")
-    if regions and name != "afhq":
-        raise ConfigError(f"--regions is only used with mask type 'afhq', not {name!r}")
-    if image is not None and name != "custom":
-        raise ConfigError(f"a mask image is only used with mask type 'custom', not {name!r}")
-    if name == "custom":
-        return preset.build(height, width, image=image)
-    if name == "afhq":
-        return preset.build(height, width, regions=regions)
-    return preset.build(height, width)
+    given = {k: v for k, v in (("image", image), ("regions", regions)) if v}
+    for option in given:
+        if not preset.takes(option):
+            raise ConfigError(f"{OPTION_FLAGS[option]} is only used with mask type "
+                              f"{', '.join(map(repr, presets_taking(option)))}, not {name!r}")
+    return preset.build(height, width, **given)
 
 
 def build(name: str, height: int, width: int, *, sigma: float = DEFAULT_SIGMA,
@@ -228,5 +260,5 @@ def list_masks() -> list[tuple[str, str]]:
     return [(n, MASKS.get(n).describe) for n in MASKS.names()]
 
 
-__all__ = ["build", "soften", "hard_masks", "region_count", "list_masks", "MASKS",
-           "AFHQ_REGIONS", "DEFAULT_SIGMA"]
+__all__ = ["build", "soften", "hard_masks", "region_count", "list_masks", "presets_taking",
+           "MASKS", "AFHQ_REGIONS", "DEFAULT_SIGMA", "MAX_SIGMA", "OPTION_FLAGS"]

@@ -1,12 +1,14 @@
-"""Fixed-grid solvers (SPEC §5) as pure functions of ``(field, x, grid)``.
+"""Fixed-grid solvers as pure functions of ``(field, x, grid)`` (paper §3; docs/design.md).
 
-Each ODE step is a few lines; the time grid is explicit data (a 1-D float32 tensor on the
-state's device). Loops index the grid with tensors only: no ``.item()``, no host sync, no
+Every registered solver is one ``run(field, x, grid, callback) -> x``; the time grid is
+explicit data (a 1-D tensor on the state's device, increasing from noise to data, decreasing
+for inversion). Loops index the grid with tensors only: no ``.item()``, no host sync, no
 data-dependent allocation, so a whole loop can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -21,13 +23,18 @@ from gaf_trt.registry import Registry
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
 #: Called after each step with ``(step_index, total_steps, state)``.
 StepCallback = Callable[[int, int, Tensor], None]
+#: A one-step method ``(f, x, t0, t1) -> x(t1)``.
+Step = Callable[[VelocityFn, Tensor, Tensor, Tensor], Tensor]
+#: A solver loop ``(field, x, grid, callback) -> final state``.
+Run = Callable[..., Tensor]
 
 T_EPS = 1e-3
 IER_ALPHA = 0.95
+MAX_STEPS = 10_000
 
 
 class AnchoredField(Protocol):
-    """A velocity field that also gives its blended anchors (needed by the endpoint sampler)."""
+    """A velocity field that also gives its blended anchors (needed by the IER sampler)."""
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor: ...
     def data_anchor(self, x: Tensor, t: Tensor) -> Tensor: ...
@@ -63,9 +70,9 @@ def rk4_step(f: VelocityFn, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
     return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def odeint(step: Callable[[VelocityFn, Tensor, Tensor, Tensor], Tensor], f: VelocityFn, x: Tensor,
-           grid: Tensor, callback: StepCallback | None = None) -> Tensor:
-    """Integrate ``dx/dt = f(x, t)`` over ``grid`` with a one-step method."""
+def odeint(step: Step, f: VelocityFn, x: Tensor, grid: Tensor,
+           callback: StepCallback | None = None) -> Tensor:
+    """Integrate ``dx/dt = f(x, t)`` over ``grid`` (``[steps + 1]``) with a one-step method."""
     n = grid.shape[0] - 1
     for k in range(n):
         x = step(f, x, grid[k], grid[k + 1])
@@ -74,22 +81,43 @@ def odeint(step: Callable[[VelocityFn, Tensor, Tensor, Tensor], Tensor], f: Velo
     return x
 
 
-def ier(anchor: VelocityFn, z0: Tensor, grid: Tensor, *, init: Tensor | None = None,
-        alpha: float = IER_ALPHA, callback: StepCallback | None = None) -> Tensor:
-    """Iterative endpoint refinement: refine the far endpoint ``e`` of the bridge from ``z0``.
+def _anchor(field: object, name: str) -> VelocityFn:
+    fn = getattr(field, name, None)
+    if fn is None:
+        raise ConfigError(f"solver 'ier' needs a field with {name}() (a composed GAF field), "
+                          "not a plain velocity function")
+    return fn
 
-    Forward: ``anchor = K``, ``e`` starts at ``z0``; at each ``t``,
+
+def ier(field: AnchoredField, z0: Tensor, grid: Tensor, callback: StepCallback | None = None, *,
+        alpha: float = IER_ALPHA) -> Tensor:
+    """Iterative endpoint refinement towards data (``grid`` = ``steps`` points).
+
+    The data endpoint ``e`` starts at the noise ``z0``; at each ``t``,
     ``x_t = (1 - t) z0 + t e`` and ``e = (1 - alpha) e + alpha K(x_t, t)``.
-    Reverse (data -> noise): ``anchor = J``, ``e`` starts at ``init`` (noise) and the bridge
-    is ``x_t = (1 - t) e + t z0`` on the reversed grid.
     """
-    reverse = init is not None
-    e = init.clone() if reverse else z0.clone()
+    anchor = _anchor(field, "data_anchor")
+    e = z0.clone()
     n = grid.shape[0]
     for k in range(n):
         t = grid[k]
-        xt = (1 - t) * e + t * z0 if reverse else (1 - t) * z0 + t * e
-        e = (1 - alpha) * e + alpha * anchor(xt, t)
+        e = (1 - alpha) * e + alpha * anchor((1 - t) * z0 + t * e, t)
+        if callback is not None:
+            callback(k, n, e)
+    return e
+
+
+def ier_reverse(field: AnchoredField, x1: Tensor, grid: Tensor,
+                callback: StepCallback | None = None, *, init: Tensor,
+                alpha: float = IER_ALPHA) -> Tensor:
+    """IER towards noise: refine a noise estimate ``e`` (from ``init``) with J on the reversed
+    grid, bridge ``x_t = (1 - t) e + t x1``."""
+    anchor = _anchor(field, "noise_anchor")
+    e = init.clone()
+    n = grid.shape[0]
+    for k in range(n):
+        t = grid[k]
+        e = (1 - alpha) * e + alpha * anchor((1 - t) * e + t * x1, t)
         if callback is not None:
             callback(k, n, e)
     return e
@@ -97,41 +125,54 @@ def ier(anchor: VelocityFn, z0: Tensor, grid: Tensor, *, init: Tensor | None = N
 
 @dataclass(frozen=True)
 class Solver:
-    """A registered solver: its order, velocity evaluations per step and the runner."""
+    """A registered solver: order, velocity evaluations per step, grid length, its loops.
+
+    ``run(field, x, grid, callback)`` integrates forward; ``run_reverse`` (same signature)
+    inverts data to noise — the ODE solvers use ``run`` on the reversed grid.
+    """
 
     name: str
     order: int
     evals_per_step: int
-    step: Callable[[VelocityFn, Tensor, Tensor, Tensor], Tensor] | None  # None: endpoint
-
-    @property
-    def is_endpoint(self) -> bool:
-        return self.step is None
+    run: Run
+    run_reverse: Run | None = None
+    extra_point: int = 1  # grid points: steps + 1 (ODE solvers) or steps (IER)
+    needs_init_for_reverse: bool = False
 
     def grid(self, steps: int, *, t_eps: float = T_EPS, reverse: bool = False,
              device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
-        points = steps if self.is_endpoint else None
-        return time_grid(steps, t_eps=t_eps, reverse=reverse, points=points, device=device,
-                         dtype=dtype)
+        return time_grid(steps, t_eps=t_eps, reverse=reverse, points=steps + self.extra_point,
+                         device=device, dtype=dtype)
+
+
+def _ode(name: str, order: int, evals: int, step: Step) -> Solver:
+    run = functools.partial(odeint, step)
+    return Solver(name, order, evals, run)
 
 
 SOLVERS: Registry[Solver] = Registry("solver")
-SOLVERS.add("euler", Solver("euler", 1, 1, euler_step))
-SOLVERS.add("heun", Solver("heun", 2, 2, heun_step))
-SOLVERS.add("rk4", Solver("rk4", 4, 4, rk4_step))
-SOLVERS.add("endpoint", Solver("endpoint", 0, 1, None))
+SOLVERS.add("euler", _ode("euler", 1, 1, euler_step))
+SOLVERS.add("heun", _ode("heun", 2, 2, heun_step))
+SOLVERS.add("rk4", _ode("rk4", 4, 4, rk4_step))
+SOLVERS.add("ier", Solver("ier", 0, 1, ier, ier_reverse, extra_point=0,
+                          needs_init_for_reverse=True))
+SOLVERS.alias("endpoint", "ier")  # the reference sampler's name for IER
 
 
-def check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+def check_steps(steps: int, max_steps: int = MAX_STEPS) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= max_steps:
+        raise ConfigError(f"steps must be an integer in 1..{max_steps}, got {steps!r}")
     return steps
 
 
 def check_t_eps(t_eps: float) -> float:
-    if not 0.0 <= float(t_eps) < 0.5:
+    try:
+        value = float(t_eps)
+    except (TypeError, ValueError):
+        raise ConfigError(f"t_eps must be a number in [0, 0.5), got {t_eps!r}") from None
+    if not 0.0 <= value < 0.5:
         raise ConfigError(f"t_eps must be in [0, 0.5), got {t_eps}")
-    return float(t_eps)
+    return value
 
 
 def integrate(velocity_fn: VelocityFn | AnchoredField, x: Tensor, *, steps: int,
@@ -141,22 +182,18 @@ def integrate(velocity_fn: VelocityFn | AnchoredField, x: Tensor, *, steps: int,
     """Integrate from noise to data (or back with ``reverse``); returns the final state.
 
     ``x [B, ...]`` is the start state, integrated in float32 (float64 stays float64, for
-    reference computations). ``solver="endpoint"`` needs a field
-    with ``data_anchor`` (and ``noise_anchor`` when reversing, starting from ``init`` or
-    from ``randn`` drawn with ``generator``).
+    reference computations). ``solver="ier"`` needs a field with ``data_anchor`` (and
+    ``noise_anchor`` when reversing, starting from ``init`` or from ``randn`` drawn with
+    ``generator``).
     """
     spec = SOLVERS.get(solver)
     check_steps(steps)
     t_eps = check_t_eps(t_eps)
     x = x if x.dtype == torch.float64 else x.float()
     grid = spec.grid(steps, t_eps=t_eps, reverse=reverse, device=x.device, dtype=x.dtype)
-    if not spec.is_endpoint:
-        return odeint(spec.step, velocity_fn, x, grid, callback)
-    anchor_name = "noise_anchor" if reverse else "data_anchor"
-    anchor = getattr(velocity_fn, anchor_name, None)
-    if anchor is None:
-        raise ConfigError(f"solver 'endpoint' needs a field with {anchor_name}() (a composed "
-                          "GAF field), not a plain velocity function")
-    if reverse and init is None:
-        init = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
-    return ier(anchor, x, grid, init=init, callback=callback)
+    run = spec.run_reverse if reverse and spec.run_reverse is not None else spec.run
+    if reverse and spec.needs_init_for_reverse:
+        if init is None:
+            init = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+        run = functools.partial(run, init=init)
+    return run(velocity_fn, x, grid, callback)

@@ -73,7 +73,7 @@ class GAF(nn.Module):
         return j_res, k_res
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        t = _batch_time(t, x)  # [B]
+        t = broadcast_time(t, x.shape[0], x.device)  # [B]
         j_res, k_res = self.residuals(x, t, y)
         tt = t.to(x.dtype).view(-1, 1, 1, 1)
         return (1 - tt) * x + j_res, tt * x + k_res
@@ -116,9 +116,11 @@ class GAF(nn.Module):
                 f"classes={c.num_classes}")
 
 
-def _batch_time(t: Tensor | float, x: Tensor) -> Tensor:
-    """Time as a ``[B]`` tensor on ``x``'s device (scalars broadcast; no host sync)."""
-    t = torch.as_tensor(t, device=x.device)
+def broadcast_time(t: Tensor | float, batch: int, device: torch.device) -> Tensor:
+    """Time as a ``[batch]`` tensor on ``device``: a scalar or 0-d / 1-element tensor is
+    broadcast, a ``[batch]`` tensor passes through; integer times become float32. No host
+    synchronisation (safe inside CUDA-graph capture)."""
+    t = torch.as_tensor(t, device=device)
     if not t.is_floating_point():
         t = t.float()
-    return t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t
+    return t.reshape(-1).expand(batch) if t.numel() == 1 else t

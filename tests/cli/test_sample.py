@@ -34,7 +34,7 @@ def test_spec_command_line_works_as_written(ref_ckpt, tmp_path):
     assert record["backend"] == "torch" and record["device"] == "cpu"
     assert len(record["checkpoint"]["sha256"]) == 64
     assert record["args"]["mask_type"] == "horizontal_2"
-    assert set(record["timings_s"]) >= {"load", "pure 3", "pure 8", "spatial 3_8"}
+    assert set(record["timings_s"]) >= {"load", "pure 3_8", "spatial 3_8"}  # pure classes: one batched loop
     assert all(v > 0 for v in record["timings_s"].values())
 
 
@@ -74,11 +74,16 @@ def test_seed_reproducible_and_changes_output(ref_ckpt, tmp_path):
     assert a == b and a != c
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun", "rk4", "endpoint"])
+@pytest.mark.parametrize("solver", ["euler", "heun", "rk4", "ier", "endpoint"])
 def test_every_solver(ref_ckpt, tmp_path, solver):
     r = invoke(*base(ref_ckpt, tmp_path), "--classes", 2, 3, "--mask-type", "quadrant",
-               "--classes", 4, 5, "--solver", solver, "--sigma", 0)
+               "--classes", 4, 5, "--solver", solver, "--sigma", 0, "--batch", 2)
     assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["args"]["solver"] == solver and record["composition"] == "spatial"
+    expected = {f"pure_{c}.png" for c in (2, 3, 4, 5)} | {"0_mix_2_3_4_5.png", "1_mix_2_3_4_5.png",
+                                                          "summary.png", "run.json"}
+    assert {p.name for p in tmp_path.iterdir()} == expected == set(record["files"])
 
 
 def test_custom_mask_and_regions(ref_ckpt, tmp_path):
@@ -89,9 +94,18 @@ def test_custom_mask_and_regions(ref_ckpt, tmp_path):
     Image.fromarray(img.numpy()).save(tmp_path / "m.png")
     r = invoke(*base(ref_ckpt, tmp_path / "c"), "--classes", 1, 2, "--mask-img", tmp_path / "m.png")
     assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert rec["args"]["mask_type"] is None and rec["composition"] == "spatial"  # custom implied
+    assert (tmp_path / "c" / "0_mix_1_2.png").is_file()
     r = invoke(*base(ref_ckpt, tmp_path / "r"), "--classes", 1, 2, 3, "--mask-type", "afhq",
                "--regions", "eyes", "nose")
     assert r.exit_code == 0, r.output
+    # 3 classes: eyes, nose and the 'rest' region -> strips of mask | 3 pure | composite
+    from PIL import Image
+
+    strip = Image.open(tmp_path / "r" / "0_mix_1_2_3.png")
+    tile = Image.open(tmp_path / "r" / "pure_1.png").height - 4  # one sample, 2-px border
+    assert strip.width == 5 * (tile + 2) + 2
 
 
 def test_list_masks():
@@ -117,21 +131,21 @@ def test_class_names(tmp_path, ref_model):
 
 
 BAD = [
-    (["--classes", 3, 18], "class id 18 out of range: the model has 10 classes (0..9)"),
+    (["--classes", 3, 18], "class id(s) [18] out of range: the model has 10 classes (0..9)"),
     (["--classes", "cat"], "unknown class name 'cat'"),
     (["--classes", 1, 2, "--weight", 1], "1 weight(s) [1.0] for 2 class(es)"),
     (["--classes", 1, 2, 3, "--alpha", 0.5], "--alpha blends exactly 2 classes, got 3"),
     (["--classes", 1, 2, 3, "--mask-type", "horizontal_2"], "the mask has 2 region(s) but 3 class(es)"),
     (["--classes", 1, 2, "--mask-type", "custom", "--mask-img", "/nonexistent.png"],
      "mask image not found: /nonexistent.png"),
-    (["--classes", 1, 2, "--solver", "dopri5"], "unknown solver 'dopri5'; valid: endpoint, euler"),
+    (["--classes", 1, 2, "--solver", "dopri5"], "unknown solver 'dopri5'; valid: euler, heun, ier, rk4"),
     (["--classes", 1, 2, "--mask-type", "stripes"], "unknown mask type 'stripes'; valid:"),
-    (["--classes", 1, "--steps", 0], "steps must be an integer >= 1, got 0"),
+    (["--classes", 1, "--steps", 0], "steps must be an integer in 1..10000, got 0"),
     (["--classes", 1, "--steps", "many"], "Invalid value for '--steps'"),
     (["--classes", 1, "--backend", "tpu"], "unknown backend 'tpu'; valid: torch"),
-    (["--classes", 1, "--batch", 0], "--batch must be >= 1"),
+    (["--classes", 1, "--batch", 0], "--batch must be an integer in 1..4096, got 0"),
     (["--classes", 1, 2, "--regions", "eyes", "--mask-type", "quadrant"],
-     "--regions is only used with --mask-type afhq"),
+     "--regions is only used with mask type 'afhq', not 'quadrant'"),
     (["--classes", 1, "--skip"], "--skip with a single pure class generates nothing"),
     ([], "give at least one class"),
 ]

@@ -19,6 +19,8 @@ def sample(
         None, "--classes", "-c", help="Class indices or names; several after one flag: --classes 3 8"),
     ckpt: str = typer.Option("digits", "--ckpt", help="Checkpoint (.pt / .safetensors) or a bundled "
                              "model name (digits)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Engine directory from `gaf-trt "
+                                         "export` (instead of --ckpt); use with --backend ort|trt|auto."),
     vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL directory, for "
                                       "latent checkpoints."),
     weight: Optional[list[float]] = typer.Option(None, "--weight", "-w", help="One weight per class."),
@@ -28,23 +30,32 @@ def sample(
     mask_img: Optional[Path] = typer.Option(None, "--mask-img", help="Grayscale mask image (custom)."),
     regions: Optional[list[str]] = typer.Option(None, "--regions", help="AFHQ face regions: ears eyes "
                                                 "nose mouth."),
-    sigma: float = typer.Option(mask_lib.DEFAULT_SIGMA, "--sigma", help="Mask softening (0 = hard)."),
-    steps: int = typer.Option(20, "--steps", help="Solver steps."),
+    sigma: float = typer.Option(mask_lib.DEFAULT_SIGMA, "--sigma", help="Mask softening (0 = hard, "
+                                f"at most {mask_lib.MAX_SIGMA:g})."),
+    steps: int = typer.Option(20, "--steps", help="Solver steps (1..10000)."),
     solver: str = typer.Option("euler", "--solver", help=f"One of: {', '.join(SOLVERS.names())}."),
     seed: int = typer.Option(0, "--seed", help="Noise seed (reproducible on one machine)."),
     permute: bool = typer.Option(False, "--permute", help="Also run every permutation of the classes."),
     gif: bool = typer.Option(False, "--gif", help="Save trajectory GIFs."),
     skip: bool = typer.Option(False, "--skip", help="Skip the pure-class images; compositions only."),
-    batch: int = typer.Option(4, "--batch", "-b", help="Samples per composition."),
+    batch: int = typer.Option(4, "--batch", "-b", help="Samples per composition (1..4096)."),
+    chunk: int = typer.Option(256, "--chunk", help="At most this many samples per solver loop; "
+                              "larger batches run in chunks (lower it when memory is short)."),
+    max_runs: int = typer.Option(24, "--max-runs", help="Refuse jobs of more compositions than "
+                                 "this (--permute with n classes runs n! of them)."),
     backend: str = typer.Option("torch", "--backend", help=f"One of: {', '.join(BACKENDS.names())}."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False,
+                                        help="Network precision; the solver state stays fp32."),
+    compile_: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the "
+                                  "network (slow first call, cached across runs)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the checkpoint "
                                         "does not say."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw model weights, not the EMA."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow arbitrary unpickling "
                                       "(only for checkpoints you trust)."),
-    out: Path = typer.Option(Path("samples"), "--out", "-o", help="Output directory."),
+    out: str = typer.Option("samples", "--out", "-o", help="Output directory (written as a whole "
+                            "at the end; run.json last)."),
     list_masks: bool = typer.Option(False, "--list-masks", help="List the mask types and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -56,11 +67,12 @@ def sample(
     from gaf_trt.pipeline.sample import SampleConfig, prepare_sample, run_sample
 
     cfg = SampleConfig(
-        classes=list(classes or []), ckpt=ckpt, out=str(out), weights=weight, alpha=alpha,
+        classes=list(classes or []), ckpt=engine if engine is not None else ckpt, out=out, weights=weight, alpha=alpha,
         mask_type=mask_type, mask_img=str(mask_img) if mask_img else None, regions=regions,
         sigma=sigma, steps=steps, solver=solver, seed=seed, permute=permute, gif=gif, skip=skip,
-        batch=batch, backend=backend, device=device, precision=precision, vae=vae,
-        num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle)
+        batch=batch, chunk=chunk, max_runs=max_runs, backend=backend, device=device, precision=precision, vae=vae,
+        num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle,
+        options={"compile": True} if compile_ else {})
     plan = prepare_sample(cfg)
     if quiet:
         result = run_sample(cfg, plan=plan)
@@ -68,4 +80,5 @@ def sample(
         progress, factory = progress_factory()
         with progress:
             result = run_sample(cfg, progress=factory, plan=plan)
-    typer.echo(f"wrote {len(result.files)} files to {result.out_dir}")
+    typer.echo(f"wrote {len(result.files)} files to {result.out_dir} "
+               f"(backend {result.record['backend']}, {result.record['device']})")

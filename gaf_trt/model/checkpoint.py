@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -182,37 +183,96 @@ def infer_config(state_dict: Mapping[str, Tensor], cfg: Mapping[str, Any] | None
     num_classes = state_dict["twins.K.weight"].shape[0]
     label_rows = state_dict["trunk.y_embedder.embedding_table.weight"].shape[0]
 
+    heads, source = _heads(cfg, hidden, num_heads)
+    for key, value in (("dit_hidden", hidden), ("dit_depth", depth), ("patch_size", patch),
+                       ("latent_ch", channels), ("num_classes", num_classes)):
+        recorded = _cfg_value(cfg, key, int)
+        if recorded is not None and recorded != value:
+            log.warning("cfg[%r] = %s disagrees with the weights (%s); using the weights",
+                        key, recorded, value)
+    names = _cfg_class_names(cfg, num_classes)
+    mode = cfg.get("mode") or "pixel"
+    if mode not in ("pixel", "latent"):
+        log.warning("cfg['mode'] = %r is neither 'pixel' nor 'latent'; using 'pixel'", mode)
+        mode = "pixel"
+    scale = _cfg_value(cfg, "vae_scale", float)
+    t_eps = _cfg_value(cfg, "t_eps", float)
+    t_eps = 1e-3 if t_eps is None else t_eps
+    if not 0.0 <= t_eps < 0.5:
+        raise CheckpointError(f"checkpoint cfg['t_eps'] = {t_eps} is outside [0, 0.5)")
+    return GAFConfig(
+        in_channels=channels, input_size=grid * patch, patch_size=patch, hidden_size=hidden,
+        depth=depth, num_heads=heads, mlp_ratio=float(mlp_ratio), num_classes=num_classes,
+        label_rows=label_rows, t_eps=t_eps, mode=mode, vae_scale=scale,
+        class_names=tuple(names) if names is not None else None, heads_source=source)
+
+
+def _cfg_value(cfg: Mapping[str, Any], key: str, kind: type) -> Any:
+    """``cfg[key]`` as ``kind`` (int or float), None when absent; a malformed value is a
+    :class:`CheckpointError` naming the field."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or (kind is int and float(value) != int(float(value))):
+            raise ValueError
+        out = kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise CheckpointError(f"checkpoint cfg[{key!r}] = {value!r} is not a valid "
+                              f"{kind.__name__}") from None
+    if kind is float and not math.isfinite(out):
+        raise CheckpointError(f"checkpoint cfg[{key!r}] = {value!r} is not finite")
+    return out
+
+
+def _cfg_class_names(cfg: Mapping[str, Any], num_classes: int) -> tuple[str, ...] | None:
+    names = cfg.get("class_names")
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise CheckpointError(f"checkpoint cfg['class_names'] = {names!r} is not a list of names")
+    if len(names) != num_classes:
+        log.warning("ignoring %d class names for %d classes", len(names), num_classes)
+        return None
+    return tuple(str(n) for n in names)
+
+
+def _heads(cfg: Mapping[str, Any], hidden: int, num_heads: int | None) -> tuple[int, str]:
+    """Head count and where it came from: the argument, the checkpoint cfg, DiT convention.
+    An argument that contradicts the checkpoint's recorded count is refused."""
+    recorded = _cfg_value(cfg, "dit_heads", int) or _cfg_value(cfg, "num_heads", int)
     if num_heads is not None:
+        if recorded is not None and int(num_heads) != recorded:
+            raise CheckpointError(f"the checkpoint records {recorded} attention heads; "
+                                  f"--heads {num_heads} contradicts it (drop --heads)")
         heads, source = int(num_heads), "argument"
-    elif cfg.get("dit_heads"):
-        heads, source = int(cfg["dit_heads"]), "checkpoint cfg"
-    elif cfg.get("num_heads"):
-        heads, source = int(cfg["num_heads"]), "checkpoint cfg"
+    elif recorded is not None:
+        heads, source = recorded, "checkpoint cfg"
     elif (conv := default_heads(hidden)) is not None:
         heads, source = conv, "DiT convention"
     else:
         raise CheckpointError(
             f"head count unknown: the checkpoint has no cfg['dit_heads'] and hidden size "
             f"{hidden} has no DiT convention (384, 768, 1024, 1152); pass num_heads (--heads)")
-    for key, value in (("dit_hidden", hidden), ("dit_depth", depth), ("patch_size", patch),
-                       ("latent_ch", channels), ("num_classes", num_classes)):
-        if key in cfg and cfg[key] is not None and int(cfg[key]) != value:
-            log.warning("cfg[%r] = %s disagrees with the weights (%s); using the weights",
-                        key, cfg[key], value)
-    names = cfg.get("class_names")
-    if names is not None and len(names) != num_classes:
-        log.warning("ignoring %d class names for %d classes", len(names), num_classes)
-        names = None
-    mode = cfg.get("mode") or "pixel"
-    if mode not in ("pixel", "latent"):
-        mode = "pixel"
-    scale = cfg.get("vae_scale")
-    return GAFConfig(
-        in_channels=channels, input_size=grid * patch, patch_size=patch, hidden_size=hidden,
-        depth=depth, num_heads=heads, mlp_ratio=float(mlp_ratio), num_classes=num_classes,
-        label_rows=label_rows, t_eps=float(cfg.get("t_eps", 1e-3)), mode=mode,
-        vae_scale=float(scale) if scale is not None else None,
-        class_names=tuple(names) if names is not None else None, heads_source=source)
+    if heads < 1:
+        raise CheckpointError(f"the head count must be >= 1, got {heads}")
+    return heads, source  # divisibility is checked by GAFConfig ("not divisible")
+
+
+def check_tensors(model: GAF, state_dict: Mapping[str, Tensor], where: str) -> None:
+    """Every tensor has the shape the architecture needs and only finite values; the error
+    names the first offending tensor."""
+    expected = model.state_dict()
+    for key, value in state_dict.items():
+        want = expected.get(key)
+        if want is not None and tuple(value.shape) != tuple(want.shape):
+            raise CheckpointError(f"{where}: tensor {key} has shape {list(value.shape)}, the "
+                                  f"architecture needs {list(want.shape)}")
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{where}: tensor {key} has {bad} NaN or infinite value(s) "
+                                  f"of {value.numel()}")
 
 
 def load_model(path: str | os.PathLike[str], *, num_heads: int | None = None,
@@ -241,6 +301,7 @@ def model_from_checkpoint(ckpt: LoadedCheckpoint, *, num_heads: int | None = Non
     log.info("loaded %s weights from %s; heads=%d (%s)", ckpt.source, ckpt.path,
              config.num_heads, config.heads_source)
     model = GAF(config)
+    check_tensors(model, ckpt.state_dict, str(ckpt.path))
     result = model.load_state_dict(ckpt.state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(

@@ -70,6 +70,42 @@ def test_heads_sources(tmp_path, ref_raw):
         load_model(tmp_path / "noheads.pt", num_heads=5)
 
 
+def test_heads_argument_may_not_contradict_the_checkpoint(ref_ckpt):
+    assert load_model(ref_ckpt, num_heads=4).config.num_heads == 4  # agrees: fine
+    with pytest.raises(CheckpointError, match="records 4 attention heads; --heads 8 contradicts"):
+        load_model(ref_ckpt, num_heads=8)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("class_names", 5, "cfg['class_names'] = 5 is not a list of names"),
+    ("t_eps", "abc", "cfg['t_eps'] = 'abc' is not a valid float"),
+    ("t_eps", 0.7, "cfg['t_eps'] = 0.7 is outside [0, 0.5)"),
+    ("dit_heads", "abc", "cfg['dit_heads'] = 'abc' is not a valid int"),
+    ("dit_depth", 2.5, "cfg['dit_depth'] = 2.5 is not a valid int"),
+])
+def test_malformed_cfg_fields_name_the_field(tmp_path, ref_raw, field, value, message):
+    torch.save(dict(ref_raw, cfg=dict(ref_raw["cfg"], **{field: value})), tmp_path / "c.pt")
+    with pytest.raises(CheckpointError) as info:
+        load_model(tmp_path / "c.pt")
+    assert message in str(info.value)
+
+
+def test_wrong_shape_and_non_finite_tensors_are_named(tmp_path, ref_raw):
+    ema = dict(ref_raw["ema"])
+    ema["trunk.blocks.1.mlp.fc2.bias"] = torch.zeros(7)
+    torch.save(dict(ref_raw, ema=ema), tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match=r"tensor trunk.blocks.1.mlp.fc2.bias has shape \[7\], "
+                                              r"the architecture needs \[64\]"):
+        load_model(tmp_path / "shape.pt")
+    ema = dict(ref_raw["ema"])
+    w = ema["twins.K.bias"].clone()
+    w[3, 1] = float("nan")
+    ema["twins.K.bias"] = w
+    torch.save(dict(ref_raw, ema=ema), tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="tensor twins.K.bias has 1 NaN or infinite value"):
+        load_model(tmp_path / "nan.pt")
+
+
 def test_dit_convention_for_standard_width():
     from gaf_trt.model.checkpoint import infer_config
 

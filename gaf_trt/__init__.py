@@ -1,6 +1,6 @@
 """gaf-trt: fast inference for Generative Anchored Fields (GAF, arXiv 2511.22693).
 
-Public API (SPEC §10)::
+Public API (docs/design.md; README)::
 
     model = gaf_trt.load_model("digits")            # or a published .pt / .safetensors
     m = gaf_trt.masks.build("horizontal_2", 16, 16)  # [N, 1, H, W] softened masks

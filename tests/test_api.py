@@ -1,4 +1,4 @@
-"""The Python API contract of SPEC §10."""
+"""The public Python API contract (README, docs/design.md)."""
 
 from __future__ import annotations
 

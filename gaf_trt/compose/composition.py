@@ -1,4 +1,4 @@
-"""Transport algebra (SPEC §1): every composition is ``v = Σ c_i ⊙ v_i``.
+"""Transport algebra (docs/design.md §1): every composition is ``v = Σ c_i ⊙ v_i``.
 
 A :class:`Composition` reduces pure, alpha, weighted, spatial and spatial+weighted modes to
 coefficient maps ``c [N, 1, H|1, W|1]``. A :class:`ComposedField` binds one to an anchor
@@ -54,7 +54,7 @@ class Composition:
     @classmethod
     def build(cls, classes: Sequence[int], *, weights: Sequence[float] | None = None,
               alpha: float | None = None, masks: Tensor | None = None) -> Composition:
-        """Apply the weighting rules of SPEC §1 and validate the inputs.
+        """Apply the weighting rules of docs/design.md §1 and validate the inputs.
 
         - one class and nothing else: pure; ``alpha`` (2 classes): ``a v1 + (1-a) v2``;
         - ``weights``: one per class, normalised to sum 1;

@@ -1,4 +1,4 @@
-"""Spatial masks on the latent grid (SPEC §4): presets, custom images, AFHQ face regions,
+"""Spatial masks on the latent grid (docs/design.md §3): presets, custom images, AFHQ face regions,
 and softening.
 
 :func:`build` returns softened masks ``[N, 1, H, W]`` that sum to 1 at every covered pixel.

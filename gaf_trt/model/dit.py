@@ -1,4 +1,4 @@
-"""DiT building blocks with the published checkpoint's key names (SPEC §2).
+"""DiT building blocks with the published checkpoint's key names (docs/design.md §2).
 
 Written on ``torch.nn.functional.scaled_dot_product_attention``; no timm.
 """

@@ -1,4 +1,4 @@
-"""The GAF network: a DiT trunk and twin J / K heads (SPEC §1–2)."""
+"""The GAF network: a DiT trunk and twin J / K heads (docs/design.md §1–2)."""
 
 from __future__ import annotations
 

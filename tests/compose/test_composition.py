@@ -131,3 +131,93 @@ def test_sample_is_deterministic_and_keeps_shape(ref_model):
     a = sample(ref_model, [1, 2], noise, weights=[0.5, 0.5], steps=3, solver="heun")
     b = sample(ref_model, [1, 2], noise, weights=[0.5, 0.5], steps=3, solver="heun")
     assert torch.equal(a, b) and a.shape == noise.shape and torch.isfinite(a).all()
+
+
+# --- the one sampling entry, batched pure classes, the fused-step hook, non-finite states ---
+
+
+def test_sample_pure_is_one_batched_loop_equal_to_separate_runs(ref_model, expected):
+    from gaf_trt.compose import sample_pure
+
+    z0 = expected["euler_pure.z0"]
+    together = sample_pure(ref_model, [2, 7, 2], z0, steps=6)  # [3, B, C, S, S]
+    assert together.shape == (3, *z0.shape)
+    assert rel_err(together[0], expected["euler_pure.z"]) < 1e-5  # class 2: the fixture run
+    alone = sample(ref_model, [7], z0, steps=6)
+    assert rel_err(together[1], alone) < 1e-5
+    assert rel_err(together[2], together[0]) < 1e-6  # same class, another batch position
+
+
+def test_sample_accepts_a_composition(ref_model, expected):
+    from gaf_trt import Composition
+
+    run = "heun_weighted"
+    comp = Composition.build([1, 4, 7], weights=[0.5, 0.3, 0.2])
+    z = sample(ref_model, comp, expected[f"{run}.z0"], steps=4, solver="heun")
+    assert rel_err(z, expected[f"{run}.z"]) < 1e-4
+    with pytest.raises(ConfigError, match="through the Composition, not both"):
+        sample(ref_model, comp, expected[f"{run}.z0"], weights=[1, 1, 1])
+
+
+class FusedWrapper:
+    """A network offering the composed step on plain tensors (as a fused graph does),
+    computed here from the per-class anchors; counts the calls."""
+
+    def __init__(self, model):
+        self.model, self.config, self.calls = model, model.config, {"v": 0, "a": 0}
+
+    def __call__(self, x, t, y):
+        raise AssertionError("a fused network must not be called per class")
+
+    def _anchors(self, x, t, classes, coef):
+        n, b = classes.shape[0], x.shape[0]
+        xn = x.repeat(n, 1, 1, 1)
+        j, k = self.model(xn, t.repeat(n), classes.repeat_interleave(b))
+        c = coef.unsqueeze(1)  # [N, 1, 1, H|1, W|1]
+        return ((c * j.view(n, b, *x.shape[1:])).sum(0), (c * k.view(n, b, *x.shape[1:])).sum(0))
+
+    def composed_velocity(self, x, t, classes, coef):
+        self.calls["v"] += 1
+        j, k = self._anchors(x, t, classes, coef)
+        return k - j
+
+    def composed_anchors(self, x, t, classes, coef):
+        self.calls["a"] += 1
+        return self._anchors(x, t, classes, coef)
+
+
+@pytest.mark.parametrize("run,solver,steps", [("rk4_spatial_h2", "rk4", 3),
+                                              ("euler_alpha", "euler", 5)])
+def test_composed_field_uses_a_fused_step_when_offered(ref_model, expected, run, solver, steps):
+    net = FusedWrapper(ref_model)
+    kw = {"masks": expected[f"{run}.masks"]} if "spatial" in run else {"alpha": 0.6}
+    classes = [3, 8] if "spatial" in run else [0, 6]
+    z = sample(net, classes, expected[f"{run}.z0"], steps=steps, solver=solver, **kw)
+    assert rel_err(z, expected[f"{run}.z"]) < 1e-4
+    assert net.calls["v"] == steps * {"rk4": 4, "euler": 1}[solver]
+
+
+def test_fused_anchors_drive_the_ier_sampler(ref_model, expected):
+    net = FusedWrapper(ref_model)
+    z = sample(net, [5], expected["endpoint_pure.z0"], steps=5, solver="ier")
+    assert rel_err(z, expected["endpoint_pure.z"]) < 1e-4 and net.calls["a"] == 5
+
+
+class ExplodingNetwork:
+    """Infinite data anchors for ``t`` above ``t_bad``."""
+
+    def __init__(self, model, t_bad):
+        self.model, self.config, self.t_bad = model, model.config, t_bad
+
+    def __call__(self, x, t, y):
+        j, k = self.model(x, t, y)
+        return j, torch.where(t.view(-1, 1, 1, 1) > self.t_bad, k * float("inf"), k)
+
+
+def test_non_finite_state_names_composition_and_first_bad_step(ref_model, expected):
+    from gaf_trt.errors import NonFiniteError
+
+    net = ExplodingNetwork(ref_model, t_bad=0.55)  # euler-5 grid: the 4th step starts at 0.6
+    with pytest.raises(NonFiniteError, match=r"classes \[0, 6\] \(alpha\): the state became "
+                                             r"NaN or infinite from step 4 of 5"):
+        sample(net, [0, 6], expected["euler_alpha.z0"], alpha=0.6, steps=5)

@@ -1,4 +1,4 @@
-"""Mask geometry (SPEC §4), softening, custom images and AFHQ regions."""
+"""Mask geometry (docs/design.md §3), softening, custom images and AFHQ regions."""
 
 from __future__ import annotations
 

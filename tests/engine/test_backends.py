@@ -12,7 +12,7 @@ from tests.conftest import rel_err
 
 def test_registry_lists_torch():
     assert "torch" in BACKENDS.names()
-    with pytest.raises(ConfigError, match="unknown backend 'onnx9'; valid: torch"):
+    with pytest.raises(ConfigError, match="unknown backend 'onnx9'; valid: .*torch"):
         BACKENDS.get("onnx9")
 
 
@@ -37,11 +37,22 @@ def test_precision_enum():
         Precision("fp64")
 
 
-def test_device_resolution():
+@pytest.mark.parametrize("cuda", [False, True], ids=["no-cuda", "cuda"])
+def test_device_resolution(monkeypatch, cuda):
+    """The same assertions on every machine: CUDA availability is monkeypatched."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2 if cuda else 0)
     assert resolve_device("cpu") == "cpu"
-    assert resolve_device("auto") in ("cpu", "cuda")
-    if not torch.cuda.is_available():
+    assert resolve_device("auto") == ("cuda" if cuda else "cpu")
+    if cuda:
+        assert resolve_device("cuda:1") == "cuda:1"
+        with pytest.raises(ConfigError, match="only 2 CUDA device"):
+            resolve_device("cuda:2")
+    else:
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
-    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
-        resolve_device("gpu0")
+    for bad in ("gpu0", "banana", ""):
+        with pytest.raises(ConfigError, match="device"):
+            resolve_device(bad)
+    with pytest.raises(ConfigError, match="unsupported device 'meta'"):
+        resolve_device("meta")

@@ -1,4 +1,4 @@
-"""Every checkpoint form of SPEC §3, and the bad ones."""
+"""Every checkpoint form (docs/design.md §2), and the bad ones."""
 
 from __future__ import annotations
 

@@ -119,3 +119,36 @@ def test_afhq_errors():
 def test_unknown_mask_lists_valid():
     with pytest.raises(ConfigError, match="unknown mask type 'stripes'; valid: .*horizontal_2"):
         masks.build("stripes", 8, 8)
+
+
+def test_custom_mask_reads_16_bit_images_with_all_their_levels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    levels = np.repeat(np.arange(300, dtype=np.uint16) * 200, 4).reshape(30, 40)  # 300 levels
+    Image.fromarray(levels).save(tmp_path / "m16.png")
+    assert Image.open(tmp_path / "m16.png").mode.startswith("I")
+    m, names = masks.hard_masks("custom", 30, 40, image=tmp_path / "m16.png")
+    assert m.shape[0] == 300 and names[-1] == f"gray{299 * 200}"
+
+
+def test_custom_mask_refuses_huge_images(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("L", (300, 200)).save(tmp_path / "big.png")
+    monkeypatch.setattr(masks, "MAX_MASK_PIXELS", 300 * 200 - 1)
+    with pytest.raises(ConfigError, match="is 300x200 pixels; at most 59,999 are read"):
+        masks.hard_masks("custom", 8, 8, image=tmp_path / "big.png")
+
+
+@pytest.mark.parametrize("sigma", [-1.0, 16.5, float("nan"), 1e6])
+def test_sigma_bounds(sigma):
+    with pytest.raises(ConfigError, match=r"sigma must be a number in \[0, 16\]"):
+        masks.build("horizontal_2", 8, 8, sigma=sigma)
+
+
+def test_options_belong_to_their_presets():
+    assert masks.presets_taking("image") == ["custom"]
+    assert masks.presets_taking("regions") == ["afhq"]
+    with pytest.raises(ConfigError, match="--mask-img is only used with mask type 'custom'"):
+        masks.hard_masks("radial", 8, 8, image="x.png")

@@ -1,0 +1,81 @@
+"""Atomic writes, JSON records, output folders written as a whole, and locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from gaf_trt.errors import ConfigError
+from gaf_trt.io.files import (DirLock, OutputDir, atomic_write, check_output_dir, file_sha256,
+                              write_json)
+
+
+def test_atomic_write_errors_name_the_target_and_leave_no_temp(tmp_path):
+    target = tmp_path / "a.bin"
+
+    def boom(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as info:
+        atomic_write(target, boom)
+    assert info.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_temps_of_killed_writers_are_removed(tmp_path):
+    orphan = tmp_path / ".a.json.x1y2.gaftmp"
+    orphan.write_text("{")
+    old = time.time() - 7200
+    os.utime(orphan, (old, old))
+    fresh = tmp_path / ".a.json.zz.gaftmp"  # a writer that may still be alive: kept
+    fresh.write_text("{")
+    write_json(tmp_path / "a.json", {"k": 1})
+    assert not orphan.exists() and fresh.exists()
+    assert json.loads((tmp_path / "a.json").read_text()) == {"k": 1}
+
+
+def test_check_output_dir(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for bad, msg in (("", "is empty"), ("  ", "is empty"),
+                     (str(tmp_path / "file"), "is an existing file")):
+        with pytest.raises(ConfigError, match=msg):
+            check_output_dir(bad)
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+
+
+def _run(out, files, fail=False):
+    with OutputDir(out) as od:
+        for name in files:
+            (od.staging / name).write_text(name)
+        write_json(od.staging / "run.json", {"files": [*files, "run.json"]})
+        if fail:
+            raise RuntimeError("interrupted before commit")
+        od.commit()
+
+
+def test_output_dir_replaces_the_previous_run_as_a_whole(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("a file the user keeps here")
+    _run(out, ["0.png", "1.png", "2.png"])
+    _run(out, ["0.png"])  # a smaller rerun: the old 1.png, 2.png go with the old record
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "mine.txt", "run.json"]
+    with pytest.raises(RuntimeError):
+        _run(out, ["9.png"], fail=True)  # nothing of a failed run lands
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "mine.txt", "run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]  # no staging left
+    (tmp_path / "ref").write_text("0.png")
+    assert file_sha256(out / "0.png") == file_sha256(tmp_path / "ref")  # the rerun's file
+
+
+def test_a_second_writer_fails_at_once(tmp_path):
+    out = tmp_path / "out"
+    with DirLock(out):
+        with pytest.raises(ConfigError, match="another gaf-trt run is writing to --out"):
+            _run(out, ["a.png"])
+    _run(out, ["a.png"])  # released
+    assert (out / "run.json").is_file()

@@ -186,6 +186,7 @@ class OutputDir:
     def __enter__(self) -> OutputDir:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._lock()
+        self._remove_dead_staging()
         try:
             self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".staging",
                                                  dir=self.out.parent))
@@ -199,6 +200,13 @@ class OutputDir:
 
         shutil.rmtree(self.staging, ignore_errors=True)
         self._unlock()
+
+    def _remove_dead_staging(self) -> None:
+        """Staging folders of killed runs: whoever made them no longer holds the lock."""
+        import shutil
+
+        for p in self.out.parent.glob(f".{self.out.name}.*.staging"):
+            shutil.rmtree(p, ignore_errors=True)
 
     def _lock(self) -> None:
         self._dirlock = DirLock(self.out, self.what)

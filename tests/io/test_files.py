@@ -79,3 +79,11 @@ def test_a_second_writer_fails_at_once(tmp_path):
             _run(out, ["a.png"])
     _run(out, ["a.png"])  # released
     assert (out / "run.json").is_file()
+
+
+def test_staging_of_a_killed_run_is_removed_by_the_next(tmp_path):
+    dead = tmp_path / ".out.abc123.staging"
+    dead.mkdir()
+    (dead / "0.png").write_text("from a run killed with SIGKILL")
+    _run(tmp_path / "out", ["a.png"])
+    assert not dead.exists()

@@ -1,4 +1,4 @@
-"""Fixed-grid solvers as pure functions of ``(field, x, grid)`` (paper §3; docs/design.md).
+"""Fixed-grid solvers as pure functions of ``(field, x, grid)`` (docs/design.md).
 
 Every registered solver is one ``run(field, x, grid, callback) -> x``; the time grid is
 explicit data (a 1-D tensor on the state's device, increasing from noise to data, decreasing

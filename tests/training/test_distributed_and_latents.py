@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from gaf_trt import load_model
-from tests.training.test_train import TINY, tiny
-from training import train
+from gaf_trt.training import train
+from tests.training.helpers import TINY, assert_one_error_line, invoke, tiny
 
 
 def test_two_rank_gloo_torchrun(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training", "train", "--preset", "digits", "--out", str(tmp_path), "-q",
+           "-m", "gaf_trt.training", "train", "--preset", "digits", "--out", str(tmp_path), "-q",
            *[x for kv in TINY for x in ("--set", kv)], "--set", "iters=3",
            "--set", "lam_time=0.002", "--set", "grad_accum=2"]  # full objective, accumulation
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
@@ -27,7 +27,7 @@ def test_two_rank_gloo_torchrun(tmp_path):
     assert ck["step"] == 3
     model = load_model(tmp_path / "last.pt")
     assert model.config.num_classes == 10
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.gaftmp"))  # no temp file of a checkpoint write left
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,9 @@ def image_folder(tmp_path_factory):
 
 
 def test_precompute_and_train_on_latents(tmp_path, tiny_vae_dir, image_folder):
-    from typer.testing import CliRunner
-
-    from training.cli import app
-
     cache = tmp_path / "lat.pt"
-    r = CliRunner().invoke(app, ["precompute", "--images", str(image_folder), "--vae", str(tiny_vae_dir),
-                                 "--out", str(cache), "--size", "32", "--batch", "4"])
+    r = invoke("precompute", "--images", image_folder, "--vae", tiny_vae_dir, "--out", cache,
+               "--size", "32", "--batch", "4")
     assert r.exit_code == 0, r.output
     assert "skipped 1 unreadable" in r.output
     d = torch.load(cache, weights_only=True)
@@ -59,7 +55,7 @@ def test_precompute_and_train_on_latents(tmp_path, tiny_vae_dir, image_folder):
     assert d["scale"] == pytest.approx(0.18215)
     # the cached latents are the VAE's latent means times the scale
     from gaf_trt.model.vae import load_vae
-    from training.data import load_image
+    from gaf_trt.training.data import load_image
 
     dec = load_vae(tiny_vae_dir)
     img = load_image(image_folder / "cat" / "0.jpg", 32, 3).unsqueeze(0) * 2 - 1
@@ -74,16 +70,11 @@ def test_precompute_and_train_on_latents(tmp_path, tiny_vae_dir, image_folder):
 
 
 def test_latent_cache_shape_mismatch(tmp_path):
-    from typer.testing import CliRunner
-
-    from training.cli import app
-
     torch.save({"latents": torch.zeros(4, 4, 8, 8), "labels": torch.zeros(4, dtype=torch.long),
                 "class_names": ["a"]}, tmp_path / "c.pt")
-    r = CliRunner().invoke(app, ["train", "--preset", "digits", "--out", str(tmp_path / "o"), "-q",
-                                 "--data", str(tmp_path / "c.pt"),
-                                 *[x for kv in TINY for x in ("--set", kv)],
-                                 "--set", "data=latents", "--set", "mode=latent",
-                                 "--set", "image_size=32", "--set", "latent_ch=4"])
-    assert r.exit_code == 2 and "data samples are [4, 8, 8] but the config expects [4, 4, 4]" in r.output
+    r = invoke("train", "--preset", "digits", "--out", tmp_path / "o", "-q",
+               "--data", tmp_path / "c.pt", *[x for kv in TINY for x in ("--set", kv)],
+               "--set", "data=latents", "--set", "mode=latent", "--set", "image_size=32",
+               "--set", "latent_ch=4")
+    assert_one_error_line(r, "data samples are [4, 8, 8] but the config expects [4, 4, 4]")
     assert not (tmp_path / "o").exists()

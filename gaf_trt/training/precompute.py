@@ -11,7 +11,7 @@ import torch
 from gaf_trt.errors import ConfigError
 from gaf_trt.io.files import atomic_write
 from gaf_trt.model.vae import load_vae
-from training.data import folder_dataset
+from gaf_trt.training.data import folder_dataset
 
 
 def precompute(images: str | Path, vae: str, out: str | Path, *, size: int = 256, batch: int = 16,

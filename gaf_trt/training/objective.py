@@ -1,4 +1,5 @@
-"""The GAF training objective (SPEC §7)."""
+"""The GAF training objective (arXiv 2511.22693): pair loss, residual penalty, time-swap
+antisymmetry, with the EMA and the learning-rate schedule of the published runs."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gaf_trt.errors import ConfigError
-from training.config import TrainConfig
+from gaf_trt.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def cifar10_dataset(root: str | Path, size: int = 32) -> TensorDataset:
 
 
 def latent_dataset(path: str | Path) -> TensorDataset:
-    """A cache written by ``python -m training precompute``."""
+    """A cache written by ``python -m gaf_trt.training precompute``."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"latent cache not found: {p}")

@@ -22,7 +22,7 @@ from torch import Tensor
 from gaf_trt.compose import sample
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.checkpoint import load_model
-from training.data import load_digits_images, resize_images
+from gaf_trt.training.data import load_digits_images, resize_images
 
 #: (name, solver, steps) of the reported samplers.
 SAMPLERS = (("euler-20", "euler", 20), ("endpoint-8", "endpoint", 8))

@@ -1,13 +1,15 @@
-"""Command line of the training package (Typer); bad input: one line, exit 2."""
+"""``python -m gaf_trt.training``: the training command line (Typer). Bad input: one
+``error:`` line, exit 2 (see :mod:`gaf_trt.cli.errors`)."""
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -25,45 +27,54 @@ def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file of TrainConfig fields."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset path (folder, CIFAR-10 "
                                        "folder or latent cache)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory."),
+    out: Optional[str] = typer.Option(None, "--out", help="Run directory (locked while the "
+                                      "run writes into it)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Checkpoint to continue from."),
     retrunk: Optional[Path] = typer.Option(None, "--retrunk", help="DiT state dict to seed the trunk."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: key=value (repeatable)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Config field: key=value "
+                                             "(repeatable)."),
+    override: Optional[list[str]] = typer.Option(None, "--override", help="With --resume: "
+                                                 "change a schedule field (lr, iters, warmup, "
+                                                 "batch_size, seed, ...) from the "
+                                                 "checkpoint's value: key=value (repeatable)."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End early at this step "
                                              "(the schedule still spans iters)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Train a GAF model; checkpoints go to OUT/last.pt in the published format."""
-    from training.config import build_config
-    from training.trainer import train
+    """Train a GAF model; checkpoints go to OUT/last.pt in the published format.
 
-    overrides = list(set_ or [])
+    A resumed run keeps the checkpoint's architecture and objective; schedule fields change
+    only with --override, which the optimiser and scheduler apply and the checkpoint records.
+    """
+    from gaf_trt.training.config import build_config, parse_assignment
+    from gaf_trt.training.trainer import train
+
+    assignments = list(set_ or [])
     if data is not None:
-        overrides.append(f"data_path={data}")
+        assignments.append(f"data_path={data}")
     if out is not None:
-        overrides.append(f"outdir={out}")
-    cfg = build_config(preset, config, overrides)
-    if quiet:
-        result = train(cfg, resume=resume, retrunk=retrunk, stop_after=stop_after)
-    else:
-        result = _train_with_progress(cfg, resume, retrunk, stop_after)
+        assignments.append(f"outdir={out}")
+    override_keys = tuple(parse_assignment(item, "--override")[0] for item in override or [])
+    cfg = build_config(preset, config, assignments + list(override or []))
+    run = functools.partial(train, cfg, resume=resume, retrunk=retrunk, override=override_keys,
+                            stop_after=stop_after)
+    result = run() if quiet else _train_with_progress(run, cfg.iters)
     if result.checkpoint is not None:
         typer.echo(f"checkpoint {result.checkpoint} ({len(result.history)} steps, "
                    f"{result.seconds:.1f} s)")
 
 
-def _train_with_progress(cfg, resume, retrunk, stop_after):
+def _train_with_progress(run: Callable[..., Any], iters: int) -> Any:
+    """``run(progress=...)`` under a progress bar on stderr."""
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
-
-    from training.trainer import train
 
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f} vcos {task.fields[vcos]:.3f} "
                                    "{task.fields[ips]:.2f} it/s"), TimeRemainingColumn(),
                         console=Console(stderr=True))
-    task = progress.add_task("train", total=cfg.iters, loss=float("nan"), vcos=float("nan"), ips=0.0)
+    task = progress.add_task("train", total=iters, loss=float("nan"), vcos=float("nan"), ips=0.0)
     t0 = [time.perf_counter(), None]
 
     def on_step(state) -> None:
@@ -74,7 +85,7 @@ def _train_with_progress(cfg, resume, retrunk, stop_after):
                         ips=ips)
 
     with progress:
-        return train(cfg, resume=resume, retrunk=retrunk, progress=on_step, stop_after=stop_after)
+        return run(progress=on_step)
 
 
 @app.command("precompute")
@@ -87,12 +98,14 @@ def precompute_cmd(
     batch: int = typer.Option(16, "--batch"),
     scale: Optional[float] = typer.Option(None, "--scale", help="Latent scale (default: the "
                                           "VAE config's scaling_factor)."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Encode an image folder into a latent cache (latent mean x scale, labels, class names)."""
-    from training.precompute import precompute
+    from gaf_trt.engine.base import resolve_device
+    from gaf_trt.training.precompute import precompute
 
-    info = precompute(images, vae, out, size=size, batch=batch, scale=scale, device=device)
+    info = precompute(images, vae, out, size=size, batch=batch, scale=scale,
+                      device=resolve_device(device))
     typer.echo(f"wrote {info['count']} latents {info['shape']} to {out}"
                + (f" (skipped {info['skipped']} unreadable files)" if info["skipped"] else ""))
 
@@ -107,14 +120,14 @@ def evaluate_cmd(
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report here."),
 ) -> None:
     """Quality gate of a digits model: classifier accuracy and Fréchet distance."""
-    from training.evaluate import evaluate_digits, format_report
+    from gaf_trt.training.evaluate import evaluate_digits, format_report
 
     report = evaluate_digits(ckpt, per_class=per_class, seed=seed, use_ema=not no_ema)
     typer.echo(format_report(report))
     if as_json is not None:
-        from gaf_trt.io.files import atomic_write
+        from gaf_trt.io.files import write_json
 
-        atomic_write(as_json, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+        write_json(as_json, report)
 
 
 @app.command("bundle")

@@ -15,8 +15,10 @@ from gaf_trt.compose import (
     integrate,
     masks,
     sample,
+    sample_pure,
 )
-from gaf_trt.errors import CheckpointError, ConfigError, GAFError
+from gaf_trt.engine.base import Precision
+from gaf_trt.errors import CheckpointError, ConfigError, GAFError, NonFiniteError
 from gaf_trt.model import GAF, GAFConfig, load_model, save_safetensors
 
 __version__ = "0.1.0"
@@ -28,12 +30,15 @@ __all__ = [
     "save_safetensors",
     "masks",
     "sample",
+    "sample_pure",
     "integrate",
+    "Precision",
     "Composition",
     "ComposedField",
     "SOLVERS",
     "GAFError",
     "CheckpointError",
     "ConfigError",
+    "NonFiniteError",
     "__version__",
 ]

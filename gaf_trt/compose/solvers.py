@@ -89,6 +89,18 @@ def _anchor(field: object, name: str) -> VelocityFn:
     return fn
 
 
+def _refine(anchor: VelocityFn, e: Tensor, bridge: Callable[[Tensor, Tensor], Tensor],
+            grid: Tensor, callback: StepCallback | None, alpha: float) -> Tensor:
+    """``e = (1 - alpha) e + alpha anchor(bridge(e, t), t)`` at every grid point."""
+    n = grid.shape[0]
+    for k in range(n):
+        t = grid[k]
+        e = (1 - alpha) * e + alpha * anchor(bridge(e, t), t)
+        if callback is not None:
+            callback(k, n, e)
+    return e
+
+
 def ier(field: AnchoredField, z0: Tensor, grid: Tensor, callback: StepCallback | None = None, *,
         alpha: float = IER_ALPHA) -> Tensor:
     """Iterative endpoint refinement towards data (``grid`` = ``steps`` points).
@@ -96,15 +108,8 @@ def ier(field: AnchoredField, z0: Tensor, grid: Tensor, callback: StepCallback |
     The data endpoint ``e`` starts at the noise ``z0``; at each ``t``,
     ``x_t = (1 - t) z0 + t e`` and ``e = (1 - alpha) e + alpha K(x_t, t)``.
     """
-    anchor = _anchor(field, "data_anchor")
-    e = z0.clone()
-    n = grid.shape[0]
-    for k in range(n):
-        t = grid[k]
-        e = (1 - alpha) * e + alpha * anchor((1 - t) * z0 + t * e, t)
-        if callback is not None:
-            callback(k, n, e)
-    return e
+    return _refine(_anchor(field, "data_anchor"), z0.clone(),
+                   lambda e, t: (1 - t) * z0 + t * e, grid, callback, alpha)
 
 
 def ier_reverse(field: AnchoredField, x1: Tensor, grid: Tensor,
@@ -112,15 +117,8 @@ def ier_reverse(field: AnchoredField, x1: Tensor, grid: Tensor,
                 alpha: float = IER_ALPHA) -> Tensor:
     """IER towards noise: refine a noise estimate ``e`` (from ``init``) with J on the reversed
     grid, bridge ``x_t = (1 - t) e + t x1``."""
-    anchor = _anchor(field, "noise_anchor")
-    e = init.clone()
-    n = grid.shape[0]
-    for k in range(n):
-        t = grid[k]
-        e = (1 - alpha) * e + alpha * anchor((1 - t) * e + t * x1, t)
-        if callback is not None:
-            callback(k, n, e)
-    return e
+    return _refine(_anchor(field, "noise_anchor"), init.clone(),
+                   lambda e, t: (1 - t) * e + t * x1, grid, callback, alpha)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from gaf_trt.compose import (
     sample,
     sample_pure,
 )
+from gaf_trt.compose.transport import barycentric, cycle, interpolation, translate
 from gaf_trt.engine.base import Precision
 from gaf_trt.errors import CheckpointError, ConfigError, GAFError, NonFiniteError
 from gaf_trt.model import GAF, GAFConfig, load_model, save_safetensors
@@ -33,6 +34,10 @@ __all__ = [
     "sample_pure",
     "integrate",
     "Precision",
+    "cycle",
+    "interpolation",
+    "barycentric",
+    "translate",
     "Composition",
     "ComposedField",
     "SOLVERS",

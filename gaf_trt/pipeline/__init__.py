@@ -8,6 +8,19 @@ from gaf_trt.pipeline.sample import (
     resolve_classes,
     run_sample,
 )
+from gaf_trt.pipeline.transport import (
+    TRANSPORT_MODES,
+    ModelSource,
+    TranslateConfig,
+    TransportConfig,
+    TransportResult,
+    prepare_translate,
+    prepare_transport,
+    run_translate,
+    run_transport,
+)
 
 __all__ = ["SampleConfig", "SamplePlan", "SampleResult", "prepare_sample", "resolve_classes",
-           "run_sample"]
+           "run_sample", "TRANSPORT_MODES", "ModelSource", "TranslateConfig", "TransportConfig",
+           "TransportResult", "prepare_translate", "prepare_transport", "run_translate",
+           "run_transport"]

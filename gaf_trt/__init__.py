@@ -19,6 +19,7 @@ from gaf_trt.compose import (
 )
 from gaf_trt.compose.transport import barycentric, cycle, interpolation, translate
 from gaf_trt.engine.base import Precision
+from gaf_trt.engine.loader import load_engine
 from gaf_trt.errors import CheckpointError, ConfigError, GAFError, NonFiniteError
 from gaf_trt.model import GAF, GAFConfig, load_model, save_safetensors
 
@@ -28,6 +29,7 @@ __all__ = [
     "GAF",
     "GAFConfig",
     "load_model",
+    "load_engine",
     "save_safetensors",
     "masks",
     "sample",

@@ -28,6 +28,15 @@ app.command()(info)
 from gaf_trt.cli.bench import bench  # noqa: E402
 
 app.command()(bench)
+
+from gaf_trt.cli.transport import transport, translate  # noqa: E402
+
+app.command(cls=MultiValueCommand)(transport)
+app.command()(translate)
+
+from gaf_trt.cli.export import export  # noqa: E402
+
+app.command()(export)
 # --- end of command registration --------------------------------------------------------------
 
 

@@ -14,6 +14,9 @@ from gaf_trt.engine.base import (
     resolve_device,
 )
 from gaf_trt.engine.torch_backend import TorchEngine
+from gaf_trt.engine import ort_backend, trt_backend  # noqa: F401,E402 - register ort, trt
+from gaf_trt.engine.loader import load_engine  # noqa: E402
+from gaf_trt.engine import auto  # noqa: F401,E402 - registers "auto" (after the others)
 
 __all__ = ["BACKENDS", "AnchorNetwork", "Backend", "FusedComposedStep", "LoadRequest",
-           "Precision", "TorchEngine", "load_backend", "resolve_device"]
+           "Precision", "TorchEngine", "load_backend", "load_engine", "resolve_device"]

@@ -181,11 +181,22 @@ def _mask_type(cfg: SampleConfig) -> str | None:
 
 
 def _load_decoder(cfg: SampleConfig, config: GAFConfig, device: str) -> Any:
+    """The latent decoder: ``--vae DIR`` (diffusers), else an engine directory's exported
+    VAE decoder graph; None for pixel models."""
     if config.mode != "latent":
         return None
+    if cfg.vae is None and Path(cfg.ckpt).is_dir():
+        from gaf_trt.export.manifest import read_manifest
+
+        if "vae_decoder" in read_manifest(cfg.ckpt)["graphs"]:
+            from gaf_trt.engine.loader import load_vae_decoder
+
+            backend = cfg.backend if cfg.backend in ("ort", "trt") else "auto"
+            return load_vae_decoder(cfg.ckpt, backend, device)
     if cfg.vae is None:
-        raise ConfigError("this is a latent checkpoint: give the VAE with --vae DIR "
-                          "(a diffusers AutoencoderKL directory)")
+        raise ConfigError("this is a latent model: give the VAE with --vae DIR (a diffusers "
+                          "AutoencoderKL directory), or export its decoder into the engine "
+                          "directory (gaf-trt export --graphs split,fused,vae --vae DIR)")
     from gaf_trt.model.vae import load_vae
 
     return load_vae(cfg.vae, scale=config.vae_scale, device=device)

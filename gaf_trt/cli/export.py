@@ -1,0 +1,79 @@
+"""``gaf-trt export``: a checkpoint -> an engine directory (ONNX graphs, parity check,
+TensorRT plans where TensorRT and a GPU exist, ``manifest.json``); ``--from-onnx DIR`` builds
+the plans of an existing directory later, on a GPU machine."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from gaf_trt.engine.base import Precision
+
+
+def export(
+    ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint file or bundled name."),
+    out: Optional[str] = typer.Option(None, "--out", help="Engine directory to write."),
+    vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL folder "
+                                      "(latent models): exports its decoder with --graphs vae."),
+    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    graphs: str = typer.Option("split,fused", "--graphs",
+                               help="Comma-separated: split, fused, vae."),
+    opset: int = typer.Option(18, "--opset", help="18, or 23 (one Attention node per block; "
+                              "TensorRT >= 10.14)."),
+    min_batch: int = typer.Option(1, "--min-batch"),
+    opt_batch: int = typer.Option(4, "--opt-batch"),
+    max_batch: int = typer.Option(16, "--max-batch"),
+    max_classes: int = typer.Option(4, "--max-classes", help="Most classes composed at once."),
+    static_batch: Optional[int] = typer.Option(None, "--static-batch", help="Also build "
+                                               "fixed-shape plans for this batch (CUDA graphs)."),
+    onnx_only: bool = typer.Option(False, "--onnx-only", help="Write ONNX + manifest only."),
+    from_onnx: Optional[str] = typer.Option(None, "--from-onnx", help="Build the TensorRT "
+                                            "plans of this engine directory here."),
+    heads: Optional[int] = typer.Option(None, "--heads"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+    no_parity: bool = typer.Option(False, "--no-parity", help="Skip the ONNX Runtime check."),
+    workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb"),
+    hardware_compat: str = typer.Option("none", "--hardware-compat",
+                                        help="none, ampere_plus or same_compute_capability."),
+    version_compatible: bool = typer.Option(False, "--version-compatible"),
+) -> None:
+    """Export a checkpoint to an engine directory (or build its plans with --from-onnx)."""
+    from rich.console import Console
+
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.export.build import ExportConfig, ProfileSpec, build_from_onnx, export_engine
+    from gaf_trt.export.graphs import parse_groups
+
+    profile = ProfileSpec(min_batch, opt_batch, max_batch, max_classes,
+                          static_batch=static_batch)
+    profile.validate()
+    trt_options = {"workspace_gb": workspace_gb, "hardware_compatibility": hardware_compat,
+                   "version_compatible": version_compatible}
+    console = Console(stderr=True)
+    say = console.log if console.is_terminal else (lambda _m: None)
+    if from_onnx is not None:
+        if ckpt is not None or out is not None:
+            raise ConfigError("--from-onnx DIR rebuilds plans in DIR; do not give --ckpt / --out")
+        res = build_from_onnx(from_onnx, profile if _profile_given(min_batch, opt_batch,
+                              max_batch, max_classes, static_batch) else None, trt_options, say)
+        typer.echo(f"{res.out}: {res.note} ({', '.join(res.plans_built)})")
+        return
+    if ckpt is None or out is None:
+        raise ConfigError("give --ckpt CKPT and --out DIR (or --from-onnx DIR)")
+    cfg = ExportConfig(ckpt=ckpt, out=out, precision=precision, graphs=parse_groups(graphs),
+                       opset=opset, profile=profile, vae=vae, onnx_only=onnx_only,
+                       num_heads=heads, trust_pickle=trust_pickle, parity=not no_parity,
+                       trt_options=trt_options)
+    res = export_engine(cfg, progress=say)
+    worst = max((r.worst_rel for r in res.parity if r.ran), default=None)
+    parity = f", parity rel <= {worst:.2g}" if worst is not None else ""
+    typer.echo(f"{res.out}: {len(res.manifest['graphs'])} graph(s) "
+               f"({', '.join(res.manifest['graphs'])}), {precision.value}{parity}")
+    typer.echo(res.note)
+
+
+def _profile_given(*values: object) -> bool:
+    """True when any profile option differs from its default (then it overrides the
+    manifest's profile in --from-onnx)."""
+    return tuple(values) != (1, 4, 16, 4, None)

@@ -1,0 +1,120 @@
+"""``load_engine``: open an engine directory written by ``gaf-trt export`` with a backend.
+
+``backend="auto"`` takes TensorRT when the directory has plans and TensorRT and a GPU are
+here, else ONNX Runtime, else the PyTorch weights stored in the directory. The result is an
+:class:`~gaf_trt.engine.base.AnchorNetwork` that ``gaf_trt.sample`` accepts in place of a
+model (with the fused graphs also a :class:`~gaf_trt.engine.base.FusedComposedStep`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, Precision, load_backend
+from gaf_trt.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENGINE_BACKENDS = ("auto", "trt", "ort", "torch")
+
+
+def _auto_backend(man: dict[str, Any], device: str) -> str:
+    has_plans = bool(man.get("plans"))
+    trt_ok = "trt" in BACKENDS and BACKENDS.get("trt").available() is None
+    if has_plans and device != "cpu" and trt_ok:
+        return "trt"
+    if "ort" in BACKENDS and BACKENDS.get("ort").available() is None:
+        return "ort"
+    if man.get("weights"):
+        return "torch"
+    raise ConfigError("no backend can open this engine directory here: install onnxruntime "
+                      "(pip install 'gaf-trt[onnx]') or TensorRT on a GPU machine")
+
+
+def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: str = "auto",
+                **options: Any) -> AnchorNetwork:
+    """Open ``folder`` (an engine directory) with ``backend`` on ``device``.
+
+    ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static`` (trt),
+    ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files used).
+    """
+    from gaf_trt.engine.base import resolve_device
+    from gaf_trt.export.manifest import EngineDirError, read_manifest, verify_files
+
+    if backend not in ENGINE_BACKENDS:
+        raise ConfigError(f"unknown engine backend {backend!r}; valid: "
+                          f"{', '.join(ENGINE_BACKENDS)}")
+    folder = Path(folder)
+    man = read_manifest(folder)
+    dev = resolve_device(device)
+    if backend == "auto":
+        backend = _auto_backend(man, dev)
+        log.info("engine %s: backend %s on %s", folder, backend, dev)
+    if backend == "torch":
+        weights = man.get("weights")
+        if not weights:
+            raise EngineDirError(f"{folder} holds no PyTorch weights (exported without them); "
+                                 "use backend ort or trt")
+        if options.get("verify", True):
+            verify_files(folder, man, [weights])
+        return load_backend("torch", LoadRequest(str(folder / weights), device=dev,
+                                                 precision=Precision(man.get("precision", "fp32"))))
+    return load_backend(backend, LoadRequest(str(folder), device=dev, options=dict(options)))
+
+
+class EngineVAEDecoder:
+    """``decode(z [B, C, h, w] scaled latents) -> images [B, 3, 8h, 8w]`` in ``[-1, 1]``
+    through an engine directory's ``vae_decoder`` graph (the interface of
+    :class:`gaf_trt.model.vae.LatentDecoder`)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.backend = engine.name
+
+    def decode(self, z):
+        import torch
+
+        z = z.to(device=self.engine.device, dtype=torch.float32).contiguous()
+        return self.engine._run("vae_decoder", {"latent": z})[0]
+
+
+def load_vae_decoder(folder: str | os.PathLike[str], backend: str = "auto",
+                     device: str = "auto", **options: Any) -> EngineVAEDecoder:
+    """Open the ``vae_decoder`` graph (``--graphs vae``) of an engine directory with ``ort``
+    or ``trt`` (``auto``: TensorRT when its plan and TensorRT are here on CUDA)."""
+    from gaf_trt.engine.base import resolve_device
+    from gaf_trt.export.manifest import EngineDirError, files_of, read_manifest, verify_files
+
+    folder = Path(folder)
+    man = read_manifest(folder)
+    if "vae_decoder" not in man["graphs"]:
+        raise EngineDirError(f"{folder} has no VAE decoder graph; export with --graphs vae "
+                             "--vae DIR")
+    dev = resolve_device(device)
+    has_plan = any(p.get("graph") == "vae_decoder" for p in (man.get("plans") or {}).values())
+    if backend == "auto":
+        trt_ok = "trt" in BACKENDS and BACKENDS.get("trt").available() is None
+        backend = "trt" if has_plan and dev != "cpu" and trt_ok else "ort"
+    if backend not in ("ort", "trt"):
+        raise ConfigError(f"unknown VAE decoder backend {backend!r}; valid: auto, ort, trt")
+    why = BACKENDS.get(backend).available()
+    if why is not None:
+        raise ConfigError(f"backend {backend!r} is not available here: {why}")
+    if options.get("verify", True):
+        verify_files(folder, man, files_of(man, graphs=["vae_decoder"]))
+    if backend == "ort":
+        from gaf_trt.engine.ort_backend import OrtSplitEngine
+
+        eng = OrtSplitEngine(folder, man, ["vae_decoder"], dev)
+        eng._open_sessions(dict(options))
+    else:
+        from gaf_trt.engine.trt_backend import TrtSplitEngine
+
+        if not dev.startswith("cuda"):
+            raise ConfigError("the trt backend needs a CUDA device")
+        eng = TrtSplitEngine(folder, man, ["vae_decoder"], dev)
+        eng._load_plans(bool(options.get("static", False)))
+    return EngineVAEDecoder(eng)

@@ -1,0 +1,143 @@
+"""The parity check built into export: every graph through ONNX Runtime (CPU) against
+PyTorch FP32 on random inputs, with per-output max abs / relative error.
+
+Relative error is ``||a - b||_2 / ||b||_2`` (NaN counts as infinite). FP32 graphs must agree
+to 1e-4; the reduced-precision bounds are the measured ones in benchmarks/EXPORT.md with
+headroom. BF16 graphs cannot run on ONNX Runtime's CPU provider (no BF16 kernels for Conv /
+MatMul); their check is recorded as not run, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gaf_trt.engine.base import Precision
+from gaf_trt.errors import GAFError
+from gaf_trt.export.graphs import GraphSpec
+
+log = logging.getLogger(__name__)
+
+#: Relative-error bound of each precision against PyTorch FP32.
+PARITY_BOUNDS = {Precision.FP32: 1e-4, Precision.FP16: 2e-2, Precision.BF16: 6e-2}
+
+
+class ParityError(GAFError):
+    """An exported graph does not reproduce PyTorch within the bound."""
+
+
+@dataclass(frozen=True)
+class OutputError:
+    name: str
+    max_abs: float
+    rel: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "max_abs": self.max_abs, "rel": self.rel}
+
+
+@dataclass
+class ParityResult:
+    """Worst errors of one graph over the checked sizes (``ran`` False: not run, ``reason``)."""
+
+    graph: str
+    precision: str
+    bound: float
+    sizes: list[dict[str, int]] = field(default_factory=list)
+    outputs: list[OutputError] = field(default_factory=list)
+    ran: bool = True
+    reason: str = ""
+
+    @property
+    def worst_rel(self) -> float:
+        return max((o.rel for o in self.outputs), default=0.0)
+
+    @property
+    def ok(self) -> bool:
+        return not self.ran or self.worst_rel <= self.bound
+
+    def to_dict(self) -> dict[str, object]:
+        return {"graph": self.graph, "precision": self.precision, "bound": self.bound,
+                "ran": self.ran, "reason": self.reason, "sizes": self.sizes,
+                "outputs": [o.to_dict() for o in self.outputs], "ok": self.ok}
+
+    def describe(self) -> str:
+        errs = ", ".join(f"{o.name}: max abs {o.max_abs:.3g}, rel {o.rel:.3g}"
+                         for o in self.outputs)
+        return f"{self.graph} ({self.precision}, bound {self.bound:g} rel): {errs}"
+
+
+def compare(actual: np.ndarray, expected: torch.Tensor, name: str) -> OutputError:
+    a = torch.from_numpy(np.asarray(actual)).double()
+    b = expected.detach().double()
+    diff = (a - b)
+    max_abs = float(diff.abs().max()) if diff.numel() else 0.0
+    denom = float(b.norm())
+    rel = float(diff.norm()) / denom if denom > 0 else (0.0 if max_abs == 0 else math.inf)
+    if not (math.isfinite(rel) and math.isfinite(max_abs)):
+        rel, max_abs = math.inf, math.inf
+    return OutputError(name, max_abs, rel)
+
+
+def cpu_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime CPU session (the parity reference runtime)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def check_graph(spec: GraphSpec, path: Path, precision: Precision, num_classes: int,
+                sizes_list: list[dict[str, int]], *, seed: int = 0) -> ParityResult:
+    """Run ``path`` on ONNX Runtime and ``spec.module`` (FP32) on the same random inputs."""
+    bound = PARITY_BOUNDS[precision]
+    result = ParityResult(spec.name, precision.value, bound)
+    try:
+        session = cpu_session(path)
+    except Exception as err:  # noqa: BLE001 - ORT raises its own hierarchy
+        if precision is Precision.BF16:
+            result.ran, result.reason = False, ("onnxruntime (CPU) cannot run BF16 graphs: "
+                                                f"{str(err).splitlines()[0][:160]}")
+            log.warning("parity of %s not run: %s", spec.name, result.reason)
+            return result
+        raise
+    gen = torch.Generator().manual_seed(seed)
+    worst: dict[str, OutputError] = {}
+    for sizes in sizes_list:
+        args = spec.example_inputs(sizes, num_classes, gen)
+        with torch.no_grad():
+            want = spec.module(*args)
+        want = want if isinstance(want, tuple) else (want,)
+        got = session.run(spec.output_names,
+                          {n: a.numpy() for n, a in zip(spec.input_names, args, strict=True)})
+        for name, g, w in zip(spec.output_names, got, want, strict=True):
+            e = compare(g, w, name)
+            if name not in worst or e.rel > worst[name].rel:
+                worst[name] = e
+        result.sizes.append(dict(sizes))
+    result.outputs = list(worst.values())
+    return result
+
+
+def parity_sizes(spec: GraphSpec) -> list[dict[str, int]]:
+    """The smallest shape and one larger shape within the graph's bounds."""
+    small = {sym: lo for sym, (lo, _) in spec.dynamic.items()}
+    big_base = {"M": 5, "B": 3, "N": 3}
+    big = {sym: max(lo, min(hi, big_base.get(sym, 2))) for sym, (lo, hi) in spec.dynamic.items()}
+    return [small, big] if big != small else [small]
+
+
+def require(results: list[ParityResult]) -> None:
+    """Raise a :class:`ParityError` listing every graph over its bound."""
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise ParityError("export parity check failed against PyTorch FP32: "
+                          + "; ".join(r.describe() for r in bad))

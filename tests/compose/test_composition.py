@@ -7,7 +7,7 @@ import torch
 
 from gaf_trt import ComposedField, Composition, ConfigError, integrate, masks, sample
 from gaf_trt.compose.composition import Mode
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 RUNS = {
     "euler_pure": dict(classes=[2], solver="euler", steps=6),

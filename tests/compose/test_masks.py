@@ -7,7 +7,7 @@ import torch
 
 from gaf_trt import ConfigError, masks
 from gaf_trt.compose.masks import MASKS, hard_masks, soften
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 PRESETS = [n for n in MASKS.names() if n not in ("custom", "afhq")]
 

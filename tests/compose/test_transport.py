@@ -8,7 +8,7 @@ import torch
 
 from gaf_trt import ConfigError, sample
 from gaf_trt.compose import transport as tr
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 
 @pytest.fixture(scope="module", autouse=True)

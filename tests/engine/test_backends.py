@@ -7,7 +7,7 @@ import torch
 
 from gaf_trt import ConfigError, sample
 from gaf_trt.engine import BACKENDS, LoadRequest, Precision, load_backend, resolve_device
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 
 def test_registry_lists_torch():

@@ -7,7 +7,7 @@ import torch
 
 from gaf_trt import ComposedField, Composition, masks, sample
 from gaf_trt.engine.base import AnchorNetwork, FusedComposedStep
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tests.export.shared import need_onnx, ref_engine_dir
 
 need_onnx()

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 from tests.export.shared import REF_CKPT, need_onnx
 
 need_onnx()

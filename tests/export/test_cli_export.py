@@ -60,7 +60,7 @@ def _decoder_matches_torch(out, vae_dir):
 
     from gaf_trt.engine.loader import load_vae_decoder
     from gaf_trt.model.vae import load_vae
-    from tests.conftest import rel_err
+    from tests.helpers import rel_err
 
     z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     got = load_vae_decoder(out, backend="ort", device="cpu").decode(z)

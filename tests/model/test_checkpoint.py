@@ -10,7 +10,7 @@ import torch
 
 from gaf_trt import CheckpointError, load_model, save_safetensors
 from gaf_trt.model.checkpoint import read_checkpoint, strip_prefixes
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 
 def _forward(model, expected):

@@ -11,7 +11,7 @@ from gaf_trt.model import GAF, GAFConfig, preset_config
 from gaf_trt.model.dit import sincos_pos_embed_2d, timestep_embedding
 from gaf_trt.model.gaf import unpatchify
 from gaf_trt.errors import ConfigError
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 
 @pytest.mark.parametrize("name", ["J", "K", "v"])

@@ -97,6 +97,22 @@ def describe(err: BaseException) -> tuple[str, int]:
             "the traceback)", EXIT_INTERNAL)
 
 
+def usage_message(err: BaseException) -> str:
+    """A usage error's message, with the rejected value when Click / Typer kept it apart
+    (Typer 0.29 parses values with pydantic and leaves them in the error's cause)."""
+    message = err.format_message()  # type: ignore[attr-defined]
+    cause = err.__cause__
+    errors = getattr(cause, "errors", None)
+    if callable(errors):
+        try:
+            value = errors()[0].get("input")
+        except (TypeError, IndexError, KeyError, AttributeError, ValueError):
+            value = None
+        if value is not None and repr(value) not in message and str(value) not in message:
+            message = f"{message.rstrip('.')} (got {value!r})"
+    return message
+
+
 def user_errors(fn: F) -> F:
     """Decorator for command functions called outside the group (e.g. directly in tests):
     library errors become one stderr line and their exit code. The group does the same for
@@ -112,9 +128,19 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class Interrupted(Exception):
+    """Ctrl-C inside a command, carried past Typer (which would turn it into a silent exit)."""
+
+
 class OneLineErrorGroup(TyperGroup):
     """The command group: every error becomes one line on stderr and a documented exit code
     (see the module docstring); usage errors too, instead of a usage box."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -136,12 +162,12 @@ class OneLineErrorGroup(TyperGroup):
             if type(err).__name__ == "NoArgsIsHelpError":
                 err.show()  # type: ignore[attr-defined]
             else:
-                sys.stderr.write(f"error: {err.format_message()}\n")  # type: ignore[attr-defined]
+                sys.stderr.write(f"error: {usage_message(err)}\n")
             return int(getattr(err, "exit_code", EXIT_BAD_INPUT))
         except ABORT_SIGNALS:
             sys.stderr.write("aborted\n")
             return EXIT_INTERNAL
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted):
             sys.stderr.write("aborted\n")
             return EXIT_INTERRUPTED
         except Exception as err:  # noqa: BLE001 - the one place that turns faults into a line

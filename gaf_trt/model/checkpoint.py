@@ -128,6 +128,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, use_ema: bool = True,
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
     if not p.is_file():
+        if (p / "manifest.json").is_file():
+            raise CheckpointError(f"{p} is an engine directory, not a checkpoint: load it with "
+                                  "--backend ort, trt or auto (Python: gaf_trt.load_engine)")
         raise CheckpointError(f"checkpoint is not a file: {p}")
     if p.suffix == ".safetensors":
         sd, cfg = _read_safetensors(p)

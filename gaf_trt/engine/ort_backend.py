@@ -106,6 +106,12 @@ class OrtSplitEngine(GraphEngine):
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # Spinning intra-op threads keep the cores busy between calls and starve torch work
+        # in the same process (measured: torch 20-35x slower beside an idle session on 2
+        # cores); spin only on request (options={"spin": True}).
+        spin = "1" if options.get("spin") else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
         providers = providers_for(self.device, self.folder,
                                   str(options.get("ort_provider", "cuda")))
         self.sessions = {}

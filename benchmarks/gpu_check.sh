@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU check (one call, < 8 minutes, installs nothing beyond this package itself):
-#   CUDA parity against the CPU reference fixtures, CUDA-graph replay == eager loop, the CUDA
-#   tests of the suite, and `gaf-trt bench` on DiT-XL/2. Prints a short table last.
+#   CUDA parity against the CPU reference fixtures, CUDA-graph replay vs the uncaptured loop
+#   (measured, per solver and engine), the CUDA tests of the suite, `gaf-trt bench` on
+#   DiT-XL/2 with the reference row, and benchmarks/gpu_trt_check.py when present.
+#   Prints a short table last. Outputs (bench JSON / PNG) go to $OUT (or /tmp/gaf_gpu_check).
 # Usage on the device machine:  bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 \
   || echo "note: editable install failed; running from the source tree"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 if python3 -c "import pytest" 2>/dev/null; then
-  timeout 120 python3 -m pytest -q tests/compose/test_graph_safety.py -rs || echo "CUDA tests failed"
+  timeout 90 python3 -m pytest -q -p no:cacheprovider -rs tests/compose/test_graph_safety.py \
+    tests/compose/test_capture.py || echo "CUDA tests failed"
 fi
-timeout 420 python3 benchmarks/gpu_check.py
+timeout 380 python3 benchmarks/gpu_check.py "$@"

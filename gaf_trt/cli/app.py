@@ -25,9 +25,9 @@ from gaf_trt.cli.info import info  # noqa: E402
 
 app.command()(info)
 
-from gaf_trt.cli.bench import bench  # noqa: E402
+from gaf_trt.cli.bench import BenchCommand, bench  # noqa: E402
 
-app.command()(bench)
+app.command(cls=BenchCommand)(bench)
 
 from gaf_trt.cli.transport import transport, translate  # noqa: E402
 

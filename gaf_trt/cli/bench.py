@@ -1,48 +1,79 @@
-"""``gaf-trt bench``: latency and throughput of composed sampling loops."""
+"""``gaf-trt bench``: composed sampling loops on every backend, against the reference loop.
+
+Grid flags take several values (``--batch 1 8 32 --precision fp32 bf16``); register with
+``app.command(cls=BenchCommand)(bench)``.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from gaf_trt.cli.multivalue import MultiValueCommand
 from gaf_trt.compose.solvers import SOLVERS
 from gaf_trt.engine.base import Precision
 
+GRID_FLAGS = frozenset({"--backend", "--precision", "--batch", "-b", "--classes", "--steps",
+                        "--solver"})
+
+
+class BenchCommand(MultiValueCommand):
+    """``bench``'s grid flags accept several values after one flag."""
+
+    multi_value = GRID_FLAGS
+
 
 def bench(
-    ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint to benchmark."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="DiT size with random weights, "
-                                         "e.g. XL/2 (32x32x4 latent, 1000 classes)."),
-    classes: int = typer.Option(2, "--classes", help="Classes composed per evaluation (N)."),
-    batch: int = typer.Option(4, "--batch", "-b", help="Samples per loop (B)."),
-    steps: int = typer.Option(20, "--steps"),
-    solver: str = typer.Option("euler", "--solver", help=f"One of: {', '.join(SOLVERS.names())}."),
+    ckpt: Optional[str] = typer.Option(None, "--ckpt", help="Checkpoint (or 'digits') to run."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="DiT size with random weights: "
+                                         "S/2, B/2, L/2, XL/2 (patch 4 and 8 too)."),
+    latent: int = typer.Option(32, "--latent", help="Preset latent size (16, 32, 64)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Engine directory (gaf-trt "
+                                         "export) for the ort / trt rows; needs --ckpt."),
+    backend: list[str] = typer.Option(["torch"], "--backend", help="torch, torch-compile, ort, "
+                                      "trt, auto; several allowed. The reference loop is "
+                                      "always measured."),
+    precision: list[Precision] = typer.Option([Precision.FP32], "--precision",
+                                              case_sensitive=False),
+    batch: list[int] = typer.Option([4], "--batch", "-b", help="Samples per loop (B)."),
+    classes: list[int] = typer.Option([2], "--classes", help="Classes composed (N): 2-4 "
+                                      "use spatial soft masks, more use uniform weights."),
+    steps: list[int] = typer.Option([20], "--steps"),
+    solver: list[str] = typer.Option(["euler"], "--solver",
+                                     help=f"One of: {', '.join(SOLVERS.names())}."),
     device: str = typer.Option("auto", "--device"),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
-    repeats: int = typer.Option(5, "--repeats", help="Timed loops per mode (median reported)."),
-    warmup: int = typer.Option(1, "--warmup"),
-    no_cuda_graph: bool = typer.Option(False, "--no-cuda-graph"),
-    as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the result here."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed loops per row (1-1000)."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed loops per row after the first "
+                               "call (>= 0)."),
+    no_cuda_graph: bool = typer.Option(False, "--no-cuda-graph", help="Run CUDA rows eagerly "
+                                       "instead of replaying one captured graph per loop."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Write the records here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of images/s by "
+                                        "backend and batch here."),
 ) -> None:
-    """Latency and throughput of whole composed sampling loops (eager vs CUDA graph)."""
-    from gaf_trt.io.files import write_json
-    from gaf_trt.pipeline.bench import BenchConfig, run_bench
+    """Speed of whole composed sampling loops per backend, precision and batch, as ratios to
+    the reference loop measured in the same run."""
+    from rich.console import Console
 
-    result = run_bench(BenchConfig(ckpt=ckpt, preset=preset, classes=classes, batch=batch,
-                                   steps=steps, solver=solver, device=device, precision=precision,
-                                   repeats=repeats, warmup=warmup, cuda_graph=not no_cuda_graph))
-    m = result.model
-    typer.echo(f"model D={m['hidden_size']} depth={m['depth']} patch={m['patch_size']} "
-               f"input {m['in_channels']}x{m['input_size']}x{m['input_size']} on "
-               f"{result.device_name} ({result.precision}); N={result.classes} B={result.batch} "
-               f"{result.solver}-{result.steps}; {result.gmac_per_eval:.1f} GMAC per evaluation")
-    typer.echo(f"{'mode':<12}{'loop ms':>12}{'step ms':>12}{'images/s':>12}")
-    for row in result.rows:
-        typer.echo(f"{row.mode:<12}{row.loop_ms:>12.2f}{row.step_ms:>12.3f}{row.images_per_s:>12.2f}")
-    if result.speedup_graph_vs_eager is not None:
-        typer.echo(f"cuda-graph / eager speed-up: {result.speedup_graph_vs_eager:.2f}x")
+    from gaf_trt.pipeline.bench import BenchGrid, run_bench
+    from gaf_trt.pipeline.bench_report import plot_png, rich_table, write_records
+
+    grid = BenchGrid(ckpt=ckpt, preset=preset, engine=engine, latent=latent,
+                     backends=tuple(backend), precisions=tuple(precision),
+                     batches=tuple(batch), classes=tuple(classes), steps=tuple(steps),
+                     solvers=tuple(solver), device=device, warmup=warmup, repeats=repeats,
+                     cuda_graph=not no_cuda_graph, seed=seed)
+    grid.validate()  # before any model is built: bad input fails fast
+    for path in (p for p in (as_json, plot) if p is not None):
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a directory; give a file path")
+    console = Console(stderr=True)
+    records = run_bench(grid, progress=console.log)
+    Console(width=200).print(rich_table(records))
     if as_json is not None:
-        write_json(as_json, result.to_dict())
+        write_records(as_json, records)
+    if plot is not None:
+        plot_png(plot, records)

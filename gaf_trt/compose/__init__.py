@@ -1,6 +1,7 @@
 """Transport algebra: compositions, masks, solvers and the one sampling entry."""
 
 from gaf_trt.compose import masks, transport
+from gaf_trt.compose.capture import CapturedLoop, final_state_check
 from gaf_trt.compose.composition import (
     ClassBatchField,
     ComposedField,
@@ -12,6 +13,6 @@ from gaf_trt.compose.composition import (
 from gaf_trt.compose.sampling import check_finite, sample, sample_pure
 from gaf_trt.compose.solvers import SOLVERS, Solver, integrate, time_grid
 
-__all__ = ["masks", "transport", "ClassBatchField", "ComposedField", "Composition", "Mode", "check_class_ids",
+__all__ = ["masks", "transport", "CapturedLoop", "final_state_check", "ClassBatchField", "ComposedField", "Composition", "Mode", "check_class_ids",
            "permutations", "check_finite", "sample", "sample_pure", "SOLVERS", "Solver",
            "integrate", "time_grid"]

@@ -1,10 +1,12 @@
 """``auto``: the fastest available backend for a device, precision and artifact.
 
-The order comes from ``gaf-trt bench`` measurements (benchmarks/RESULTS.md):
+The order, fastest first:
 
-- CUDA: ``trt`` (engine directory) > ``ort`` (engine directory) > ``torch`` compiled >
-  ``torch`` eager;
-- CPU: ``torch`` compiled > ``ort`` (engine directory) > ``torch`` eager.
+- CPU (measured, benchmarks/RESULTS.md, DiT-S/2 batch 8, 2 classes, euler-20): ``torch``
+  compiled (2.20x the reference loop at bf16, 1.18x at fp32) > ``torch`` eager (1.81x /
+  1.09x); for engine directories ``ort`` (fp32: 1.19x vs torch-compile's 1.09x in one run);
+- CUDA (not measured yet: set by the design, to be checked by benchmarks/gpu_check.sh):
+  ``trt`` > ``ort`` (engine directories) > ``torch`` compiled > ``torch`` eager.
 
 A checkpoint (or bundled name) can only run on ``torch``; an engine directory on the
 runtimes that read it. Compilation costs time once per shape (cached across runs by torch's
@@ -27,15 +29,17 @@ from gaf_trt.engine.base import (
     load_backend,
     resolve_device,
 )
+from gaf_trt.engine.torch_backend import best_compile_options
 from gaf_trt.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 #: (backend, options, needs an engine directory), fastest first.
 ORDER: dict[str, tuple[tuple[str, dict[str, object], bool], ...]] = {
-    "cuda": (("trt", {}, True), ("ort", {}, True), ("torch", {"compile": True}, False),
+    "cuda": (("trt", {}, True), ("ort", {}, True), ("torch", best_compile_options("cuda"), False),
              ("torch", {}, False)),
-    "cpu": (("torch", {"compile": True}, False), ("ort", {}, True), ("torch", {}, False)),
+    "cpu": (("torch", best_compile_options("cpu"), False), ("ort", {}, True),
+            ("torch", {}, False)),
 }
 
 #: modules that register the optional runtimes (absent until they are installed / written)

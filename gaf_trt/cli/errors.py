@@ -80,7 +80,7 @@ def _first_line(err: BaseException) -> str:
 def describe(err: BaseException) -> tuple[str, int]:
     """The one line and exit code for an exception raised by a command."""
     if isinstance(err, GAFError):
-        return str(err), EXIT_BAD_INPUT
+        return " ".join(str(err).split("\n")).strip() or type(err).__name__, EXIT_BAD_INPUT
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
         return (f"out of memory ({_first_line(err)}); lower --batch or the step count, or "
                 "sample in chunks (--chunk)", EXIT_BAD_INPUT)

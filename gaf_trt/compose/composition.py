@@ -86,6 +86,8 @@ class Composition:
             if not torch.isfinite(masks).all():
                 raise ConfigError("masks contain NaN or infinite values")
             coeffs = masks.float().clone()
+            if w is not None and not any(w):
+                raise ConfigError(f"weights {w} are all 0: every region would stay noise")
             if w is None:
                 return cls(classes, coeffs, Mode.SPATIAL)
             return cls(classes, coeffs * torch.tensor(w).view(n, 1, 1, 1), Mode.SPATIAL_WEIGHTED)

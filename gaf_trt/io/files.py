@@ -25,10 +25,13 @@ STALE_TMP_S = 3600.0
 def clean_stale_temps(folder: str | os.PathLike[str], name: str,
                       older_than_s: float = STALE_TMP_S) -> int:
     """Remove orphaned temp files of ``atomic_write(folder / name)``; returns how many."""
+    import re
+
     removed = 0
     now = time.time()
+    ours = re.compile(rf"^\.{re.escape(name)}\.[A-Za-z0-9_]+{re.escape(TMP_SUFFIX)}$")
     try:
-        entries = list(Path(folder).glob(f".{name}.*{TMP_SUFFIX}"))
+        entries = [p for p in Path(folder).iterdir() if ours.match(p.name)]
     except OSError:
         return 0
     for p in entries:
@@ -157,15 +160,22 @@ class DirLock:
         self.release()
 
 
-class OutputDir:
-    """A consistent output folder: files are written into a staging folder beside ``out``,
-    then moved in at :meth:`commit`, the record (``run.json`` / ``manifest.json``) last.
+#: The key a record written through :class:`OutputDir` carries; only such records' files are
+#: ever removed by a later run.
+RECORD_MARK = ("writer", "gaf-trt")
 
-    The previous run's record is removed first, with the files it listed, so an interrupted
-    commit never leaves an old record beside new files, and a rerun never leaves files of
-    the old run beside the new record. A lock beside ``out`` makes a second concurrent run
-    into the same folder fail at once with a clear error. Files in ``out`` that no record of
-    ours lists are left alone.
+
+class OutputDir:
+    """A consistent output folder: files are written into a staging folder beside ``out`` (on
+    the same filesystem), then moved in at :meth:`commit`, the record (``run.json`` /
+    ``manifest.json``) last.
+
+    The previous run's record is removed first; the files it listed that the new run does not
+    write again go after the new files are in. So an interrupted commit never leaves an old
+    record beside new files, and a rerun never leaves files of the old run beside the new
+    record. Only records that gaf-trt wrote (they carry ``"writer": "gaf-trt"``) are trusted,
+    and only files inside ``out``. A lock beside ``out`` makes a second concurrent run into
+    the same folder fail at once with a clear error.
 
     Usage::
 
@@ -177,19 +187,26 @@ class OutputDir:
     def __init__(self, out: str | os.PathLike[str], *, record: str = "run.json",
                  what: str = "--out") -> None:
         self.out = check_output_dir(out, what)
+        self.real = self.out.resolve()  # lock, staging and moves use the real folder
         self.record = record
         self.what = what
         self.staging = Path()
         self._dirlock: DirLock | None = None
         self.committed = False
 
+    def _staging_parent(self) -> Path:
+        """Beside ``out``, unless ``out`` is a mount point (then inside it): same filesystem."""
+        if self.real.is_dir() and self.real.stat().st_dev != self.real.parent.stat().st_dev:
+            return self.real
+        return self.real.parent
+
     def __enter__(self) -> OutputDir:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.real.parent.mkdir(parents=True, exist_ok=True)
         self._lock()
-        self._remove_dead_staging()
         try:
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".staging",
-                                                 dir=self.out.parent))
+            self._remove_dead_staging()
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.real.name}.", suffix=".staging",
+                                                 dir=self._staging_parent()))
         except BaseException:
             self._unlock()
             raise
@@ -198,18 +215,28 @@ class OutputDir:
     def __exit__(self, *exc: object) -> None:
         import shutil
 
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.staging != Path():
+            shutil.rmtree(self.staging, ignore_errors=True)
         self._unlock()
 
     def _remove_dead_staging(self) -> None:
-        """Staging folders of killed runs: whoever made them no longer holds the lock."""
+        """Staging folders of killed runs into this folder (exactly our naming): whoever made
+        them no longer holds the lock."""
+        import re
         import shutil
 
-        for p in self.out.parent.glob(f".{self.out.name}.*.staging"):
-            shutil.rmtree(p, ignore_errors=True)
+        pattern = re.compile(rf"^\.{re.escape(self.real.name)}\.[A-Za-z0-9_]+\.staging$")
+        for folder in {self.real.parent, self.real}:
+            try:
+                entries = list(folder.iterdir()) if folder.is_dir() else []
+            except OSError:
+                continue
+            for p in entries:
+                if p.is_dir() and pattern.match(p.name):
+                    shutil.rmtree(p, ignore_errors=True)
 
     def _lock(self) -> None:
-        self._dirlock = DirLock(self.out, self.what)
+        self._dirlock = DirLock(self.real, self.what)
         self._dirlock.acquire()
 
     def _unlock(self) -> None:
@@ -218,33 +245,48 @@ class OutputDir:
             self._dirlock = None
 
     def _previous_files(self) -> list[Path]:
-        rec = self.out / self.record
+        """Files the previous record of ours lists, inside ``out`` (nothing else)."""
         try:
-            listed = json.loads(rec.read_text()).get("files", [])
-        except (OSError, ValueError, AttributeError):
+            old = json.loads((self.real / self.record).read_text())
+        except (OSError, ValueError):
             return []
+        if not isinstance(old, dict) or old.get(RECORD_MARK[0]) != RECORD_MARK[1]:
+            return []
+        listed = old.get("files", [])
         out = []
         for name in listed if isinstance(listed, list) else []:
-            p = (self.out / str(name)).resolve()
-            if p.parent == self.out.resolve() or self.out.resolve() in p.parents:
+            p = (self.real / str(name)).resolve()
+            if self.real in p.parents and p.is_file():
                 out.append(p)
         return out
 
+    def _mark_record(self, record: Path) -> None:
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(data, dict) and data.get(RECORD_MARK[0]) != RECORD_MARK[1]:
+            data[RECORD_MARK[0]] = RECORD_MARK[1]
+            record.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
     def commit(self) -> list[Path]:
         """Move the staged files into ``out`` (record last); returns their final paths."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.real.mkdir(parents=True, exist_ok=True)
         old = self._previous_files()
-        (self.out / self.record).unlink(missing_ok=True)  # no record: the folder is "in progress"
-        for p in old:
-            if p.is_file():
-                p.unlink(missing_ok=True)
+        (self.real / self.record).unlink(missing_ok=True)  # no record: "in progress"
         staged = sorted(p for p in self.staging.rglob("*") if p.is_file())
         record = self.staging / self.record
         moved = []
-        for p in [q for q in staged if q != record] + ([record] if record in staged else []):
-            target = self.out / p.relative_to(self.staging)
+        for p in [q for q in staged if q != record]:
+            target = self.real / p.relative_to(self.staging)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(p, target)
             moved.append(target)
+        for p in set(old) - set(moved):
+            p.unlink(missing_ok=True)
+        if record in staged:
+            self._mark_record(record)
+            os.replace(record, self.real / self.record)
+            moved.append(self.real / self.record)
         self.committed = True
-        return moved
+        return [self.out / p.relative_to(self.real) for p in moved]

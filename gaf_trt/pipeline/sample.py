@@ -130,7 +130,7 @@ def resolve_classes(tokens: Sequence[str | int], config: GAFConfig) -> list[int]
     out = []
     for tok in tokens:
         s = str(tok).strip()
-        if s.lstrip("-").isdigit():
+        if s.lstrip("-").isascii() and s.lstrip("-").isdigit():
             out.append(int(s))
         elif s.lower() in names:
             out.append(names[s.lower()])

@@ -147,6 +147,8 @@ BAD = [
     (["--classes", 1, 2, "--regions", "eyes", "--mask-type", "quadrant"],
      "--regions is only used with mask type 'afhq', not 'quadrant'"),
     (["--classes", 1, "--skip"], "--skip with a single pure class generates nothing"),
+    (["--classes", "²"], "unknown class name"),
+    (["--classes", 1, 2, "--mask-type", "horizontal_2", "--weight", 0, 0], "are all 0"),
     ([], "give at least one class"),
 ]
 
@@ -193,3 +195,23 @@ def test_info(ref_ckpt):
     assert rec["config"]["hidden_size"] == 64 and rec["parameters"] > 0
     r = invoke("info", "/no/such.pt")
     assert r.exit_code == 2 and "checkpoint not found" in r.output
+
+
+def test_chunked_batches_equal_one_loop(ref_ckpt, tmp_path):
+    """--chunk splits the batch into several solver loops: same images, same GIF frames."""
+    import imageio.v2 as imageio
+
+    args = ["--classes", 3, 8, "--mask-type", "horizontal_2", "--batch", 5, "--gif"]
+    for name, chunk in (("one", 256), ("chunks", 2)):
+        r = invoke(*base(ref_ckpt, tmp_path / name), *args, "--chunk", chunk)
+        assert r.exit_code == 0, r.output
+    import numpy as np
+
+    def close(x, y):  # uint8 pictures: batch position may move a value by one rounding step
+        return np.abs(np.asarray(x, dtype=int) - np.asarray(y, dtype=int)).max() <= 1
+
+    for f in ("pure_3.png", "pure_8.png", "0_mix_3_8.png", "4_mix_3_8.png"):
+        assert close(*(imageio.imread(tmp_path / d / f) for d in ("one", "chunks"))), f
+    for f in ("pure_8.gif", "mix_3_8.gif"):
+        a, b = (imageio.mimread(tmp_path / d / f) for d in ("one", "chunks"))
+        assert len(a) == len(b) == 3 and all(close(x, y) for x, y in zip(a, b)), f

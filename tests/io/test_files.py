@@ -82,8 +82,31 @@ def test_a_second_writer_fails_at_once(tmp_path):
 
 
 def test_staging_of_a_killed_run_is_removed_by_the_next(tmp_path):
-    dead = tmp_path / ".out.abc123.staging"
+    dead = tmp_path / ".out.abc123_z.staging"
     dead.mkdir()
     (dead / "0.png").write_text("from a run killed with SIGKILL")
+    sibling = tmp_path / ".out.2.abcdefgh.staging"  # a live run into the folder "out.2"
+    sibling.mkdir()
     _run(tmp_path / "out", ["a.png"])
-    assert not dead.exists()
+    assert not dead.exists() and sibling.exists()
+
+
+def test_only_our_records_are_trusted(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("the user's")
+    (out / "sub" / "data.csv").write_text("the user's")
+    (out / "run.json").write_text(json.dumps({"files": ["notes.txt", "sub/data.csv"]}))
+    _run(out, ["a.png"])  # the foreign run.json is replaced, the files it names are kept
+    assert (out / "notes.txt").is_file() and (out / "sub" / "data.csv").is_file()
+    assert json.loads((out / "run.json").read_text())["writer"] == "gaf-trt"
+
+
+def test_a_symlinked_folder_is_written_through_its_target(tmp_path):
+    real = tmp_path / "elsewhere" / "real"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    _run(tmp_path / "link", ["a.png"])
+    _run(tmp_path / "link", ["b.png"])
+    assert sorted(p.name for p in real.iterdir()) == ["b.png", "run.json"]
+    assert (tmp_path / "elsewhere" / ".real.lock").exists()  # the lock sits by the real folder

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from gaf_trt.cli.errors import OneLineErrorGroup
+from gaf_trt.cli.errors import OneLineErrorGroup, run_app
 from gaf_trt.cli.multivalue import MultiValueCommand
 
 app = typer.Typer(cls=OneLineErrorGroup, add_completion=False, pretty_exceptions_enable=False,
@@ -43,4 +43,4 @@ app.command()(export)
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    app()
+    run_app(app, fast_exit=True)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -128,6 +130,48 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _late_interrupt(_signum: int, _frame: object) -> None:
+    """Ctrl-C after the command finished: say so and exit 130 at once (no traceback from
+    interpreter shutdown)."""
+    sys.stderr.write("aborted\n")
+    _flush_streams()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def run_app(app: Callable[[], Any], *, fast_exit: bool = False) -> None:
+    """Run a Typer app as the process's entry point: Ctrl-C before the group's handler is in
+    place, or while the process winds down after the command, also ends with ``aborted`` and
+    exit code 130 (never a traceback, never a silent death by SIGINT).
+
+    With ``fast_exit`` the process ends right after the command (streams flushed, no
+    interpreter teardown): Python restores the default SIGINT action while it finalises, so a
+    Ctrl-C during a slow teardown (torch's) would otherwise kill it with signal 2."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.stderr.write("aborted\n")
+        code: Any = EXIT_INTERRUPTED
+    except SystemExit as done:
+        code = done.code
+    signal.signal(signal.SIGINT, _late_interrupt)
+    if not fast_exit:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    _flush_streams()
+    os._exit(code or 0)
+
+
+def _flush_streams() -> None:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 class Interrupted(Exception):
     """Ctrl-C inside a command, carried past Typer (which would turn it into a silent exit)."""
 
@@ -149,7 +193,11 @@ class OneLineErrorGroup(TyperGroup):
         argv = [a for a in argv if a != DEBUG_FLAG]
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
-        code = self._run(argv, prog_name, complete_var, debug, **extra)
+        try:
+            code = self._run(argv, prog_name, complete_var, debug, **extra)
+        except KeyboardInterrupt:  # Ctrl-C in the handler's own gaps
+            sys.stderr.write("aborted\n")
+            code = EXIT_INTERRUPTED
         sys.exit(code)
 
     def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None,

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from gaf_trt.cli.errors import OneLineErrorGroup, user_errors
+from gaf_trt.cli.errors import OneLineErrorGroup, run_app, user_errors
 
 app = typer.Typer(cls=OneLineErrorGroup, add_completion=False, pretty_exceptions_enable=False,
                   no_args_is_help=True, help="Train and evaluate GAF models.")
@@ -147,4 +147,4 @@ def bundle_cmd(
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    app()
+    run_app(app)

@@ -12,14 +12,6 @@ REF_CKPT = DATA / "gaf_ref_small.pt"
 REF_EXPECTED = DATA / "gaf_ref_small_expected.pt"
 
 
-def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """Relative L2 error against a non-zero reference; NaN never passes (returns inf)."""
-    expected = expected.double()
-    assert expected.abs().max() > 0, "reference must not be all zeros"
-    err = ((actual.double() - expected).norm() / expected.norm()).item()
-    return err if err == err else float("inf")
-
-
 @pytest.fixture(scope="session")
 def ref_ckpt() -> Path:
     return REF_CKPT
@@ -53,3 +45,29 @@ def tiny_vae_dir(tmp_path_factory) -> Path:
         layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=32)
     vae.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def latent_ckpt(tmp_path_factory) -> Path:
+    """A tiny latent GAF checkpoint in the published format (4 channels, 4x4, 3 named classes)."""
+    from gaf_trt.model import GAF, GAFConfig
+
+    d = tmp_path_factory.mktemp("latent")
+    cfg = GAFConfig(in_channels=4, input_size=4, patch_size=2, hidden_size=32, depth=1,
+                    num_heads=2, mlp_ratio=4.0, num_classes=3, mode="latent")
+    torch.manual_seed(0)
+    m = GAF(cfg)
+    torch.save({"model": m.state_dict(), "ema": m.state_dict(), "opt": {}, "sched": {},
+                "step": 1, "cfg": {"mode": "latent", "vae_scale": 0.5, "dit_heads": 2,
+                                   "latent_ch": 4, "class_names": ["cat", "dog", "wild"]}},
+               d / "latent.pt")
+    return d / "latent.pt"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread (two thrash when the 2-core machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

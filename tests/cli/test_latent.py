@@ -5,29 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from gaf_trt.cli import app
-from gaf_trt.model import GAF, GAFConfig
 
 pytest.importorskip("diffusers", reason="diffusers is not installed")
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def latent_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("latent")
-    cfg = GAFConfig(in_channels=4, input_size=4, patch_size=2, hidden_size=32, depth=1,
-                    num_heads=2, mlp_ratio=4.0, num_classes=3, mode="latent")
-    torch.manual_seed(0)
-    m = GAF(cfg)
-    torch.save({"model": m.state_dict(), "ema": m.state_dict(), "opt": {}, "sched": {},
-                "step": 1, "cfg": {"mode": "latent", "vae_scale": 0.5, "dit_heads": 2,
-                                   "latent_ch": 4, "class_names": ["cat", "dog", "wild"]}},
-               d / "latent.pt")
-    return d / "latent.pt"
 
 
 def test_latent_sample_decodes_through_vae(latent_ckpt, tiny_vae_dir, tmp_path):

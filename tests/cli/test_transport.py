@@ -12,18 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from gaf_trt.cli import app
-from gaf_trt.model import GAF, GAFConfig
 
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread (two thrash when the 2-core machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def invoke(*args):
@@ -122,20 +115,6 @@ def test_translate_same_class_returns_the_input(ref_ckpt, tmp_path):
     # measured ~1e-12 (rk4, 8 steps); the input's own scale is ~0.3
     assert rec["metrics"]["latent_mse"] < 1e-6
     assert len(rec["layout"]["trajectory.png"]["columns"]) == 1 + 2 * 3
-
-
-@pytest.fixture(scope="module")
-def latent_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("latent")
-    cfg = GAFConfig(in_channels=4, input_size=4, patch_size=2, hidden_size=32, depth=1,
-                    num_heads=2, mlp_ratio=4.0, num_classes=3, mode="latent")
-    torch.manual_seed(0)
-    m = GAF(cfg)
-    torch.save({"model": m.state_dict(), "ema": m.state_dict(), "opt": {}, "sched": {},
-                "step": 1, "cfg": {"mode": "latent", "vae_scale": 0.5, "dit_heads": 2,
-                                   "latent_ch": 4, "class_names": ["cat", "dog", "wild"]}},
-               d / "latent.pt")
-    return d / "latent.pt"
 
 
 def test_translate_latent_model_through_vae(latent_ckpt, tiny_vae_dir, tmp_path):

@@ -21,7 +21,7 @@ from gaf_trt.engine.torch_backend import (
     engine_from_model,
     precision_support,
 )
-from tests.conftest import rel_err
+from tests.helpers import rel_err
 
 BF16_TOL = 2e-2
 

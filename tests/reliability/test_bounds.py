@@ -147,3 +147,23 @@ def test_16bit_mask_keeps_its_levels(runs, outs, mask16):
         f"the message should give the real level count ({on_grid} on the grid, 300 in the "
         f"image), saw numbers {sorted(counts)}{res.describe()}")
     assert_nothing_written(outs / "mask_16bit")
+
+
+def test_new_sample_options_refused_before_work(tmp_path):
+    """The options added with the engines and chunking: --chunk, --max-runs, --engine with a
+    folder that is no engine directory, --compile on a backend that is not torch."""
+    (tmp_path / "not_an_engine").mkdir()
+    common = ["sample", "--ckpt", str(REF_CKPT), "--classes", "1", "2", "--alpha", "0.5",
+              "--steps", "2", "--device", "cpu", "-q"]
+    cases = {
+        "chunk_0": [*common, "--chunk", "0", "--out", str(tmp_path / "o1")],
+        "max_runs_0": [*common, "--max-runs", "0", "--out", str(tmp_path / "o2")],
+        "engine_not_dir": ["sample", "--engine", str(tmp_path / "not_an_engine"), "--backend",
+                           "ort", "--classes", "1", "--device", "cpu", "-q",
+                           "--out", str(tmp_path / "o3")],
+    }
+    needles = {"chunk_0": "--chunk", "max_runs_0": "--max-runs", "engine_not_dir": "manifest"}
+    for name, res in run_many({k: cli_cmd(*v) for k, v in cases.items()}).items():
+        assert_bad_input(res, needles[name])
+    for o in ("o1", "o2", "o3"):
+        assert_nothing_written(tmp_path / o)

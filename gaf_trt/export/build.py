@@ -113,9 +113,21 @@ class ExportConfig:
     external_threshold: int = EXTERNAL_DATA_THRESHOLD
     include_weights: bool = True
     trt_options: dict[str, Any] = field(default_factory=dict)
+    quant: Any = None  # QuantConfig of int8 / fp8 exports (gaf_trt.export.quantize)
+
+    @property
+    def graph_precision(self) -> Precision:
+        """Precision the graphs are exported at (quantised ones start from FP32)."""
+        return Precision.FP32 if self.precision.quantized else self.precision
 
     def validate(self) -> None:
         parse_groups(self.graphs)
+        if self.precision.quantized:
+            from gaf_trt.export.quantize import QuantConfig, check_fp8_device
+
+            (self.quant or QuantConfig()).validate()
+            if self.precision is Precision.FP8 and not self.onnx_only:
+                check_fp8_device()
         check_opset(self.opset)
         self.profile.validate()
         if "vae" in self.graphs and not self.vae:
@@ -179,10 +191,10 @@ def _write_graph(spec: GraphSpec, staging: Path, cfg: ExportConfig, model,
     exported = export_onnx(spec, staging, opset=cfg.opset, num_classes=model.config.num_classes,
                            metadata=metadata, external_threshold=cfg.external_threshold)
     report = None
-    if cfg.precision is not Precision.FP32:
+    if cfg.graph_precision is not Precision.FP32:
         path = staging / exported.onnx_file
         proto = onnx.load(str(path))
-        reduced, report = reduce_precision(proto, cfg.precision)
+        reduced, report = reduce_precision(proto, cfg.graph_precision)
         if exported.data_file:
             (staging / exported.data_file).unlink()
         data = save_model(reduced, path, cfg.external_threshold)
@@ -215,11 +227,18 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
             if cfg.parity:
                 say(f"parity check {spec.name} on ONNX Runtime")
                 res = parity_lib.check_graph(spec, od.staging / graphs[spec.name]["file"],
-                                             cfg.precision, model.config.num_classes,
+                                             cfg.graph_precision, model.config.num_classes,
                                              parity_lib.parity_sizes(spec))
                 graphs[spec.name]["parity"] = res.to_dict()
                 results.append(res)
         parity_lib.require(results)
+        quantization = None
+        if cfg.precision.quantized:
+            from gaf_trt.export.quantize import QuantConfig, quantize_engine
+
+            quantization = quantize_engine(model, specs, od.staging, graphs, cfg.precision,
+                                           cfg.quant or QuantConfig(), cfg.external_threshold,
+                                           say)
         weights = None
         if cfg.include_weights:
             from gaf_trt.model.checkpoint import save_safetensors
@@ -238,6 +257,8 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
             "profiles": cfg.profile.to_dict(), "graphs": graphs, "plans": {},
             "weights": weights, "vae": {"source": cfg.vae} if cfg.vae else None,
         }
+        if quantization is not None:
+            man["quantization"] = quantization
         built, note = _maybe_build_plans(man, od.staging, cfg, say)
         _finish(man, od.staging)
         od.commit()

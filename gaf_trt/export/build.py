@@ -299,6 +299,10 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
     folder = Path(folder)
     man = read_manifest(folder)
     verify_files(folder, man)
+    if man.get("precision") == Precision.FP8.value:
+        from gaf_trt.export.quantize import check_fp8_device
+
+        check_fp8_device()
     why = trt_build.unavailable()
     if why is not None:
         raise ConfigError(f"cannot build TensorRT plans here: {why}; run this on a GPU machine "

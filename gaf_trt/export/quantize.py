@@ -39,6 +39,7 @@ import logging
 import math
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class QuantConfig:
     method: str = "minmax"
     rows: int = 16
     accept_error: bool = False
+    symmetric: bool = True  # activations too: TensorRT takes only zero-point-0 Q/DQ
 
     def validate(self) -> None:
         for name in ("samples", "steps", "rows"):
@@ -177,14 +179,17 @@ def _quiet_ort():
     root.setLevel(logging.ERROR)
     buf = io.StringIO()
     try:
-        with contextlib.redirect_stdout(buf):
+        with contextlib.redirect_stdout(buf), warnings.catch_warnings(), \
+                np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")  # overflowing ranges: reported as bad scales
             yield
     finally:
         root.setLevel(level)
 
 
 def quantize_graph(src: Path, dst: Path, items: list[dict[str, torch.Tensor]],
-                   precision: Precision, method: str = "minmax") -> dict[str, Any]:
+                   precision: Precision, method: str = "minmax",
+                   symmetric: bool = True) -> dict[str, Any]:
     """Quantise the ONNX graph ``src`` into ``dst`` with ``items`` as calibration data.
 
     Returns ``{"quantized_nodes", "scales": {"min", "max"}}``; raises
@@ -211,7 +216,8 @@ def quantize_graph(src: Path, dst: Path, items: list[dict[str, torch.Tensor]],
             activation_type=qtype, weight_type=qtype,
             calibrate_method=CalibrationMethod.Distribution if fp8 else calib,
             use_external_data_format=(src.parent / f"{src.name}.data").is_file(),
-            extra_options={"CalibPercentile": 99.999})
+            extra_options={"CalibPercentile": 99.999, "ActivationSymmetric": symmetric,
+                           "WeightSymmetric": True})
     scales = _scales(onnx.load(str(dst)))
     bad = [k for k, v in scales.items() if not (np.isfinite(v).all() and (v > 0).all())]
     if bad:
@@ -276,7 +282,7 @@ def quantize_engine(model, specs: list, staging: Path, graphs: dict[str, dict[st
             say(f"quantising {spec.name} ({precision.value}, {len(names)} MatMuls)")
             items = calib.items_for(spec.input_names, qcfg.rows, size)
             out = tmp / rec["file"]
-            info = quantize_graph(path, out, items, precision, qcfg.method)
+            info = quantize_graph(path, out, items, precision, qcfg.method, qcfg.symmetric)
             info["items"] = len(items)
             proto = onnx.load(str(out))
             _set_meta(proto, "gaf_trt.precision", precision.value)
@@ -297,7 +303,7 @@ def quantize_engine(model, specs: list, staging: Path, graphs: dict[str, dict[st
     bounds = ERROR_BOUNDS[precision]
     over = {k: quality[k] for k in bounds if not quality[k] <= bounds[k]}
     if over and not qcfg.accept_error:
-        worst = ", ".join(f"{k} {v:.3g} > {bounds[k]:g}" for k, v in over.items())
+        worst = ", ".join(f"{k} {v:.3g} > bound {bounds[k]:g}" for k, v in over.items())
         raise QuantizationError(f"the {precision.value} engine is too far from FP32 ({worst}; "
                                 "relative error): nothing written; try more --calib-samples, "
                                 "another --calib-method, or --accept-error to keep it")
@@ -311,7 +317,7 @@ def quantize_engine(model, specs: list, staging: Path, graphs: dict[str, dict[st
                         "runs": len(calib.runs)},
         "quantized": "transformer-block MatMuls: attn.qkv, attn.proj, mlp.fc1, mlp.fc2",
         "weights": "per-channel" if precision is Precision.INT8 else "per-tensor",
-        "activations": "per-tensor",
+        "activations": "per-tensor, " + ("symmetric" if qcfg.symmetric else "asymmetric"),
         "high_precision": list(HIGH_PRECISION), "graphs": per_graph, "quality": quality,
         "bounds": bounds, "accepted_over_bound": bool(over), "versions": _versions(),
     }

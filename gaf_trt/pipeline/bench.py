@@ -378,6 +378,7 @@ class _Context:
     model: GAF  # fp32 weights: the reference loop and the source of every torch engine
     models: dict[str, GAF] = field(default_factory=dict)  # by precision
     engines: dict[tuple[str, str], tuple[AnchorNetwork, str]] = field(default_factory=dict)
+    pairs: list[tuple[str, Precision]] = field(default_factory=list)  # rows of every case
 
 
 def check_available(grid: BenchGrid, device: str) -> None:
@@ -394,13 +395,45 @@ def check_available(grid: BenchGrid, device: str) -> None:
         if why is not None:
             raise ConfigError(f"backend {b!r} is not available here: {why}; available: "
                               f"{', '.join(usable_backends())}")
+    row_pairs(grid, device)
+
+
+def _engine_precision(grid: BenchGrid) -> str | None:
+    if grid.engine is None:
+        return None
+    from gaf_trt.export.manifest import read_manifest
+
+    return str(read_manifest(grid.engine).get("precision", "fp32"))
+
+
+def row_pairs(grid: BenchGrid, device: str) -> list[tuple[str, Precision]]:
+    """The ``(backend, precision)`` rows of the grid. torch rows run the precisions torch
+    runs natively here; ``ort`` / ``trt`` rows (and ``auto`` with ``--engine``) run the engine
+    directory's precision. A pair one backend cannot run is left out when another backend of
+    the grid runs that precision (``--backend torch ort --precision fp32 bf16 int8`` with an
+    int8 engine: torch fp32, torch bf16, ort int8); otherwise it is an error."""
+    built = _engine_precision(grid)
+    on_dir = ("ort", "trt", "auto") if grid.engine is not None else ("ort", "trt")
+
+    def why_not(b: str, p: Precision) -> str | None:
+        if b in on_dir:
+            return None if built == p.value else (
+                f"engine directory {grid.engine} was exported at {built}; a {p.value} {b} row "
+                f"needs an engine exported with --precision {p.value}")
+        why = precision_support(device, p)
+        return None if why is None else f"precision {p.value} on {device}: {why}"
+
+    pairs = [(b, p) for b in grid.backends for p in grid.precisions if why_not(b, p) is None]
     for p in grid.precisions:
-        if any(b in ("torch", "torch-compile", "auto") for b in grid.backends):
-            why = precision_support(device, p)
-            if why is not None:
-                ok = [q.value for q in Precision if precision_support(device, q) is None]
-                raise ConfigError(f"precision {p.value} on {device}: {why}; available: "
-                                  f"{', '.join(ok)}")
+        if not any(q is p for _, q in pairs):
+            reason = why_not(grid.backends[0], p)
+            ok = [q.value for q in Precision if precision_support(device, q) is None]
+            raise ConfigError(f"{reason}; available: {', '.join(ok)}"
+                              + (f" (torch), {built} (--engine)" if built else ""))
+    for b in grid.backends:
+        if not any(c == b for c, _ in pairs):
+            raise ConfigError(why_not(b, grid.precisions[0]) or f"backend {b!r} has no row")
+    return pairs
 
 
 def usable_backends() -> list[str]:
@@ -549,18 +582,17 @@ def bench_case(ctx: _Context, case: Case,
     ref_row = _Row("reference", Precision.FP32, "eager", "reference", case.batch * tokens)
     rows = [_prepare(ctx, ref_row, _runner(ReferenceField(ctx.model, comp), x, case,
                                            cfg.t_eps, graph=False), None)]
-    for backend in ctx.grid.backends:
-        for precision in ctx.grid.precisions:
-            progress(f"{case}: {backend} {precision.value}")
-            engine, resolved = _engine(ctx, backend, precision)
-            graph = (dev.startswith("cuda") and ctx.grid.cuda_graph
-                     and resolved in GRAPH_BACKENDS)
-            row = _Row(backend, precision, "graph" if graph else "eager", resolved,
-                       case.classes * case.batch * tokens)
-            run = _runner(ComposedField(engine, comp), x, case, cfg.t_eps, graph)
-            rows.append(_prepare(ctx, row, run, engine))
+    for backend, precision in ctx.pairs or row_pairs(ctx.grid, dev):
+        progress(f"{case}: {backend} {precision.value}")
+        engine, resolved = _engine(ctx, backend, precision)
+        graph = (dev.startswith("cuda") and ctx.grid.cuda_graph
+                 and resolved in GRAPH_BACKENDS)
+        row = _Row(backend, precision, "graph" if graph else "eager", resolved,
+                   case.classes * case.batch * tokens)
+        run = _runner(ComposedField(engine, comp), x, case, cfg.t_eps, graph)
+        rows.append(_prepare(ctx, row, run, engine))
     progress(f"{case}: {ctx.grid.repeats} timed rounds over {len(rows)} rows")
-    probes = {(p.row.precision, p.row.gemm_rows): 0.0 for p in rows}
+    probes = {(_probe_precision(p.row.precision), p.row.gemm_rows): 0.0 for p in rows}
     inner = int(cfg.hidden_size * cfg.mlp_ratio)
     for _ in range(ctx.grid.repeats):  # rows and ceiling probes share every round's load
         for p in rows:
@@ -571,7 +603,14 @@ def bench_case(ctx: _Context, case: Case,
     ref = _record(ctx, case, desc, rows[0], None, None,
                   probes[Precision.FP32, rows[0].row.gemm_rows])
     return [ref] + [_record(ctx, case, desc, p, rows[0].out, ref.loop_ms,
-                            probes[p.row.precision, p.row.gemm_rows]) for p in rows[1:]]
+                            probes[_probe_precision(p.row.precision), p.row.gemm_rows])
+                    for p in rows[1:]]
+
+
+def _probe_precision(precision: Precision) -> Precision:
+    """The GEMM ceiling a row is compared to: quantised rows against the fp32 ceiling
+    (torch has no int8 / fp8 GEMM to probe on every device)."""
+    return Precision.FP32 if precision.quantized else precision
 
 
 def load_fp32_model(grid: BenchGrid, device: str) -> GAF:
@@ -602,7 +641,7 @@ def run_bench(grid: BenchGrid,
     if too_many:
         raise ConfigError(f"--classes {too_many[0]} exceeds the model's "
                           f"{model.config.num_classes} classes")
-    ctx = _Context(grid, device, model)
+    ctx = _Context(grid, device, model, pairs=row_pairs(grid, device))
     records: list[BenchRecord] = []
     for batch in grid.batches:
         for classes in grid.classes:

@@ -28,6 +28,8 @@ def export(
                                      "percentile or entropy (fp8: always distribution)."),
     accept_error: bool = typer.Option(False, "--accept-error", help="int8/fp8: write the "
                                       "engine even when its error vs fp32 exceeds the bound."),
+    smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help="int8/fp8: "
+                                                "SmoothQuant with this alpha in (0, 1]."),
     graphs: str = typer.Option("split,fused", "--graphs",
                                help="Comma-separated: split, fused, vae."),
     opset: int = typer.Option(18, "--opset", help="18, or 23 (one Attention node per block; "
@@ -77,7 +79,7 @@ def export(
                        num_heads=heads, trust_pickle=trust_pickle, parity=not no_parity,
                        trt_options=trt_options,
                        quant=_quant_config(precision, calib_samples, calib_steps, calib_seed,
-                                           calib_method, accept_error))
+                                           calib_method, accept_error, smoothquant))
     res = export_engine(cfg, progress=say)
     worst = max((r.worst_rel for r in res.parity if r.ran), default=None)
     parity = f", parity rel <= {worst:.2g}" if worst is not None else ""
@@ -96,9 +98,9 @@ def _quant_config(precision: Precision, *args: object):
         return None
     from gaf_trt.export.quantize import QuantConfig
 
-    samples, steps, seed, method, accept = args
+    samples, steps, seed, method, accept, alpha = args
     return QuantConfig(samples=samples, steps=steps, seed=seed, method=method,
-                       accept_error=accept)
+                       accept_error=accept, smoothquant=alpha)
 
 
 def _profile_given(*values: object) -> bool:

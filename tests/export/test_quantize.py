@@ -112,6 +112,29 @@ def test_quantised_nodes_are_the_block_linears_only(tmp_path):
     assert q.quantizable_nodes(head) == []
 
 
+def test_smoothquant_rewrite_is_exact_before_quantisation(tmp_path):
+    """The inserted per-channel Mul and the rescaled weights leave the FP32 graph's output
+    unchanged (to float32 rounding); the activation's channel ranges are flattened."""
+    from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
+    from gaf_trt.export.onnx_export import export_onnx
+    from gaf_trt.export.parity import cpu_session
+
+    model = tiny_model()
+    trunk = GRAPH_GROUPS.get("split")(model, Limits(64, 8))[0]
+    src = tmp_path / export_onnx(trunk, tmp_path, opset=18, num_classes=4, metadata={}).onnx_file
+    cal = capture(model, 4, 3, seed=0)
+    act = q.channel_max(model, cal)
+    assert set(act) == {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1",
+                        "blocks.0.mlp.fc2"}
+    assert q.smooth_graph(src, tmp_path / "s.onnx", act, 0.8) == 4
+    onnx.checker.check_model(str(tmp_path / "s.onnx"))
+    item = cal.split_items(6)[0]
+    feeds = {k: v.numpy() for k, v in item.items()}
+    a = torch.from_numpy(cpu_session(src).run(None, feeds)[0])
+    b = torch.from_numpy(cpu_session(tmp_path / "s.onnx").run(None, feeds)[0])
+    assert 0 < q.rel_err(b, a) < 1e-5
+
+
 # --------------------------------------------------------------------------- int8 engine
 
 
@@ -221,7 +244,9 @@ def test_fp8_refused_on_gpu_older_than_ada(monkeypatch):
                                         ({"samples": 5000}, "--calib-samples"),
                                         ({"steps": 1}, "--calib-steps"),
                                         ({"method": "mse"}, "calibration method"),
-                                        ({"seed": -1}, "--calib-seed")])
+                                        ({"seed": -1}, "--calib-seed"),
+                                        ({"smoothquant": 0.0}, "--smoothquant"),
+                                        ({"smoothquant": 1.5}, "--smoothquant")])
 def test_calibration_options_are_bounded(kw, needle):
     with pytest.raises(ConfigError, match=needle):
         q.QuantConfig(**kw).validate()

@@ -16,7 +16,8 @@ Part ``digits``: the bundled digits model exported at int8 / fp8 here, sampled t
 ort backend, scored by training's evaluator (same classifier, noise and samplers as
 benchmarks/digits_precision.py: euler-20 and IER-8):
 
-    python benchmarks/quant_table.py digits --per-class 100 --json benchmarks/results/quant_digits.json
+    python benchmarks/quant_table.py digits --per-class 100 \
+        --json benchmarks/results/20261130/quant_digits.json
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ usual), then replaces each graph by its quantised form here:
    and K bank), LayerNorm, Softmax and the attention products Q·K and P·V, and the anchor and
    blend arithmetic.
 3. **Quality, measured before anything is written**: on held-out trajectories (another seed)
-   each quantised graph's outputs against PyTorch FP32 (relative error ``||a-b|| / ||b||`` over
-   the items, worst item too), the velocity ``K - J`` / ``v`` of the engine, and the final state of short
-   solver runs (euler, masked 2-class composition and a pure class) against FP32 on the same
-   noise. Above :data:`ERROR_BOUNDS` export refuses with one error line unless
+   each quantised graph's outputs against PyTorch FP32 (relative error ``||a-b|| / ||b||``
+   over the items, worst item too), the velocity ``K - J`` / ``v`` of the engine, and the
+   final state of short solver runs (euler, masked 2-class composition and a pure class)
+   against FP32 on the same noise. Above :data:`ERROR_BOUNDS` export refuses with one error line unless
    ``accept_error``.
 
 ONNX Runtime's CPU provider runs the INT8 graphs with integer kernels (VNNI / AMX); it runs
@@ -26,7 +26,7 @@ the FP8 graphs by dequantising to FP32 (the Q/DQ rounding is real, so it is the 
 *simulated* quality; the speed-up needs TensorRT on compute capability >= 8.9).
 
 NVIDIA ModelOpt (``modelopt.torch.quantization``) was tried for the TensorRT graphs
-(docs in benchmarks/QUANT.md): its fake quantisation and calibration run on this CPU, but its
+(README, "Quantised engines"): its fake quantisation and calibration run on this CPU, but its
 ONNX export only works through the TorchScript exporter, which cannot export this model
 (``unpatchify`` shape arithmetic), and the dynamo exporter fails on its quantiser ops.
 """

@@ -463,6 +463,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return r if math.isfinite(r) else math.inf
 
 
+def _spread(items: list, k: int = QUALITY_ITEMS) -> list:
+    """``k`` items evenly spread over the list (the captured runs come one after another, so
+    every solver and composition is represented)."""
+    if len(items) <= k:
+        return items
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
 class _ErrorSum:
     """Relative error over many items: ``sqrt(Σ||a-b||² / Σ||b||²)`` (the set's error,
     ``rel``) and the worst single item's (``worst_item``)."""
@@ -525,7 +533,7 @@ def measure_quality(model, specs: list, staging: Path, graphs: dict[str, dict[st
     for spec in specs:
         if spec.name not in ("trunk", "step_velocity", "step_anchors"):
             continue
-        items = held.items_for(spec.input_names, qcfg.rows, cfg.input_size)[:QUALITY_ITEMS]
+        items = _spread(held.items_for(spec.input_names, qcfg.rows, cfg.input_size))
         session = cpu_session(staging / graphs[spec.name]["file"])
         errs = {name: _ErrorSum() for name in spec.output_names}
         for item in items:
@@ -552,7 +560,7 @@ def measure_quality(model, specs: list, staging: Path, graphs: dict[str, dict[st
         engine = open_staged(staging, graphs, cfg, precision, mode)
         if mode == "split":
             err = _ErrorSum()
-            for item in held.split_items(qcfg.rows)[:QUALITY_ITEMS]:
+            for item in _spread(held.split_items(qcfg.rows)):
                 with torch.no_grad():
                     j, k = engine(item["x"], item["t"], item["y"])
                     jr, kr = model(item["x"], item["t"], item["y"])

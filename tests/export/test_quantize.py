@@ -223,6 +223,14 @@ def test_fp8_graphs_are_valid_onnx_qdq_in_e4m3(fp8_dir):
     inits = {t.name: t for t in trunk.graph.initializer}
     zp = {inits[n.input[2]].data_type for n in _qdq(trunk) if len(n.input) > 2}
     assert zp == {onnx.TensorProto.FLOAT8E4M3FN}
+    # scales = amax / 448: each weight's largest magnitude lands on float8's largest value
+    from onnx import numpy_helper
+
+    weights = [n for n in _qdq(trunk) if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert len(weights) == 8
+    for n in weights:
+        w8 = numpy_helper.to_array(inits[n.input[0]]).astype("float32")
+        assert abs(float(abs(w8).max()) - q.E4M3_MAX) < 1e-3
     rec = man["quantization"]
     assert rec["calibration"]["method"] == "distribution"
     assert 0 < rec["quality"]["velocity"] <= q.ERROR_BOUNDS[Precision.FP8]["velocity"]

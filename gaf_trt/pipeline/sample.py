@@ -166,7 +166,7 @@ def _check_bounds(cfg: SampleConfig) -> None:
                           f"the limit is --max-runs {cfg.max_runs} (raise it to run them all)")
     if cfg.mask_img is not None and not Path(cfg.mask_img).is_file():
         raise ConfigError(f"mask image not found: {cfg.mask_img}")
-    check_output_dir(cfg.out)
+    check_output_dir(cfg.out, command="sample")
 
 
 def _mask_type(cfg: SampleConfig) -> str | None:

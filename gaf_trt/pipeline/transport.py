@@ -144,13 +144,13 @@ class Loaded:
 
 
 def _check_common(steps: int, solver: str, reverse_solver: str | None, size: int | None,
-                  src: ModelSource, out: str) -> None:
+                  src: ModelSource, out: str, command: str = "transport") -> None:
     check_steps(steps)
     tr.resolve_reverse_solver(solver, reverse_solver)
     BACKENDS.get(src.backend)
     if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"--size must be in {MIN_SIZE}..{MAX_SIZE} pixels, got {size}")
-    check_output_dir(out)
+    check_output_dir(out, command=command)
 
 
 def load(src: ModelSource, *, need_vae: bool = True) -> Loaded:
@@ -443,7 +443,8 @@ def _write(out: Path, output: ModeOutput, record: dict[str, Any]) -> list[Path]:
     """Write the pictures, GIFs and the record through a staged, locked output folder."""
     names = list(output.pictures) + list(output.gifs)
     record["files"] = names + [RECORD]
-    with OutputDir(out, record=RECORD) as od:
+    command = "translate" if record.get("mode") == "translate" else "transport"
+    with OutputDir(out, record=RECORD, command=command) as od:
         for name, picture in output.pictures.items():
             img.save_png(picture, od.staging / name)
         for name, frames in output.gifs.items():
@@ -526,7 +527,8 @@ class TranslatePlan:
 def prepare_translate(cfg: TranslateConfig) -> TranslatePlan:
     """Validate, load the model (and VAE) and read the image; raises before writing."""
     tr.check_range(cfg.snapshots, 1, 64, "--snapshots")
-    _check_common(cfg.steps, cfg.solver, cfg.reverse_solver, cfg.size, cfg.model, cfg.out)
+    _check_common(cfg.steps, cfg.solver, cfg.reverse_solver, cfg.size, cfg.model, cfg.out,
+                  "translate")
     if not Path(cfg.image).is_file():
         raise ConfigError(f"cannot read image {cfg.image}: no such file")
     loaded = load(cfg.model)

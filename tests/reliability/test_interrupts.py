@@ -26,7 +26,6 @@ from tests.reliability.conftest import (
     assert_bad_input,
     assert_consistent,
     base_env,
-    cli_cmd,
     hashes,
     present_files,
     run_cli,

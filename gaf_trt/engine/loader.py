@@ -35,34 +35,56 @@ def _auto_backend(man: dict[str, Any], device: str) -> str:
 
 
 def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: str = "auto",
-                **options: Any) -> AnchorNetwork:
+                precision: Precision | str | None = None, **options: Any) -> AnchorNetwork:
     """Open ``folder`` (an engine directory) with ``backend`` on ``device``.
 
-    ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static`` (trt),
-    ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files used).
+    Every command opens engine directories through here or the backends' loaders, which
+    share one path: :func:`~gaf_trt.export.manifest.read_manifest` (size cap, typed schema,
+    every named path inside the directory), the precision check, and
+    :func:`~gaf_trt.export.manifest.verify_files` (sha256 of every file used, external data
+    included) before anything is loaded. ``precision`` defaults to the engine's own; another
+    one is refused. ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static``
+    (trt), ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files
+    used).
     """
     from gaf_trt.engine.base import resolve_device
-    from gaf_trt.export.manifest import EngineDirError, read_manifest, verify_files
+    from gaf_trt.export.manifest import check_precision, read_manifest
 
     if backend not in ENGINE_BACKENDS:
         raise ConfigError(f"unknown engine backend {backend!r}; valid: "
                           f"{', '.join(ENGINE_BACKENDS)}")
     folder = Path(folder)
     man = read_manifest(folder)
+    check_precision(man, precision, folder)
+    built = Precision(man["precision"])
     dev = resolve_device(device)
     if backend == "auto":
         backend = _auto_backend(man, dev)
         log.info("engine %s: backend %s on %s", folder, backend, dev)
     if backend == "torch":
-        weights = man.get("weights")
-        if not weights:
-            raise EngineDirError(f"{folder} holds no PyTorch weights (exported without them); "
-                                 "use backend ort or trt")
-        if options.get("verify", True):
-            verify_files(folder, man, [weights])
-        return load_backend("torch", LoadRequest(str(folder / weights), device=dev,
-                                                 precision=Precision(man.get("precision", "fp32"))))
-    return load_backend(backend, LoadRequest(str(folder), device=dev, options=dict(options)))
+        weights = engine_weights(folder, verify=bool(options.get("verify", True)), man=man)
+        return load_backend("torch", LoadRequest(str(weights), device=dev, precision=built))
+    return load_backend(backend, LoadRequest(str(folder), device=dev, precision=built,
+                                             options=dict(options)))
+
+
+def engine_weights(folder: str | os.PathLike[str], *, verify: bool = True,
+                   man: dict[str, Any] | None = None) -> Path:
+    """The PyTorch weights an engine directory stores (``model.safetensors``), checked
+    against the manifest's sha256 before anyone loads them; an
+    :class:`~gaf_trt.export.manifest.EngineDirError` when there are none."""
+    from gaf_trt.export.manifest import EngineDirError, read_manifest, verify_files
+
+    folder = Path(folder)
+    man = man if man is not None else read_manifest(folder)
+    weights = man.get("weights")
+    if not weights:
+        raise EngineDirError(f"{folder} holds no PyTorch weights (exported without them); "
+                             "use backend ort or trt, or give --ckpt with the checkpoint it "
+                             "was exported from")
+    if verify:
+        verify_files(folder, man, [weights])
+    return folder / weights
 
 
 class EngineVAEDecoder:

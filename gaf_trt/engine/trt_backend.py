@@ -150,7 +150,8 @@ def load_trt(req: LoadRequest) -> TrtSplitEngine:
     if not have:
         raise EngineDirError(f"{folder} has no TensorRT plans; "
                              + REBUILD_HINT.format(dir=folder).replace("rebuild", "build", 1))
-    man, graphs = open_engine_dir(folder, str(req.options.get("graphs", "auto")), have=have)
+    man, graphs = open_engine_dir(folder, str(req.options.get("graphs", "auto")), have=have,
+                                  precision=req.precision)
     cls = TrtFusedEngine if "step_velocity" in graphs else TrtSplitEngine
     engine = cls(folder, man, graphs, device)
     engine._load_plans(static)

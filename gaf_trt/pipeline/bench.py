@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import platform
 import resource
 import statistics
@@ -579,14 +578,10 @@ def load_fp32_model(grid: BenchGrid, device: str) -> GAF:
     the engine directory, or a random-weight preset."""
     if grid.ckpt is not None:
         return load_model(grid.ckpt, device=device)
-    if grid.engine is not None:
-        from gaf_trt.export.manifest import read_manifest
+    if grid.engine is not None:  # the stored weights, verified against the manifest
+        from gaf_trt.engine.loader import engine_weights
 
-        weights = read_manifest(grid.engine).get("weights")
-        if not weights:
-            raise ConfigError(f"{grid.engine} holds no PyTorch weights for the reference "
-                              "loop: give --ckpt with the checkpoint it was exported from")
-        return load_model(os.path.join(grid.engine, weights), device=device)
+        return load_model(str(engine_weights(grid.engine)), device=device)
     return preset_model(grid.preset, grid.latent, grid.channels, grid.num_classes, grid.seed,
                         device)
 

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.io.files import file_sha256
 from tests.export.shared import need_onnx
 
 need_onnx()
@@ -101,6 +102,9 @@ def test_manifest_from_another_gpu_refused_by_trt_loader(copy_dir, monkeypatch):
     man = json.loads((copy_dir / "manifest.json").read_text())
     for g in ("trunk", "j_head", "k_bank"):
         man["plans"][g] = dict(_plan(file=f"{g}.plan"), graph=g, static=False)
+        (copy_dir / f"{g}.plan").write_bytes(b"a plan of another GPU")
+        man["files"].append(f"{g}.plan")  # listed and hashed, as export writes them
+        man["sha256"][f"{g}.plan"] = file_sha256(copy_dir / f"{g}.plan")
     (copy_dir / "manifest.json").write_text(json.dumps(man))
     monkeypatch.setattr(trt_build, "runtime_info",
                         lambda index=None: RuntimeInfo("10.13.0.35", "NVIDIA L4", "8.9"))
@@ -167,8 +171,7 @@ def test_from_onnx_rewrites_folder_consistently(copy_dir, monkeypatch):
     def fake_build_all(man, folder, profile, opts, say):
         for name in man["graphs"]:
             (folder / f"{name}.plan").write_bytes(b"plan " + name.encode())
-            man["plans"][name] = {"graph": name, "file": f"{name}.plan", "static": False,
-                                  "tensorrt": "10.0", "gpu": {}}
+            man["plans"][name] = dict(_plan(file=f"{name}.plan"), graph=name, static=False)
         return list(man["graphs"])
 
     monkeypatch.setattr(trt_build, "unavailable", lambda: None)

@@ -27,6 +27,8 @@ from gaf_trt.export.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    MAX_PROFILE_BATCH,
+    MAX_PROFILE_CLASSES,
     REBUILD_HINT,
     hash_files,
     read_manifest,
@@ -45,7 +47,7 @@ from gaf_trt.io.files import OutputDir, file_sha256, write_json
 log = logging.getLogger(__name__)
 
 #: Bounds of the dynamic axes in the ONNX graphs (the TensorRT profiles are tighter).
-ONNX_LIMITS = Limits(max_batch=4096, max_classes=256)
+ONNX_LIMITS = Limits(max_batch=MAX_PROFILE_BATCH, max_classes=MAX_PROFILE_CLASSES)
 WEIGHTS_FILE = "model.safetensors"
 
 Progress = Callable[[str], None]
@@ -65,6 +67,13 @@ class ProfileSpec:
     def validate(self) -> None:
         if self.max_classes < 1:
             raise ConfigError(f"--max-classes must be >= 1, got {self.max_classes}")
+        for flag, value, top in (("--max-classes", self.max_classes, ONNX_LIMITS.max_classes),
+                                 ("--max-batch", self.max_batch, ONNX_LIMITS.max_batch),
+                                 ("--static-batch", self.static_batch or 1,
+                                  ONNX_LIMITS.max_batch)):
+            if value > top:
+                raise ConfigError(f"{flag} must be at most {top} (the graphs' bound), got "
+                                  f"{value}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise ConfigError("batch sizes must satisfy 1 <= --min-batch <= --opt-batch <= "
                               f"--max-batch, got {self.min_batch}, {self.opt_batch}, "

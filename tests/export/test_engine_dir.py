@@ -133,6 +133,9 @@ def test_bad_export_options_fail_before_writing(tmp_path, ref_ckpt):
     cases = [
         (dict(graphs=("split", "trunks")), "unknown graph group 'trunks'"),
         (dict(profile=ProfileSpec(max_classes=0)), "--max-classes must be >= 1, got 0"),
+        (dict(profile=ProfileSpec(max_classes=1000)), "--max-classes must be at most 256"),
+        (dict(profile=ProfileSpec(max_batch=10 ** 9)), "--max-batch must be at most 4096"),
+        (dict(profile=ProfileSpec(static_batch=5000)), "--static-batch must be at most 4096"),
         (dict(profile=ProfileSpec(min_batch=4, opt_batch=2)), "1 <= --min-batch <= --opt-batch"),
         (dict(opset=17), "unsupported opset 17"),
         (dict(graphs=("vae",)), "--graphs vae needs --vae DIR"),

@@ -398,3 +398,18 @@ def test_load_engine_defaults_to_the_engines_precision(ref_engine):
     with pytest.raises(EngineDirError, match="exported at fp32; --precision bf16"):
         load_engine(ref_engine, backend="ort", device="cpu", precision="bf16")
     assert os.path.isdir(ref_engine)
+
+
+@pytest.mark.parametrize("flag,value,bound", [("--max-batch", "1000000000", "4096"),
+                                              ("--max-classes", "1000", "256"),
+                                              ("--static-batch", "5000", "4096")])
+def test_export_profiles_beyond_the_graphs_bounds_are_refused(tmp_path, flag, value, bound):
+    """A profile the graphs cannot hold is refused before anything is exported (an engine
+    directory is never written that its own reader would refuse)."""
+    from tests.reliability.conftest import REF_CKPT
+
+    out = tmp_path / "eng"
+    res = invoke(gaf_app(), ["export", "--ckpt", str(REF_CKPT), "--out", str(out),
+                             "--no-parity", flag, value])
+    assert_bad_input(res, flag, bound)
+    assert_nothing_written(out)

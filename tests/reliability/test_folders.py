@@ -104,6 +104,7 @@ def links(tmp_path_factory) -> tuple[Path, dict[str, Result]]:
     (root / "loop_parent" / "a").symlink_to(root / "loop_parent" / "b")
     (root / "loop_parent" / "b").symlink_to(root / "loop_parent" / "a")
     (root / "dangling" / "out").symlink_to(root / "outside_dangling" / "victim")
+    (root / "outside_lock").mkdir()  # the link's target could be created: it must not be
     (root / "lock_dangling" / ".out.lock").symlink_to(root / "outside_lock" / "victim")
     (root / "lock_loop" / ".out.lock").symlink_to(root / "lock_loop" / ".out.lock")
     return root, run_many({
@@ -127,7 +128,8 @@ def test_out_through_a_bad_link_is_bad_input(links, case):
 def test_a_link_at_the_lock_path_is_never_followed(links, case):
     root, runs = links
     assert_bad_input(runs[case], "lock", ".out.lock")
-    assert not (root / "outside_lock").exists(), "the lock link was followed outside --out"
+    assert not (root / "outside_lock" / "victim").exists(), (
+        "the lock link was followed: a file was created outside --out")
     assert sorted(p.name for p in (root / case).iterdir()) == [".out.lock"]
     assert (root / case / ".out.lock").is_symlink(), "the user's link was replaced"
 

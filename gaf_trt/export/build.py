@@ -65,14 +65,21 @@ class ProfileSpec:
     def validate(self) -> None:
         if self.max_classes < 1:
             raise ConfigError(f"--max-classes must be >= 1, got {self.max_classes}")
+        if self.max_classes > ONNX_LIMITS.max_classes:
+            raise ConfigError(f"--max-classes must be at most {ONNX_LIMITS.max_classes} (the "
+                              f"graphs' limit), got {self.max_classes}")
+        if self.max_batch > ONNX_LIMITS.max_batch:
+            raise ConfigError(f"--max-batch must be at most {ONNX_LIMITS.max_batch} (the "
+                              f"graphs' limit), got {self.max_batch}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise ConfigError("batch sizes must satisfy 1 <= --min-batch <= --opt-batch <= "
                               f"--max-batch, got {self.min_batch}, {self.opt_batch}, "
                               f"{self.max_batch}")
         if self.opt_classes is not None and not 1 <= self.opt_classes <= self.max_classes:
             raise ConfigError(f"opt classes {self.opt_classes} must be in 1..{self.max_classes}")
-        if self.static_batch is not None and self.static_batch < 1:
-            raise ConfigError(f"--static-batch must be >= 1, got {self.static_batch}")
+        if self.static_batch is not None and not 1 <= self.static_batch <= ONNX_LIMITS.max_batch:
+            raise ConfigError(f"--static-batch must be in 1..{ONNX_LIMITS.max_batch}, got "
+                              f"{self.static_batch}")
 
     @property
     def n_opt(self) -> int:

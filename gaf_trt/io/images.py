@@ -7,8 +7,11 @@ upscaled (nearest) so that they are visible.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,3 +108,18 @@ def stack_rows(rows01: Sequence[Tensor], pad: int = PAD) -> Tensor:
     for r in padded[1:]:
         out += [gap, r]
     return torch.cat(out, dim=1)
+
+
+@contextmanager
+def open_image(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """``PIL.Image.open(path)`` without Pillow's ``DecompressionBombWarning`` (images of
+    89-178 M pixels): every reader of gaf-trt applies its own, lower pixel cap and refuses
+    larger images in its one error line, so the warning would only add a second line.
+    Images over Pillow's hard limit still raise ``DecompressionBombError``."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    with im:
+        yield im

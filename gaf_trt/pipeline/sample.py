@@ -218,14 +218,16 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
         s = config.input_size
         masks = mask_lib.build(mask_type, s, s, sigma=cfg.sigma, image=cfg.mask_img,
                                regions=cfg.regions)
-    composing = len(classes) > 1 or any(v is not None for v in (cfg.weights, cfg.alpha, masks))
+    # several classes and no weighting: the pure classes only (what the pure rows show)
+    composing = any(v is not None for v in (cfg.weights, cfg.alpha, masks))
     composition = None
     if composing:
         composition = Composition.build(classes, weights=cfg.weights, alpha=cfg.alpha, masks=masks)
         composition.validate_for(config)
     elif cfg.skip:
-        raise ConfigError("--skip with a single pure class generates nothing; drop --skip or "
-                          "give a composition")
+        raise ConfigError("--skip without a composition generates nothing; drop --skip or "
+                          "give a composition (--weight, --alpha, --mask-type, --mask-img or "
+                          "--regions)")
     decoder = _load_decoder(cfg, config, device)
     return SamplePlan(network, config, classes, composition, masks, decoder, device,
                       time.perf_counter() - t0)

@@ -416,7 +416,8 @@ def _record(args: dict[str, Any], src: ModelSource, loaded: Loaded, output: Mode
         "args": args,
         "checkpoint": _checkpoint_info(src.ckpt),
         "model": loaded.config.to_dict(),
-        "backend": src.backend,
+        "backend": getattr(loaded.network, "name", src.backend),  # what ran (auto resolved)
+        "backend_requested": src.backend,
         "device": loaded.device,
         "device_name": (torch.cuda.get_device_name(loaded.device)
                         if loaded.device.startswith("cuda") else platform.processor() or "cpu"),
@@ -465,7 +466,7 @@ def read_image(path: str, channels: int, side: int) -> Tensor:
         raise ConfigError(f"translate reads grayscale or RGB images; this model has {channels} "
                           "pixel channels")
     try:
-        with Image.open(path) as im:
+        with img.open_image(path) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise ConfigError(f"image {path} is {w}x{h} pixels; at most "

@@ -79,11 +79,11 @@ def shown(progress: Any) -> Iterator[Any]:
     try:
         yield progress
     except BaseException:
+        # Live alone: Progress.stop() would also print an empty line on a non-terminal
         progress.live.transient = True
+        progress.live.stop()
         raise
-    else:
-        for task in progress.tasks:  # the last step of a step_progress is done too
-            if task.total is not None:
-                progress.update(task.id, completed=task.total)
-    finally:
-        progress.stop()
+    for task in progress.tasks:  # the last step of a step_progress is done too
+        if task.total is not None:
+            progress.update(task.id, completed=task.total)
+    progress.stop()

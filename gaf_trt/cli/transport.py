@@ -77,8 +77,9 @@ def transport(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow arbitrary unpickling "
                                       "(only for checkpoints you trust)."),
     out: Path = typer.Option(Path("transport"), "--out", "-o", help="Output directory."),
-    size: Optional[int] = typer.Option(None, "--size", help="Long side of each picture in "
-                                       "pixels (16..8192; default: cells of at least 128 px)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
+                                       "picture in pixels (16..8192; default: cells of at "
+                                       "least 128 px); label bands come on top."),
     seed: int = typer.Option(0, "--seed", help="Noise seed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -117,7 +118,8 @@ def translate(
     no_ema: bool = typer.Option(False, "--no-ema"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle"),
     out: Path = typer.Option(Path("translate"), "--out", "-o", help="Output directory."),
-    size: Optional[int] = typer.Option(None, "--size", help="Long side of each picture (px)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
+                                       "picture (px); label bands come on top."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Translate an image: invert it with the source class, generate with the target class."""

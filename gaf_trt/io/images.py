@@ -200,10 +200,11 @@ def blank(h: int, w: int) -> Tensor:
 
 
 def with_header(picture01: Tensor, labels: Sequence[tuple[str, tuple[int, int, int]] | str],
-                px: int) -> Tensor:
+                px: int, *, below: bool = False) -> Tensor:
     """``picture01 [3, H, W]`` under a white band with ``labels`` centred over ``len(labels)``
-    equal column slots (the columns of a :func:`grid` / :func:`strip`): ``[3, h + H, W]``.
-    A label is ``text`` (black) or ``(text, rgb)``."""
+    equal column slots (the columns of a :func:`grid` / :func:`strip`): ``[3, h + H, W]``
+    (the band under the picture with ``below``). A label is ``text`` (black) or
+    ``(text, rgb)``."""
     w = picture01.shape[-1]
     n = max(1, len(labels))
     h = px + 2 * max(2, px // 4)
@@ -213,19 +214,25 @@ def with_header(picture01: Tensor, labels: Sequence[tuple[str, tuple[int, int, i
         lo, hi = round(i * w / n), round((i + 1) * w / n)
         band[:, :, lo:hi] = draw_text(band[:, :, lo:hi], [(text, rgb)], px=px,
                                       xy=(0, max(2, px // 4)), center=True)
-    return torch.cat([band, picture01], dim=1)
+    return torch.cat([picture01, band] if below else [band, picture01], dim=1)
+
+
+def column_px(picture01: Tensor, columns: int) -> int:
+    """Text height for labels over ``columns`` equal columns of ``picture01``."""
+    return text_px(max(1, picture01.shape[-1] // max(1, columns)))
 
 
 def with_row_labels(picture01: Tensor, labels: Sequence[str], px: int,
-                    width: int | None = None) -> Tensor:
+                    width: int | None = None, top: int = 0) -> Tensor:
     """``picture01 [3, H, W]`` with a white column on its left holding ``labels`` centred
-    vertically in ``len(labels)`` equal row slots: ``[3, H, w + W]``."""
-    h = picture01.shape[-2]
+    vertically in ``len(labels)`` equal row slots below its first ``top`` rows (a header
+    band): ``[3, H, w + W]``."""
+    h = picture01.shape[-2] - top
     n = max(1, len(labels))
     width = width or max(px * 3, max((len(t) for t in labels), default=1) * px * 6 // 10 + 8)
-    col = blank(h, width)
+    col = blank(h + top, width)
     for i, text in enumerate(labels):
-        lo, hi = round(i * h / n), round((i + 1) * h / n)
+        lo, hi = top + round(i * h / n), top + round((i + 1) * h / n)
         y = max(0, (hi - lo - px) // 2)
         col[:, lo:hi] = draw_text(col[:, lo:hi], [(text, INK)], px=px, xy=(3, y))
     return torch.cat([col, picture01], dim=2)

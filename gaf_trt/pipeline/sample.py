@@ -500,11 +500,11 @@ class _Writer:
                 self.names.append(img.save_png(img.labelled_strip(parts, labels), path).name)
 
     def _add_to_page(self, c: int, tiles: Tensor) -> None:
-        page = self.pages.setdefault(c, [])
         for t in tiles:
+            page = self.pages.setdefault(c, [])
             page.append(img.to_uint8(t))
             if len(page) == PAGE_SAMPLES and self.cfg.batch > PAGE_SAMPLES:
-                self._write_page(c)
+                self._write_page(c)  # a full page is written and dropped
 
     def _write_page(self, c: int) -> None:
         """``pure_{c}.png`` (samples 0..255), then ``pure_{c}_page2.png`` (256..511), ..."""

@@ -199,21 +199,26 @@ def blank(h: int, w: int) -> Tensor:
     return torch.ones(3, h, w)
 
 
-def with_header(picture01: Tensor, labels: Sequence[tuple[str, tuple[int, int, int]] | str],
-                px: int, *, below: bool = False) -> Tensor:
-    """``picture01 [3, H, W]`` under a white band with ``labels`` centred over ``len(labels)``
-    equal column slots (the columns of a :func:`grid` / :func:`strip`): ``[3, h + H, W]``
-    (the band under the picture with ``below``). A label is ``text`` (black) or
-    ``(text, rgb)``."""
-    w = picture01.shape[-1]
+def header_band(width: int, labels: Sequence[tuple[str, tuple[int, int, int]] | str],
+                px: int) -> Tensor:
+    """A white band ``[3, h, width]`` with ``labels`` centred in ``len(labels)`` equal column
+    slots. A label is ``text`` (black) or ``(text, rgb)``."""
     n = max(1, len(labels))
-    h = px + 2 * max(2, px // 4)
-    band = blank(h, w)
+    band = blank(px + 2 * max(2, px // 4), width)
     for i, lab in enumerate(labels):
         text, rgb = (lab, INK) if isinstance(lab, str) else lab
-        lo, hi = round(i * w / n), round((i + 1) * w / n)
+        lo, hi = round(i * width / n), round((i + 1) * width / n)
         band[:, :, lo:hi] = draw_text(band[:, :, lo:hi], [(text, rgb)], px=px,
                                       xy=(0, max(2, px // 4)), center=True)
+    return band
+
+
+def with_header(picture01: Tensor, labels: Sequence[tuple[str, tuple[int, int, int]] | str],
+                px: int, *, below: bool = False) -> Tensor:
+    """``picture01 [3, H, W]`` under a :func:`header_band` of ``labels`` over its columns (the
+    columns of a :func:`grid` / :func:`strip`): ``[3, h + H, W]`` (the band under the picture
+    with ``below``)."""
+    band = header_band(picture01.shape[-1], labels, px)
     return torch.cat([picture01, band] if below else [band, picture01], dim=1)
 
 

@@ -494,10 +494,14 @@ class _Writer:
             panel, head = self.panel(classes, tiles.shape[-1])
             labels = [head] + [(f"pure {self.name(c)}", self._header_colour(i))
                                for i, c in enumerate(classes) if c in shown] + ["composite"]
+            band = None  # the same header over every strip of this composition
             for j in range(tiles.shape[0]):
-                parts = [panel] + [shown[c][j] for c in classes if c in shown] + [tiles[j]]
+                row = img.strip([panel] + [shown[c][j] for c in classes if c in shown]
+                                + [tiles[j]])
+                if band is None:
+                    band = img.header_band(row.shape[-1], labels, img.text_px(tiles.shape[-1]))
                 path = self.folder / f"{start + j}_mix_{_tag(classes)}.png"
-                self.names.append(img.save_png(img.labelled_strip(parts, labels), path).name)
+                self.names.append(img.save_png(torch.cat([band, row], dim=1), path).name)
 
     def _add_to_page(self, c: int, tiles: Tensor) -> None:
         for t in tiles:

@@ -272,9 +272,10 @@ class _Generator:
         return self.bars[label]
 
     def _loop(self, label: str, i: int, keep: int, rows: Callable[[Tensor], Tensor],
-              fn: Callable[[StepCallback | None], Tensor]) -> Tensor:
+              fn: Callable[[StepCallback | None], Tensor], sample_dim: int = 0) -> Tensor:
         """One solver loop ``fn(callback) -> state`` of chunk ``i``; timing per label, GIF
-        frames (``rows(x)`` picks the first ``keep`` samples of a step's state)."""
+        frames (``rows(x)`` picks the first ``keep`` samples of a step's state; chunks are
+        joined along ``sample_dim``)."""
         bar, frames = self.bar(label), self.out.frames.setdefault(label, [])
         first = not frames
         collected: list[Tensor] = []
@@ -297,7 +298,7 @@ class _Generator:
                 if first:
                     frames.append(f)
                 else:
-                    frames[k + 1] = torch.cat([frames[k + 1], f])
+                    frames[k + 1] = torch.cat([frames[k + 1], f], dim=sample_dim)
         return state.float().cpu()
 
     def pure(self, i: int, chunk: Tensor, classes: list[int], keep: int) -> dict[int, Tensor]:
@@ -308,10 +309,10 @@ class _Generator:
             return sample_pure(self.plan.network, classes, chunk, steps=self.cfg.steps,
                                solver=self.cfg.solver, t_eps=self.t_eps, callback=cb)
 
-        def rows(x: Tensor) -> Tensor:  # [k*n] class-major -> the first `keep` of each class
-            return x.view(k, n, *x.shape[1:])[:, :keep].reshape(k * keep, *x.shape[1:])
+        def rows(x: Tensor) -> Tensor:  # [k*n] class-major -> [k, keep]: the first of each
+            return x.view(k, n, *x.shape[1:])[:, :keep]
 
-        state = self._loop(_pure_label(classes), i, keep, rows, fn)  # [k, n, ...]
+        state = self._loop(_pure_label(classes), i, keep, rows, fn, sample_dim=1)  # [k, n, ...]
         return {c: state[j] for j, c in enumerate(classes)}
 
     def mix(self, i: int, chunk: Tensor, comp: Composition, keep: int) -> Tensor:
@@ -380,25 +381,12 @@ def _split_frames(out: Generated, noise: Tensor, pure_classes: list[int],
         return
     start = noise[:GIF_SAMPLES].detach().float().cpu()
     if pure_classes:
-        frames = out.frames.pop(_pure_label(pure_classes))
-        m, k = start.shape[0], len(pure_classes)
+        frames = out.frames.pop(_pure_label(pure_classes))  # steps of [k, m, C, S, S]
         for j, c in enumerate(pure_classes):
-            out.pure_frames[c] = [start] + [f.view(-1, m, *f.shape[1:])[j] if f.shape[0] == k * m
-                                            else _class_rows(f, j, k, m) for f in frames[1:]]
+            out.pure_frames[c] = [start] + [f[j] for f in frames[1:]]
     for comp in comps:
         frames = out.frames.pop(_mix_label(comp))
         out.mix_frames[comp.classes] = [start] + frames[1:]
-
-
-def _class_rows(frame: Tensor, j: int, k: int, m: int) -> Tensor:
-    """Rows of class ``j`` in a pure-loop frame gathered over chunks: each chunk contributed
-    ``[k, keep]`` class-major rows (``keep`` summing to ``m``)."""
-    rows, at = [], 0
-    while at < frame.shape[0]:
-        n = min(m - sum(r.shape[0] for r in rows), (frame.shape[0] - at) // k)
-        rows.append(frame[at + j * n: at + (j + 1) * n])
-        at += k * n
-    return torch.cat(rows)
 
 
 def run_sample(cfg: SampleConfig, progress: ProgressFactory | None = None,

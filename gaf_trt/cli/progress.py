@@ -4,9 +4,9 @@ Two kinds:
 
 - :func:`progress_factory`: one bar per solver loop (``sample``, ``transport``, ``translate``,
   ``evaluate``), advanced by the solvers' step callbacks;
-- :func:`step_progress`: one line naming the current step of a job made of a few long steps
-  (``export``: export / parity check per graph; ``bench``: one line per row), with a step
-  counter and the elapsed time.
+- :func:`step_progress`: one status line naming the current step of a job made of a few
+  long steps (``export``: export / parity check per graph; ``bench``: one line per row), with
+  a step counter and the elapsed time; it disappears when the job ends.
 
 Both are shown through :func:`shown`: when the command fails, the bars are cleared before the
 error handler prints its one ``error:`` line, so stderr holds that line alone; when it
@@ -58,7 +58,8 @@ def step_progress(total: int | None = None) -> tuple[Any, Callable[[str], None]]
     columns = [SpinnerColumn(), TextColumn("{task.description}")]
     if total:
         columns += [BarColumn(bar_width=20), MofNCompleteColumn()]
-    progress = Progress(*columns, TimeElapsedColumn(), console=_console())
+    # transient: a status line, gone when the job ends (its result is on stdout)
+    progress = Progress(*columns, TimeElapsedColumn(), console=_console(), transient=True)
     task = progress.add_task("starting", total=total)
     started = [False]
 

@@ -87,4 +87,7 @@ def shown(progress: Any) -> Iterator[Any]:
     for task in progress.tasks:  # the last step of a step_progress is done too
         if task.total is not None:
             progress.update(task.id, completed=task.total)
-    progress.stop()
+    if progress.live.transient:  # nothing left to end with a newline on a non-terminal
+        progress.live.stop()
+    else:
+        progress.stop()

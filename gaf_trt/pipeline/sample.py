@@ -451,7 +451,8 @@ class _Writer:
         if comp_classes in self.panels:
             return self.panels[comp_classes]
         comp = self.plan.composition
-        assert comp is not None  # only compositions have panels
+        if comp is None:
+            raise ValueError("a pure run has no composition panel")
         names = [self.name(c) for c in comp_classes]
         if self.plan.masks is not None:
             weights = self.cfg.weights

@@ -70,8 +70,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> 
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON, atomically (the one JSON writer of the project)."""
-    text = json.dumps(obj, indent=indent, default=_json_default) + "\n"
+    """Write ``obj`` as JSON, atomically (the one JSON writer of the project). NaN and
+    infinities are refused (ValueError): JSON has no such values."""
+    text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=False) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 

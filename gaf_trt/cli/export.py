@@ -37,6 +37,8 @@ def export(
     hardware_compat: str = typer.Option("none", "--hardware-compat",
                                         help="none, ampere_plus or same_compute_capability."),
     version_compatible: bool = typer.Option(False, "--version-compatible"),
+    strip_plan: bool = typer.Option(False, "--strip-plan", help="Weight-stripped plans, "
+                                    "refitted from the ONNX weights at load."),
 ) -> None:
     """Export a checkpoint to an engine directory (or build its plans with --from-onnx)."""
     from rich.console import Console
@@ -49,7 +51,7 @@ def export(
                           static_batch=static_batch)
     profile.validate()
     trt_options = {"workspace_gb": workspace_gb, "hardware_compatibility": hardware_compat,
-                   "version_compatible": version_compatible}
+                   "version_compatible": version_compatible, "strip_plan": strip_plan}
     console = Console(stderr=True)
     say = console.log if console.is_terminal else (lambda _m: None)
     if from_onnx is not None:

@@ -356,12 +356,15 @@ def load_trt(req: LoadRequest) -> TrtSplitEngine:
                           "--device cuda (or the ort backend on the CPU)")
     folder = Path(req.artifact)
     static = bool(req.options.get("static", False))
-    import tensorrt as trt
-
     from gaf_trt.export.manifest import read_manifest
     from gaf_trt.export.tensorrt import require_version
 
-    require_version(trt)  # one clear line, not an AttributeError deep in the runtime
+    try:
+        import tensorrt as trt
+    except ImportError:  # TrtPlan says so when it gets there; the manifest checks come first
+        trt = None
+    if trt is not None:
+        require_version(trt)  # one clear line, not an AttributeError deep in the runtime
 
     man = read_manifest(folder)
     have = {rec.get("graph") for rec in (man.get("plans") or {}).values()

@@ -38,12 +38,17 @@ def rich_table(records: Sequence[BenchRecord]):  # -> rich.table.Table
                 "setup s"):
         table.add_column(col, justify="left" if col in ("backend", "solver") else "right")
     for r in records:
+        if r.skipped:  # a cell that cannot run here, with the reason
+            table.add_row(row_label(r), str(r.batch), str(r.classes), f"{r.solver}-{r.steps}",
+                          f"skipped: {r.skipped}", *[""] * 10)
+            continue
         err = "non-finite" if not r.finite else f"{r.max_rel_err_vs_fp32:.1e}"
         table.add_row(
             row_label(r), str(r.batch), str(r.classes), f"{r.solver}-{r.steps}",
             f"{r.ms_per_image:.1f} ({r.ms_per_image_p90:.1f})",
             f"{r.ms_per_step:.2f} ({r.ms_per_step_p90:.2f})", f"{r.images_per_s:.2f}",
-            f"{r.evals_per_s:.1f}", f"{r.gflops:.3g}", f"{r.ceiling_fraction:.0%}",
+            f"{r.evals_per_s:.1f}", f"{r.gflops:.3g}",
+            f"{r.ceiling_fraction:.0%} {r.ceiling_source}".strip(),
             "-" if r.mfu is None else f"{r.mfu:.0%}", f"{r.speedup_vs_reference:.2f}x", err,
             f"{r.peak_mem_mb:.0f}", f"{r.setup_s:.1f}"
             + (f" (compile {r.compile_s:.1f})" if r.compile_s else ""))
@@ -59,6 +64,7 @@ def plot_png(path: str | os.PathLike[str], records: Sequence[BenchRecord]) -> No
     """Images/s by backend and batch as a grouped bar chart, written atomically."""
     from PIL import Image, ImageDraw
 
+    records = [r for r in records if not r.skipped]  # the reference row always ran
     panels: dict[tuple[int, int, str], list[BenchRecord]] = {}
     for r in records:
         panels.setdefault((r.classes, r.steps, r.solver), []).append(r)

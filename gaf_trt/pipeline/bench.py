@@ -739,5 +739,24 @@ def run_bench(grid: BenchGrid,
         for classes in grid.classes:
             for steps in grid.steps:
                 for solver in grid.solvers:
-                    records += bench_case(ctx, Case(batch, classes, steps, solver), progress)
+                    case = bench_case(ctx, Case(batch, classes, steps, solver), progress)
+                    _record_cpu_choice(ctx, case, progress)
+                    records += case
     return records
+
+
+def _record_cpu_choice(ctx: _Context, records: list[BenchRecord],
+                       progress: Callable[[str], None]) -> None:
+    """On the CPU with an engine directory: the faster of its torch and ort rows, per
+    precision, becomes what ``auto`` picks for engine directories on this CPU
+    (:func:`gaf_trt.engine.auto.record_measured`)."""
+    if ctx.device != "cpu" or ctx.grid.engine is None:
+        return
+    from gaf_trt.engine.auto import record_measured
+
+    for prec in {r.precision for r in records}:
+        ms = {r.backend: r.loop_ms for r in records
+              if r.precision == prec and not r.skipped and r.backend != "reference"}
+        best = record_measured(prec, ms, ctx.grid.engine)
+        if best is not None:
+            progress(f"auto on this CPU at {prec}: {best} (measured fastest)")

@@ -318,13 +318,19 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
     say = progress or (lambda msg: log.info("%s", msg))
     with OutputDir(folder, record=MANIFEST, what="engine directory") as od:
         old_plans = {rec["file"] for rec in (man.get("plans") or {}).values()}
+        # ONNX loaders refuse external data with several hard links ("hardlink attack"):
+        # the weights the graphs point into are copied, the rest linked.
+        external = {g.get("data_file") for g in man["graphs"].values()} - {None}
         for name in man["files"]:
             if name in old_plans:
                 continue
             dst = od.staging / name
             dst.parent.mkdir(parents=True, exist_ok=True)
+            if name in external:
+                shutil.copy2(folder / name, dst)
+                continue
             try:
-                os.link(folder / name, dst)  # same inode: no copy of multi-GB weights
+                os.link(folder / name, dst)  # same inode: no copy
             except OSError:
                 shutil.copy2(folder / name, dst)
         man["plans"] = {}

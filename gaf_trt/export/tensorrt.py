@@ -107,27 +107,28 @@ def make_logger(trt, keep: int = 64):
             trt.ILogger.__init__(self)
             self.messages: collections.deque = collections.deque(maxlen=keep)
             self.errors: collections.deque = collections.deque(maxlen=keep)
+            self.error_count = 0  # errors ever logged (the deque keeps the last ``keep``)
 
         def log(self, severity, msg) -> None:  # called by TensorRT, any thread
             text = " ".join(str(msg).split())
             self.messages.append((severity, text))
             if severity in (sev.ERROR, sev.INTERNAL_ERROR):
                 self.errors.append(text)
+                self.error_count += 1
                 log.debug("TensorRT error: %s", text)
             else:
                 log.debug("TensorRT: %s", text)
 
         def mark(self) -> int:
-            """A position in :attr:`errors`, for :meth:`reason` (errors since the mark)."""
-            return len(self.errors)
+            """The error count now, for :meth:`reason` (errors logged after the mark)."""
+            return self.error_count
 
         def reason(self, since: int = 0, limit: int = 240) -> str:
-            """The last error logged (since ``since``) as one line, or ``"no TensorRT
-            error was logged"``."""
-            new = list(self.errors)[since:] if since <= len(self.errors) else list(self.errors)
-            if not new:
+            """The last error logged (after the mark ``since``) as one line, or ``"no
+            TensorRT error was logged"``."""
+            if self.error_count <= since or not self.errors:
                 return "no TensorRT error was logged"
-            text = new[-1]
+            text = self.errors[-1]
             return text if len(text) <= limit else text[:limit - 1] + "…"
 
     return CapturingLogger()

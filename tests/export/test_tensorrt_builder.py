@@ -173,3 +173,20 @@ def test_profiles_from_ranges_and_static_variant(monkeypatch, builder, tmp_path)
     assert static["x"] == ((2, 3, 8, 8),) * 3 and static["classes"] == ((2,),) * 3
     assert man["plans"]["step_velocity.b2n2"]["static"] is True
     assert man["plans"]["step_velocity"]["file"] == "step_velocity.plan"
+
+
+def test_captured_logger_reason_since_a_mark():
+    from gaf_trt.export.tensorrt import make_logger
+
+    trt = make_trt("11.1.0.4")
+    logger = make_logger(trt, keep=4)
+    sev = trt.ILogger.Severity
+    assert logger.reason() == "no TensorRT error was logged"
+    for i in range(10):  # more errors than it keeps
+        logger.log(sev.ERROR, f"error {i}\n  detail")
+    mark = logger.mark()
+    logger.log(sev.WARNING, "only a warning")
+    assert logger.reason(mark) == "no TensorRT error was logged"
+    logger.log(sev.INTERNAL_ERROR, "the reason")
+    assert logger.reason(mark) == "the reason" and logger.reason() == "the reason"
+    assert list(logger.errors)[0] == "error 7 detail"  # one line each, the last ones kept

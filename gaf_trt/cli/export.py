@@ -40,6 +40,8 @@ def export(
                                         help="none, ampere_plus or same_compute_capability."),
     version_compatible: bool = typer.Option(False, "--version-compatible"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    strip_plan: bool = typer.Option(False, "--strip-plan", help="Weight-stripped plans, "
+                                    "refitted from the ONNX weights at load."),
 ) -> None:
     """Export a checkpoint to an engine directory (or build its plans with --from-onnx)."""
     from gaf_trt.errors import ConfigError
@@ -50,7 +52,7 @@ def export(
                           static_batch=static_batch)
     profile.validate()
     trt_options = {"workspace_gb": workspace_gb, "hardware_compatibility": hardware_compat,
-                   "version_compatible": version_compatible}
+                   "version_compatible": version_compatible, "strip_plan": strip_plan}
     if from_onnx is not None:
         if ckpt is not None or out is not None:
             raise ConfigError("--from-onnx DIR rebuilds plans in DIR; do not give --ckpt / --out")

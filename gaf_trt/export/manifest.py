@@ -9,8 +9,9 @@ Layout (``format`` ``gaf-trt-engine``, version 1)::
                        "precision", "parity"}},
      "plans": {name: {"graph", "file", "shapes", "static", "tensorrt", "gpu": {"name",
                       "compute_capability"}, "hardware_compatibility_level",
-                      "version_compatible", "tf32", "strongly_typed"}},
-     "weights": "model.safetensors" | null,
+                      "version_compatible", "weights_stripped", "tf32", "strongly_typed"}},
+     "weights": "model.safetensors" | null,  (also the graphs' shared weights: their
+                initializers are ONNX external data at offsets into it; listed and hashed)
      "files": [every file but the manifest], "sha256": {file: hex}}
 
 ``files`` is also what :class:`gaf_trt.io.files.OutputDir` removes when the folder is

@@ -50,10 +50,14 @@ def rich_table(records: Sequence[BenchRecord]):  # -> rich.table.Table
         table.add_column(col, justify="left" if left else "right", overflow="fold",
                          min_width=10 if col == "backend" else None)
     for r in records:
+        if r.skipped:  # a cell that cannot run here, with the reason
+            table.add_row(row_label(r), str(r.batch), str(r.classes), f"{r.solver}-{r.steps}",
+                          f"skipped: {r.skipped}", *[""] * (len(table.columns) - 5))
+            continue
         err = "non-finite" if not r.finite else f"{r.max_rel_err_vs_fp32:.1e}"
         cells = [row_label(r), str(r.batch), str(r.classes), f"{r.solver}-{r.steps}",
                  _num(r.ms_per_image), _num(r.images_per_s),
-                 f"{r.speedup_vs_reference:.2f}x", _num(r.gflops), f"{r.ceiling_fraction:.0%}"]
+                 f"{r.speedup_vs_reference:.2f}x", _num(r.gflops), f"{r.ceiling_fraction:.0%} {r.ceiling_source}".strip()]
         if mfu:
             cells.append("-" if r.mfu is None else f"{r.mfu:.0%}")
         cells += [err, f"{r.peak_mem_mb:.0f}", f"{r.setup_s:.1f}"]
@@ -76,6 +80,7 @@ def plot_png(path: str | os.PathLike[str], records: Sequence[BenchRecord]) -> No
     """Images/s by backend and batch as a grouped bar chart, written atomically."""
     from PIL import Image, ImageDraw
 
+    records = [r for r in records if not r.skipped]  # the reference row always ran
     panels: dict[tuple[int, int, str], list[BenchRecord]] = {}
     for r in records:
         panels.setdefault((r.classes, r.steps, r.solver), []).append(r)

@@ -16,7 +16,20 @@ def export(
     out: Optional[str] = typer.Option(None, "--out", help="Engine directory to write."),
     vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL folder "
                                       "(latent models): exports its decoder with --graphs vae."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False,
+                                        help="fp32, fp16, bf16; int8 / fp8: quantised Q/DQ "
+                                        "graphs calibrated on solver trajectories."),
+    calib_samples: int = typer.Option(32, "--calib-samples", help="int8/fp8: calibration "
+                                      "trajectories (4-4096)."),
+    calib_steps: int = typer.Option(10, "--calib-steps", help="int8/fp8: solver steps per "
+                                    "calibration trajectory (2-200)."),
+    calib_seed: int = typer.Option(0, "--calib-seed"),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="int8: minmax, "
+                                     "percentile or entropy (fp8: always distribution)."),
+    accept_error: bool = typer.Option(False, "--accept-error", help="int8/fp8: write the "
+                                      "engine even when its error vs fp32 exceeds the bound."),
+    smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help="int8/fp8: "
+                                                "SmoothQuant with this alpha in (0, 1]."),
     graphs: str = typer.Option("split,fused", "--graphs",
                                help="Comma-separated: split, fused, vae."),
     opset: int = typer.Option(18, "--opset", help="18, or 23 (one Attention node per block; "
@@ -66,12 +79,18 @@ def export(
     cfg = ExportConfig(ckpt=ckpt, out=out, precision=precision, graphs=parse_groups(graphs),
                        opset=opset, profile=profile, vae=vae, onnx_only=onnx_only,
                        num_heads=heads, trust_pickle=trust_pickle, parity=not no_parity,
-                       trt_options=trt_options)
+                       trt_options=trt_options,
+                       quant=_quant_config(precision, calib_samples, calib_steps, calib_seed,
+                                           calib_method, accept_error, smoothquant))
     res = _with_progress(quiet, None, lambda say: export_engine(cfg, progress=say))
     worst = max((r.worst_rel for r in res.parity if r.ran), default=None)
     parity = f", parity rel <= {worst:.2g}" if worst is not None else ""
     typer.echo(f"{res.out}: {len(res.manifest['graphs'])} graph(s) "
                f"({', '.join(res.manifest['graphs'])}), {precision.value}{parity}")
+    if "quantization" in res.manifest:
+        from gaf_trt.export.quantize import describe_quality
+
+        typer.echo(describe_quality(res.manifest["quantization"]))
     typer.echo(res.note)
 
 
@@ -85,6 +104,17 @@ def _with_progress(quiet: bool, total: int | None, job):
     progress, say = step_progress(total)
     with shown(progress):
         return job(say)
+
+
+def _quant_config(precision: Precision, *args: object):
+    """The calibration options of a quantised export (None for fp32 / fp16 / bf16)."""
+    if not precision.quantized:
+        return None
+    from gaf_trt.export.quantize import QuantConfig
+
+    samples, steps, seed, method, accept, alpha = args
+    return QuantConfig(samples=samples, steps=steps, seed=seed, method=method,
+                       accept_error=accept, smoothquant=alpha)
 
 
 def _profile_given(*values: object) -> bool:

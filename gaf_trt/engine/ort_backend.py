@@ -161,6 +161,9 @@ class OrtSplitEngine(GraphEngine):
         for g in self.graphs:
             self.sessions[g] = open_session(self.folder, g, self.manifest["graphs"][g], so,
                                             providers)
+        if self.precision == "fp8" and self.device.type == "cpu":
+            log.warning("fp8 graphs run dequantised to fp32 on the CPU (the FP8 rounding is "
+                        "simulated; the speed-up needs TensorRT on compute capability >= 8.9)")
         log.info("ort engine %s: %s on %s, %d threads", self.folder, ", ".join(self.graphs),
                  providers[0] if isinstance(providers[0], str) else providers[0][0],
                  so.intra_op_num_threads)

@@ -60,6 +60,9 @@ def precision_support(device: str, precision: Precision) -> str | None:
     """
     if precision is Precision.FP32:
         return None
+    if precision.quantized:
+        return (f"{precision.value} runs as an exported engine (gaf-trt export --precision "
+                f"{precision.value}) with --backend ort or trt, not in torch")
     if torch.device(device).type == "cuda":
         if precision is Precision.BF16 and not torch.cuda.is_bf16_supported():
             return "this GPU has no native bf16 (needs compute capability >= 8.0)"

@@ -123,9 +123,21 @@ class ExportConfig:
     external_threshold: int = EXTERNAL_DATA_THRESHOLD
     include_weights: bool = True
     trt_options: dict[str, Any] = field(default_factory=dict)
+    quant: Any = None  # QuantConfig of int8 / fp8 exports (gaf_trt.export.quantize)
+
+    @property
+    def graph_precision(self) -> Precision:
+        """Precision the graphs are exported at (quantised ones start from FP32)."""
+        return Precision.FP32 if self.precision.quantized else self.precision
 
     def validate(self) -> None:
         parse_groups(self.graphs)
+        if self.precision.quantized:
+            from gaf_trt.export.quantize import QuantConfig, check_fp8_device
+
+            (self.quant or QuantConfig()).validate()
+            if self.precision is Precision.FP8 and not self.onnx_only:
+                check_fp8_device()
         check_opset(self.opset)
         self.profile.validate()
         if "vae" in self.graphs and not self.vae:
@@ -191,13 +203,13 @@ def _write_graph(spec: GraphSpec, staging: Path, cfg: ExportConfig, model,
     exported = export_onnx(spec, staging, opset=cfg.opset, num_classes=model.config.num_classes,
                            metadata=metadata, external_threshold=cfg.external_threshold)
     report = None
-    if cfg.precision is not Precision.FP32 or index is not None:
+    if cfg.graph_precision is not Precision.FP32 or index is not None:
         path = staging / exported.onnx_file
         proto = onnx.load(str(path))
         if index is not None:
             untranspose(proto, index)
-        reduced, report = reduce_precision(proto, cfg.precision)
-        if cfg.precision is Precision.FP32:
+        reduced, report = reduce_precision(proto, cfg.graph_precision)
+        if cfg.graph_precision is Precision.FP32:
             report = None
         if exported.data_file:
             (staging / exported.data_file).unlink()
@@ -223,23 +235,37 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
     specs = _specs(model, cfg)
     metadata = {CONFIG_KEY: model.config.to_json(), "gaf_trt.precision": cfg.precision.value,
                 "gaf_trt.source_sha256": file_sha256(ckpt.path)}
-    index = ParamIndex.of(model)
+    # quantised graphs get their own int8 / fp8 weights: only float graphs share theirs
+    index = None if cfg.precision.quantized else ParamIndex.of(model)
     with OutputDir(cfg.out, record=MANIFEST) as od:
         graphs, results = {}, []
         for spec in specs:
             say(f"exporting {spec.name} (opset {cfg.opset}, {cfg.precision.value})")
             graphs[spec.name] = _write_graph(spec, od.staging, cfg, model, metadata,
                                              index if spec.group != "vae" else None)
-        weights = _store_weights_once(graphs, od.staging, model, cfg, say)
+        weights = (None if cfg.precision.quantized
+                   else _store_weights_once(graphs, od.staging, model, cfg, say))
         for spec in specs:
             if cfg.parity:
                 say(f"parity check {spec.name} on ONNX Runtime")
                 res = parity_lib.check_graph(spec, od.staging / graphs[spec.name]["file"],
-                                             cfg.precision, model.config.num_classes,
+                                             cfg.graph_precision, model.config.num_classes,
                                              parity_lib.parity_sizes(spec))
                 graphs[spec.name]["parity"] = res.to_dict()
                 results.append(res)
         parity_lib.require(results)
+        quantization = None
+        if cfg.precision.quantized:  # int8 / fp8 weights live in the quantised graphs
+            from gaf_trt.export.quantize import QuantConfig, quantize_engine
+
+            quantization = quantize_engine(model, specs, od.staging, graphs, cfg.precision,
+                                           cfg.quant or QuantConfig(), cfg.external_threshold,
+                                           say)
+            if cfg.include_weights:
+                from gaf_trt.model.checkpoint import save_safetensors
+
+                save_safetensors(model, od.staging / WEIGHTS_FILE)
+                weights = WEIGHTS_FILE
         man = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -252,6 +278,8 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
             "profiles": cfg.profile.to_dict(), "graphs": graphs, "plans": {},
             "weights": weights, "vae": {"source": cfg.vae} if cfg.vae else None,
         }
+        if quantization is not None:
+            man["quantization"] = quantization
         built, note = _maybe_build_plans(man, od.staging, cfg, say)
         _finish(man, od.staging)
         od.commit()
@@ -313,6 +341,10 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
     folder = Path(folder)
     man = read_manifest(folder)
     verify_files(folder, man)
+    if man.get("precision") == Precision.FP8.value:
+        from gaf_trt.export.quantize import check_fp8_device
+
+        check_fp8_device()
     why = trt_build.unavailable()
     if why is not None:
         raise ConfigError(f"cannot build TensorRT plans here: {why}; run this on a GPU machine "

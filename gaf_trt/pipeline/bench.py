@@ -489,13 +489,48 @@ def check_available(grid: BenchGrid, device: str) -> None:
         if why is not None:
             raise ConfigError(f"backend {b!r} is not available here: {why}; available: "
                               f"{', '.join(usable_backends())}")
-    for p in grid.precisions:
-        if any(b in ("torch", "torch-compile", "auto") for b in grid.backends):
-            why = precision_support(device, p)
-            if why is not None:
-                ok = [q.value for q in Precision if precision_support(device, q) is None]
-                raise ConfigError(f"precision {p.value} on {device}: {why}; available: "
-                                  f"{', '.join(ok)}")
+    row_pairs(grid, device)
+
+
+def _engine_precision(grid: BenchGrid) -> str | None:
+    if grid.engine is None:
+        return None
+    from gaf_trt.export.manifest import read_manifest
+
+    return str(read_manifest(grid.engine).get("precision", "fp32"))
+
+
+def row_pairs(grid: BenchGrid, device: str
+              ) -> tuple[list[tuple[str, Precision]], dict[tuple[str, str], str]]:
+    """The ``(backend, precision)`` cells of the grid that can run here, and why each other
+    cell cannot (keyed ``(backend, precision value)``). torch rows run the precisions torch
+    runs natively here; ``ort`` / ``trt`` rows (and ``auto`` with ``--engine``) run the engine
+    directory's precision. A cell that cannot run is skipped with its reason (``ort bf16`` on
+    an fp32 engine directory); a grid in which no cell can run is an error."""
+    built = _engine_precision(grid)
+    on_dir = ("ort", "trt", "auto") if grid.engine is not None else ("ort", "trt")
+
+    def why_not(b: str, p: Precision) -> str | None:
+        if b in on_dir:
+            return None if built == p.value else (
+                f"engine directory {grid.engine} was exported at {built}; a {p.value} {b} row "
+                f"needs an engine exported with --precision {p.value}")
+        why = precision_support(device, p)
+        return None if why is None else f"precision {p.value} on {device}: {why}"
+
+    pairs, unusable = [], {}
+    for b in grid.backends:
+        for p in grid.precisions:
+            why = why_not(b, p)
+            if why is None:
+                pairs.append((b, p))
+            else:
+                unusable[b, p.value] = why
+    if not pairs:
+        ok = [q.value for q in Precision if precision_support(device, q) is None]
+        raise ConfigError(f"{next(iter(unusable.values()))}; available: {', '.join(ok)}"
+                          + (f" (torch), {built} (--engine)" if built else ""))
+    return pairs, unusable
 
 
 def usable_backends() -> list[str]:
@@ -688,7 +723,7 @@ def bench_case(ctx: _Context, case: Case,
             rows.append(_prepare(ctx, row, run, engine))
     progress(f"{case}: {ctx.grid.repeats} timed rounds over {len(rows)} rows")
     probes: dict[tuple[Precision, int], dict[str, float]] = {
-        (p.row.precision, p.row.gemm_rows): {} for p in rows}
+        (_probe_precision(p.row.precision), p.row.gemm_rows): {} for p in rows}
     inner = int(cfg.hidden_size * cfg.mlp_ratio)
     for _ in range(ctx.grid.repeats):  # rows and ceiling probes share every round's load
         for p in rows:
@@ -697,11 +732,18 @@ def bench_case(ctx: _Context, case: Case,
             for name, gf in gemm_probes(dev, prec, m, cfg.hidden_size, inner,
                                         ctx.probe_sessions).items():
                 probes[prec, m][name] = max(probes[prec, m].get(name, 0.0), gf)
-    ceilings = assign_ceilings([(p.row.resolved, p.row.precision, p.row.gemm_rows,
+    ceilings = assign_ceilings([(p.row.resolved, _probe_precision(p.row.precision),
+                                 p.row.gemm_rows,
                                  _achieved_gflops(ctx, case, p)) for p in rows], probes)
     ref = _record(ctx, case, desc, rows[0], None, None, ceilings[0])
     return [ref] + [_record(ctx, case, desc, p, rows[0].out, ref.loop_ms, c)
                     for p, c in zip(rows[1:], ceilings[1:], strict=True)] + skipped
+
+
+def _probe_precision(precision: Precision) -> Precision:
+    """The GEMM ceiling a row is compared to: quantised rows against the fp32 ceiling
+    (torch has no int8 / fp8 GEMM to probe on every device)."""
+    return Precision.FP32 if precision.quantized else precision
 
 
 def load_fp32_model(grid: BenchGrid, device: str) -> GAF:
@@ -728,7 +770,7 @@ def run_bench(grid: BenchGrid,
     if too_many:
         raise ConfigError(f"--classes {too_many[0]} exceeds the model's "
                           f"{model.config.num_classes} classes")
-    ctx = _Context(grid, device, model)
+    ctx = _Context(grid, device, model, unusable=row_pairs(grid, device)[1])
     records: list[BenchRecord] = []
     for batch in grid.batches:
         for classes in grid.classes:

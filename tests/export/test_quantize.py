@@ -1,0 +1,280 @@
+"""Quantised engines (int8 / fp8): calibration along solver trajectories, which MatMuls get
+Q/DQ, the recipe in the manifest, measured quality against FP32, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gaf_trt.engine.base import Precision
+from gaf_trt.errors import ConfigError
+from tests.export.shared import REF_CKPT, need_onnx, tiny_model
+
+need_onnx()
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+from gaf_trt.export import quantize as q  # noqa: E402
+from gaf_trt.export.calibration import (  # noqa: E402
+    CALIB_KINDS,
+    CALIB_SOLVERS,
+    calibration_plan,
+    capture,
+)
+
+TINY = q.QuantConfig(samples=6, steps=3, rows=8)
+
+
+@pytest.fixture(scope="module")
+def int8_dir(tmp_path_factory):
+    from gaf_trt.export.build import ExportConfig, export_engine
+
+    out = tmp_path_factory.mktemp("q") / "int8"
+    export_engine(ExportConfig(str(REF_CKPT), str(out), precision=Precision.INT8, quant=TINY,
+                               onnx_only=True))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp8_dir(tmp_path_factory):
+    from gaf_trt.export.build import ExportConfig, export_engine
+
+    out = tmp_path_factory.mktemp("q") / "fp8"
+    export_engine(ExportConfig(str(REF_CKPT), str(out), precision=Precision.FP8, quant=TINY,
+                               graphs=("split",), onnx_only=True))
+    return out
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def _qdq(model):
+    return [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_plan_covers_every_solver_and_composition_and_is_seeded():
+    cfg = tiny_model().config
+    plan = calibration_plan(24, cfg, seed=3)
+    assert {r.solver for r in plan} == set(CALIB_SOLVERS)
+    assert {r.kind for r in plan} == set(CALIB_KINDS)
+    assert sum(r.batch for r in plan) == 24
+    assert all(0 <= c < cfg.num_classes for r in plan for c in r.classes)
+    assert calibration_plan(24, cfg, seed=3) == plan
+    assert calibration_plan(24, cfg, seed=4) != plan
+
+
+def test_capture_sees_every_time_step_of_each_solver():
+    from gaf_trt.compose.solvers import SOLVERS
+
+    model = tiny_model()
+    steps = 4
+    cal = capture(model, 6, steps, seed=0)
+    expected_calls = sum(steps * SOLVERS.get(r.solver).evals_per_step for r in cal.runs)
+    assert cal.calls == expected_calls
+    seen = set(torch.cat(cal.t).unique().tolist())
+    for name in CALIB_SOLVERS:
+        spec = SOLVERS.get(name)
+        grid = spec.grid(steps, t_eps=model.config.t_eps)
+        points = grid[:-1] if spec.extra_point else grid  # ODE: the last point is not evaluated
+        assert all(any(abs(p - s) < 1e-6 for s in seen) for p in points.tolist()), name
+    # fused items: one class each, unit coefficients, equal shapes (histogram calibrators)
+    items = cal.fused_items(5, model.config.input_size)
+    assert {tuple(it["x"].shape) for it in items} == {(5, *model.config.sample_shape)}
+    assert all(it["classes"].shape == (1,) and bool((it["coef"] == 1).all()) for it in items)
+    assert sum(1 for _ in cal.split_items(5)) == -(-cal.rows // 5)
+
+
+def test_quantised_nodes_are_the_block_linears_only(tmp_path):
+    from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
+    from gaf_trt.export.onnx_export import export_onnx
+    from gaf_trt.export.precision import _scopes
+
+    model = tiny_model()
+    trunk, j_head, _ = GRAPH_GROUPS.get("split")(model, Limits(64, 8))
+    proto = onnx.load(str(tmp_path / export_onnx(trunk, tmp_path, opset=18, num_classes=4,
+                                                  metadata={}).onnx_file))
+    names = set(q.quantizable_nodes(proto))
+    by_name = {n.name: n for n in proto.graph.node}
+    scopes = sorted(_scopes(by_name[n])[-2] for n in names)
+    assert scopes == ["trunk.blocks.0.attn.proj", "trunk.blocks.0.attn.qkv",
+                      "trunk.blocks.0.mlp.fc1", "trunk.blocks.0.mlp.fc2"]
+    kept = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+            and n.name not in names]
+    assert kept, "attention products, embedders and adaLN stay FP32"
+    head = onnx.load(str(tmp_path / export_onnx(j_head, tmp_path, opset=18, num_classes=4,
+                                                 metadata={}).onnx_file))
+    assert q.quantizable_nodes(head) == []
+
+
+def test_smoothquant_rewrite_is_exact_before_quantisation(tmp_path):
+    """The inserted per-channel Mul and the rescaled weights leave the FP32 graph's output
+    unchanged (to float32 rounding); the activation's channel ranges are flattened."""
+    from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
+    from gaf_trt.export.onnx_export import export_onnx
+    from gaf_trt.export.parity import cpu_session
+
+    model = tiny_model()
+    trunk = GRAPH_GROUPS.get("split")(model, Limits(64, 8))[0]
+    src = tmp_path / export_onnx(trunk, tmp_path, opset=18, num_classes=4, metadata={}).onnx_file
+    cal = capture(model, 4, 3, seed=0)
+    act = q.channel_max(model, cal)
+    assert set(act) == {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1",
+                        "blocks.0.mlp.fc2"}
+    assert q.smooth_graph(src, tmp_path / "s.onnx", act, 0.8) == 4
+    onnx.checker.check_model(str(tmp_path / "s.onnx"))
+    item = cal.split_items(6)[0]
+    feeds = {k: v.numpy() for k, v in item.items()}
+    a = torch.from_numpy(cpu_session(src).run(None, feeds)[0])
+    b = torch.from_numpy(cpu_session(tmp_path / "s.onnx").run(None, feeds)[0])
+    assert 0 < q.rel_err(b, a) < 1e-5
+
+
+# --------------------------------------------------------------------------- int8 engine
+
+
+def test_int8_manifest_records_the_recipe_and_measured_quality(int8_dir):
+    man = _manifest(int8_dir)
+    assert man["precision"] == "int8"
+    rec = man["quantization"]
+    cal = rec["calibration"]
+    assert (cal["samples"], cal["steps"], cal["seed"], cal["method"]) == (6, 3, 0, "minmax")
+    assert set(cal["solvers"]) == {"euler", "heun", "ier"}
+    assert cal["network_calls"] > 0 and rec["versions"]["onnxruntime"]
+    assert "LayerNorm" in rec["high_precision"] and rec["weights"] == "per-channel"
+    assert rec["graphs"]["trunk"]["quantized_nodes"] == 4 * 2  # depth 2: 4 linears per block
+    assert rec["graphs"]["j_head"]["quantized_nodes"] == 0
+    quality = rec["quality"]
+    assert 0 < quality["velocity"] <= q.ERROR_BOUNDS[Precision.INT8]["velocity"]
+    assert 0 < quality["final_state"] <= q.ERROR_BOUNDS[Precision.INT8]["final_state"]
+    assert not rec["accepted_over_bound"]
+
+
+def test_int8_graphs_are_valid_s8s8_qdq_with_per_channel_weights(int8_dir):
+    man = _manifest(int8_dir)
+    trunk = onnx.load(str(int8_dir / man["graphs"]["trunk"]["file"]))
+    onnx.checker.check_model(trunk)
+    nodes = _qdq(trunk)
+    assert nodes
+    inits = {t.name: t for t in trunk.graph.initializer}
+    zp_types = {inits[n.input[2]].data_type for n in nodes if len(n.input) > 2}
+    assert zp_types == {onnx.TensorProto.INT8}
+    per_channel = [n for n in nodes if n.op_type == "DequantizeLinear"
+                   and len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1]
+    assert len(per_channel) == 8  # one per quantised weight
+    head = onnx.load(str(int8_dir / man["graphs"]["k_bank"]["file"]))
+    assert _qdq(head) == []
+
+
+def test_int8_engine_samples_on_ort_close_to_fp32_but_not_equal(int8_dir):
+    import gaf_trt
+    from gaf_trt.model.checkpoint import load_model
+
+    model = load_model(str(REF_CKPT))
+    noise = torch.randn(3, *model.config.sample_shape, generator=torch.Generator().manual_seed(7))
+    masks = gaf_trt.masks.build("horizontal_2", model.config.input_size, model.config.input_size)
+    for graphs in ("split", "fused"):
+        engine = gaf_trt.load_engine(int8_dir, backend="ort", device="cpu", graphs=graphs)
+        got = gaf_trt.sample(engine, [1, 4], noise, masks=masks, steps=4, solver="euler")
+        want = gaf_trt.sample(model, [1, 4], noise, masks=masks, steps=4, solver="euler")
+        err = q.final_state_err(got, want)
+        assert 0 < err <= q.ERROR_BOUNDS[Precision.INT8]["final_state"], (graphs, err)
+
+
+def test_torch_backend_refuses_quantised_engines(int8_dir):
+    import gaf_trt
+    from gaf_trt.engine.torch_backend import precision_support
+
+    assert precision_support("cpu", Precision.INT8) is not None
+    with pytest.raises(ConfigError, match="int8"):
+        gaf_trt.load_engine(int8_dir, backend="torch", device="cpu")
+    with pytest.raises(ConfigError, match="quantised"):
+        _ = Precision.FP8.torch_dtype
+
+
+def test_bench_rows_pair_int8_engine_with_torch_precisions(int8_dir):
+    """torch runs the torch precisions, ort the engine's; every other cell is skipped with
+    its reason; a grid in which nothing can run is one error."""
+    from gaf_trt.pipeline.bench import BenchGrid, row_pairs
+
+    grid = BenchGrid(ckpt=str(REF_CKPT), engine=str(int8_dir), backends=("torch", "ort"),
+                     precisions=(Precision.FP32, Precision.INT8))
+    pairs, unusable = row_pairs(grid, "cpu")
+    assert pairs == [("torch", Precision.FP32), ("ort", Precision.INT8)]
+    assert set(unusable) == {("torch", "int8"), ("ort", "fp32")}
+    assert "exported at int8" in unusable["ort", "fp32"]
+    with pytest.raises(ConfigError, match="int8"):
+        row_pairs(BenchGrid(ckpt=str(REF_CKPT), backends=("torch",),
+                            precisions=(Precision.INT8,)), "cpu")
+    with pytest.raises(ConfigError, match="exported at int8"):
+        row_pairs(BenchGrid(ckpt=str(REF_CKPT), engine=str(int8_dir), backends=("ort",),
+                            precisions=(Precision.FP32,)), "cpu")
+
+
+# --------------------------------------------------------------------------- fp8
+
+
+def test_fp8_graphs_are_valid_onnx_qdq_in_e4m3(fp8_dir):
+    man = _manifest(fp8_dir)
+    trunk = onnx.load(str(fp8_dir / man["graphs"]["trunk"]["file"]))
+    onnx.checker.check_model(trunk, full_check=True)
+    opset = next(o.version for o in trunk.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset >= 19  # float8 Q/DQ
+    inits = {t.name: t for t in trunk.graph.initializer}
+    zp = {inits[n.input[2]].data_type for n in _qdq(trunk) if len(n.input) > 2}
+    assert zp == {onnx.TensorProto.FLOAT8E4M3FN}
+    rec = man["quantization"]
+    assert rec["calibration"]["method"] == "distribution"
+    assert 0 < rec["quality"]["velocity"] <= q.ERROR_BOUNDS[Precision.FP8]["velocity"]
+
+
+def test_fp8_refused_on_gpu_older_than_ada(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_a: (8, 6))
+    with pytest.raises(ConfigError, match="8.9"):
+        q.check_fp8_device()
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_a: (9, 0))
+    q.check_fp8_device()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kw, needle", [({"samples": 3}, "--calib-samples"),
+                                        ({"samples": 5000}, "--calib-samples"),
+                                        ({"steps": 1}, "--calib-steps"),
+                                        ({"method": "mse"}, "calibration method"),
+                                        ({"seed": -1}, "--calib-seed"),
+                                        ({"smoothquant": 0.0}, "--smoothquant"),
+                                        ({"smoothquant": 1.5}, "--smoothquant")])
+def test_calibration_options_are_bounded(kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        q.QuantConfig(**kw).validate()
+
+
+def test_non_finite_scales_are_refused(tmp_path):
+    """A calibration whose activation range overflows float32 gives an infinite scale."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(torch.randn(4, 4).numpy(), "w")
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
+    meta = node.metadata_props.add()
+    meta.key, meta.value = q.NAME_SCOPES_KEY, "['blocks.0.mlp.fc1', 'linear']"
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+                              [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(tmp_path / "g.onnx"))
+    x = torch.full((2, 4), 3e38)
+    x[0] = -3e38
+    with pytest.raises(q.QuantizationError, match="non-finite"):
+        q.quantize_graph(tmp_path / "g.onnx", tmp_path / "q.onnx", [{"x": x}], Precision.INT8)
+    fine = q.quantize_graph(tmp_path / "g.onnx", tmp_path / "q2.onnx",
+                            [{"x": torch.randn(2, 4)}], Precision.INT8)
+    assert fine["quantized_nodes"] == 1 and fine["scales"]["min"] > 0

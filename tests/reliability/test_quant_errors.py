@@ -1,0 +1,102 @@
+"""Quantised exports (issue 17) as a user runs them: calibration counts out of bounds, fp8 on a
+GPU older than compute capability 8.9, int8 on a backend that cannot run it, a calibration
+that cannot produce finite ranges, and an engine whose error is above the bound — each one
+``error:`` line, exit 2, nothing written; ``--accept-error`` keeps an over-bound engine."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.conftest import (
+    REF_CKPT,
+    assert_bad_input,
+    assert_nothing_written,
+    cli_cmd,
+    run_many,
+)
+
+pytest.importorskip("onnxruntime.quantization")
+pytest.importorskip("onnxscript")
+
+#: The smallest real quantised export of the reference checkpoint.
+FAST = ["--graphs", "split", "--no-parity", "--onnx-only", "--calib-samples", "4",
+        "--calib-steps", "2"]
+#: Exports calibrate and measure: more than the default per-command limit on a loaded machine.
+EXPORT_TIMEOUT_S = 300.0
+
+
+def patched_cli(patch: str, *args: str | Path) -> list[str]:
+    """``gaf-trt ARGS`` in a fresh interpreter after ``patch`` (Python statements) ran."""
+    code = f"import sys\n{patch}\nfrom gaf_trt.cli import main\nsys.exit(main())"
+    return [sys.executable, "-c", code, *map(str, args)]
+
+
+OLD_GPU = ("import torch\ntorch.cuda.is_available = lambda: True\n"
+           "torch.cuda.get_device_capability = lambda *a: (8, 6)")
+TIGHT_BOUND = ("from gaf_trt.engine.base import Precision\n"
+               "import gaf_trt.export.quantize as q\n"
+               "q.ERROR_BOUNDS[Precision.INT8] = {'velocity': 1e-9, 'final_state': 1e-9}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, bad_ckpt):
+    root = tmp_path_factory.mktemp("quant_errors")
+
+    def export(case: str, *args: str | Path) -> list[str]:
+        return cli_cmd("export", "--ckpt", REF_CKPT, "--out", root / case, *args)
+
+    cases = {
+        "samples_low": export("samples_low", "--precision", "int8", "--calib-samples", "3"),
+        "samples_high": export("samples_high", "--precision", "int8", "--calib-samples",
+                               "100000"),
+        "steps_low": export("steps_low", "--precision", "int8", "--calib-steps", "1"),
+        "method": export("method", "--precision", "int8", "--calib-method", "mse"),
+        "fp8_old_gpu": patched_cli(OLD_GPU, "export", "--ckpt", REF_CKPT, "--out",
+                                   root / "fp8_old_gpu", "--precision", "fp8"),
+        "torch_int8": cli_cmd("bench", "--ckpt", REF_CKPT, "--backend", "torch",
+                              "--precision", "int8", "--device", "cpu", "--steps", "1",
+                              "--batch", "1", "--repeats", "1"),
+        "non_finite": cli_cmd("export", "--ckpt", bad_ckpt("overflow"), "--out",
+                              root / "non_finite", "--precision", "int8", *FAST),
+        "over_bound": patched_cli(TIGHT_BOUND, "export", "--ckpt", REF_CKPT, "--out",
+                                  root / "over_bound", "--precision", "int8", *FAST),
+        "accepted": patched_cli(TIGHT_BOUND, "export", "--ckpt", REF_CKPT, "--out",
+                                root / "accepted", "--precision", "int8", "--accept-error",
+                                *FAST),
+    }
+    return root, run_many(cases, timeout=EXPORT_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("samples_low", ["--calib-samples", "[4, 4096]", "3"]),
+    ("samples_high", ["--calib-samples", "100000"]),
+    ("steps_low", ["--calib-steps", "[2, 200]"]),
+    ("method", ["mse", "minmax"]),
+    ("fp8_old_gpu", ["fp8", "8.9", "8.6"]),
+    ("non_finite", [("not finite", "non-finite")]),
+    ("over_bound", ["int8", "bound", "nothing written"]),
+])
+def test_bad_quantised_export_is_one_line_and_writes_nothing(runs, case, needles):
+    root, results = runs
+    assert_bad_input(results[case], *needles)
+    assert_nothing_written(root / case)
+
+
+def test_int8_on_a_backend_that_cannot_run_it(runs):
+    _, results = runs
+    assert_bad_input(results["torch_int8"], "int8", ("--backend ort", "backend ort"))
+
+
+def test_accept_error_keeps_the_engine_and_says_so(runs):
+    root, results = runs
+    res = results["accepted"]
+    assert res.rc == 0, res.describe()
+    assert "over the bound" in res.stdout, res.describe()
+    man = json.loads((root / "accepted" / "manifest.json").read_text())
+    assert man["precision"] == "int8"
+    assert man["quantization"]["accepted_over_bound"] is True
+    assert man["quantization"]["quality"]["velocity"] > 1e-9

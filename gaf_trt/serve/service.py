@@ -1,0 +1,155 @@
+"""The generation service: admits requests (bounded queue), runs each one's solver in a
+worker thread on the shared :class:`~gaf_trt.serve.scheduler.StepScheduler`, and hands back
+results; cancelling a job frees its rows at once.
+
+Modes (``ServeConfig.mode``):
+
+- ``step``: step-level batching; every request's evaluations share network calls;
+- ``sequential``: one request at a time (same padded numerics, no sharing) -- the baseline
+  of the load benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from gaf_trt.engine.base import AnchorNetwork
+from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.serve.requests import RequestPlan, ServeLimits, ServeRequest, plan_request, run_request
+from gaf_trt.serve.scheduler import (DEFAULT_ROW_BLOCK, Cancelled, StepScheduler, Ticket,
+                                     check_positive)
+
+log = logging.getLogger(__name__)
+
+MODES = ("step", "sequential")
+
+
+class Overloaded(GAFError):
+    """The service already holds ``max_queue`` requests; the caller should retry later."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Service settings: admission bound, row budget and block, request limits, mode."""
+
+    max_queue: int = 32
+    row_block: int = DEFAULT_ROW_BLOCK
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    mode: str = "step"
+
+    def validate(self) -> ServeConfig:
+        check_positive("max_queue", self.max_queue, 100_000)
+        check_positive("row_block", self.row_block, 4096)
+        check_positive("max_rows", self.limits.max_rows, 1 << 20)
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown serving mode {self.mode!r}; valid: {', '.join(MODES)}")
+        return self
+
+
+class Job:
+    """One admitted request: wait for it with :meth:`result`, or :meth:`cancel` it."""
+
+    def __init__(self, service: GenerationService, plan: RequestPlan, ticket: Ticket) -> None:
+        self.plan = plan
+        self.ticket = ticket
+        self._service = service
+        self._done = threading.Event()
+        self._state: Tensor | None = None
+        self._error: BaseException | None = None
+
+    def _finish(self, state: Tensor | None, error: BaseException | None) -> None:
+        self._state, self._error = state, error
+        self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Tensor:
+        """The final state ``[B, C, S, S]``; re-raises the request's error (``Cancelled``
+        when it was cancelled). ``TimeoutError`` when not done within ``timeout``."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.ticket.id} not done within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._state is not None  # set together with done (internal invariant)
+        return self._state
+
+    def cancel(self) -> None:
+        """Stop the request (client gone): its rows leave the scheduler at once."""
+        self._service.scheduler.cancel(self.ticket)
+
+
+class GenerationService:
+    """Owns one network through a :class:`StepScheduler`; thread-safe :meth:`submit`."""
+
+    def __init__(self, network: AnchorNetwork, config: ServeConfig | None = None) -> None:
+        self.config = (config or ServeConfig()).validate()
+        self.scheduler = StepScheduler(network, max_rows=self.config.limits.max_rows,
+                                       row_block=self.config.row_block)
+        self._lock = threading.Lock()
+        self._active = 0
+        self._sequential = threading.Lock()
+        self._closed = False
+
+    @property
+    def active(self) -> int:
+        """Requests admitted and not finished."""
+        with self._lock:
+            return self._active
+
+    def start(self) -> GenerationService:
+        self.scheduler.start()
+        return self
+
+    def plan(self, request: ServeRequest) -> RequestPlan:
+        """Validate ``request`` (raises ``ConfigError`` naming the bad value)."""
+        return plan_request(request, self.scheduler.config, self.config.limits)
+
+    def submit(self, request: ServeRequest) -> Job:
+        """Validate and admit ``request``; raises ``ConfigError`` for a bad request and
+        :class:`Overloaded` when ``max_queue`` requests are already in."""
+        plan = self.plan(request)
+        with self._lock:
+            if self._closed:
+                raise Overloaded("the service is shutting down")
+            if self._active >= self.config.max_queue:
+                raise Overloaded(f"server busy: {self._active} requests in flight "
+                                 f"(--max-queue {self.config.max_queue}); retry later")
+            self._active += 1
+        job = Job(self, plan, self.scheduler.ticket())
+        threading.Thread(target=self._work, args=(job,), name=f"gaf-req-{job.ticket.id}",
+                         daemon=True).start()
+        return job
+
+    def _work(self, job: Job) -> None:
+        state, error = None, None
+        try:
+            network = self.scheduler.network_for(job.ticket)
+            if self.config.mode == "sequential":
+                with self._sequential:
+                    state = run_request(job.plan, network)
+            else:
+                state = run_request(job.plan, network)
+        except (Cancelled, GAFError) as err:
+            error = err
+        except Exception as err:  # an internal fault fails this request only
+            log.exception("request %d failed", job.ticket.id)
+            error = err
+        finally:
+            with self._lock:
+                self._active -= 1
+            job._finish(state, error)
+
+    def generate(self, request: ServeRequest, timeout: float | None = None) -> Tensor:
+        """Submit and wait: the final state ``[B, C, S, S]``."""
+        return self.submit(request).result(timeout)
+
+    def close(self) -> None:
+        """Refuse new requests, cancel the waiting ones, stop the scheduler."""
+        with self._lock:
+            self._closed = True
+        self.scheduler.stop()

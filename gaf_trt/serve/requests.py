@@ -108,7 +108,9 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         raise ConfigError(f"unknown request field(s) {sorted(req.extra)}; valid: classes, "
                           "weights, alpha, mask_type, regions, sigma, steps, solver, seed, "
                           "batch, t_eps, output")
-    if not isinstance(req.classes, (list, tuple)) or not req.classes:
+    if not isinstance(req.classes, (list, tuple)):
+        raise ConfigError(f"classes must be a list of class ids or names, got {req.classes!r}")
+    if not req.classes:
         raise ConfigError("give at least one class")
     _check_int("classes (count)", len(req.classes), 1, limits.max_classes)
     SOLVERS.get(req.solver)
@@ -122,7 +124,10 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
     if req.t_eps is not None:
         check_t_eps(req.t_eps)
     weights = None if req.weights is None else _check_numbers("weights", req.weights)
-    alpha = None if req.alpha is None else _check_numbers("alpha", [req.alpha])[0]
+    if req.alpha is not None and (isinstance(req.alpha, bool) or not isinstance(
+            req.alpha, (int, float, np.integer, np.floating))):
+        raise ConfigError(f"alpha must be a number, got {req.alpha!r}")
+    alpha = None if req.alpha is None else float(req.alpha)
     if not isinstance(req.sigma, (int, float)) or not math.isfinite(req.sigma) \
             or not 0 <= req.sigma <= mask_lib.MAX_SIGMA:
         raise ConfigError(f"sigma must be in [0, {mask_lib.MAX_SIGMA:g}], got {req.sigma!r}")

@@ -2,15 +2,20 @@
 worker thread on the shared :class:`~gaf_trt.serve.scheduler.StepScheduler`, and hands back
 results; cancelling a job frees its rows at once.
 
-Modes (``ServeConfig.mode``):
+Modes (``ServeConfig.mode``), all on the same scheduler and so with the same bits:
 
-- ``step``: step-level batching; every request's evaluations share network calls;
-- ``sequential``: one request at a time (same padded numerics, no sharing) -- the baseline
-  of the load benchmark.
+- ``step``: step-level batching; a request starts at once and its evaluations share network
+  calls with whatever else is in flight;
+- ``request``: request-level batching (what a dynamic batcher in front of a whole-request
+  model does): the requests waiting when the previous group has finished start together as
+  one group of at most ``group_size``; they share calls while they run, and newcomers wait
+  until the whole group is done;
+- ``sequential``: one request at a time (``request`` with groups of one).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ from gaf_trt.serve.scheduler import (DEFAULT_ROW_BLOCK, Cancelled, StepScheduler
 
 log = logging.getLogger(__name__)
 
-MODES = ("step", "sequential")
+MODES = ("step", "request", "sequential")
 
 
 class Overloaded(GAFError):
@@ -40,11 +45,13 @@ class ServeConfig:
     row_block: int = DEFAULT_ROW_BLOCK
     limits: ServeLimits = field(default_factory=ServeLimits)
     mode: str = "step"
+    group_size: int = 8  # ``request`` mode: requests started together
 
     def validate(self) -> ServeConfig:
         check_positive("max_queue", self.max_queue, 100_000)
         check_positive("row_block", self.row_block, 4096)
         check_positive("max_rows", self.limits.max_rows, 1 << 20)
+        check_positive("group_size", self.group_size, 100_000)
         if self.mode not in MODES:
             raise ConfigError(f"unknown serving mode {self.mode!r}; valid: {', '.join(MODES)}")
         return self
@@ -79,8 +86,9 @@ class Job:
         return self._state
 
     def cancel(self) -> None:
-        """Stop the request (client gone): its rows leave the scheduler at once."""
-        self._service.scheduler.cancel(self.ticket)
+        """Stop the request (client gone): it leaves the waiting line, or its rows leave
+        the scheduler, at once."""
+        self._service._cancel(self)
 
 
 class GenerationService:
@@ -92,8 +100,11 @@ class GenerationService:
                                        row_block=self.config.row_block)
         self._lock = threading.Lock()
         self._active = 0
-        self._sequential = threading.Lock()
         self._closed = False
+        self._waiting: collections.deque[Job] = collections.deque()  # request / sequential
+        self._group_cond = threading.Condition(self._lock)
+        self._running = 0  # started and not finished (request / sequential)
+        self._dispatcher: threading.Thread | None = None
 
     @property
     def active(self) -> int:
@@ -101,9 +112,37 @@ class GenerationService:
         with self._lock:
             return self._active
 
-    def start(self) -> GenerationService:
-        self.scheduler.start()
+    def start(self, run_scheduler: bool = True) -> GenerationService:
+        """Start the scheduler (``run_scheduler=False``: the caller steps it by hand) and,
+        for ``request`` / ``sequential``, the group dispatcher."""
+        if run_scheduler:
+            self.scheduler.start()
+        if self.config.mode != "step" and self._dispatcher is None:
+            self._dispatcher = threading.Thread(target=self._dispatch, name="gaf-groups",
+                                                daemon=True)
+            self._dispatcher.start()
         return self
+
+    def _group_limit(self) -> int:
+        return 1 if self.config.mode == "sequential" else self.config.group_size
+
+    def _dispatch(self) -> None:
+        """Start the waiting requests as one group whenever the previous group is done."""
+        while True:
+            with self._group_cond:
+                self._group_cond.wait_for(lambda: self._closed or (
+                    self._waiting and self._running == 0))
+                if self._closed:
+                    return
+                group = [self._waiting.popleft()
+                         for _ in range(min(self._group_limit(), len(self._waiting)))]
+                self._running = len(group)
+            for job in group:
+                self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        threading.Thread(target=self._work, args=(job,), name=f"gaf-req-{job.ticket.id}",
+                         daemon=True).start()
 
     def plan(self, request: ServeRequest) -> RequestPlan:
         """Validate ``request`` (raises ``ConfigError`` naming the bad value)."""
@@ -121,27 +160,39 @@ class GenerationService:
                                  f"(--max-queue {self.config.max_queue}); retry later")
             self._active += 1
         job = Job(self, plan, self.scheduler.ticket())
-        threading.Thread(target=self._work, args=(job,), name=f"gaf-req-{job.ticket.id}",
-                         daemon=True).start()
+        if self.config.mode == "step":
+            self._launch(job)
+        else:
+            with self._group_cond:
+                self._waiting.append(job)
+                self._group_cond.notify_all()
         return job
+
+    def _cancel(self, job: Job) -> None:
+        with self._group_cond:
+            waiting = job in self._waiting
+            if waiting:
+                self._waiting.remove(job)
+                self._active -= 1
+        if waiting:
+            job._finish(None, Cancelled(f"request {job.ticket.id} cancelled"))
+        self.scheduler.cancel(job.ticket)
 
     def _work(self, job: Job) -> None:
         state, error = None, None
         try:
-            network = self.scheduler.network_for(job.ticket)
-            if self.config.mode == "sequential":
-                with self._sequential:
-                    state = run_request(job.plan, network)
-            else:
-                state = run_request(job.plan, network)
+            state = run_request(job.plan, self.scheduler.network_for(job.ticket))
         except (Cancelled, GAFError) as err:
             error = err
         except Exception as err:  # an internal fault fails this request only
             log.exception("request %d failed", job.ticket.id)
             error = err
         finally:
-            with self._lock:
+            with self._group_cond:
                 self._active -= 1
+                if self.config.mode != "step":
+                    self._running -= 1
+                    self._group_cond.notify_all()
             job._finish(state, error)
 
     def generate(self, request: ServeRequest, timeout: float | None = None) -> Tensor:
@@ -150,6 +201,14 @@ class GenerationService:
 
     def close(self) -> None:
         """Refuse new requests, cancel the waiting ones, stop the scheduler."""
-        with self._lock:
+        with self._group_cond:
             self._closed = True
+            waiting, self._waiting = list(self._waiting), collections.deque()
+            self._active -= len(waiting)
+            self._group_cond.notify_all()
+        for job in waiting:
+            job._finish(None, Cancelled(f"request {job.ticket.id} cancelled: shutting down"))
         self.scheduler.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.join()
+            self._dispatcher = None

@@ -188,3 +188,35 @@ def test_network_fault_fails_only_that_call(digits, references):
         assert torch.equal(service.generate(MIX[1], TIMEOUT), references[1])
     finally:
         service.close()
+
+
+def test_request_mode_groups_wait_for_the_whole_group(digits, references):
+    """Request-level batching: requests waiting when a group is done start together (at
+    most group_size); a request arriving during a group waits for the whole group."""
+    service = GenerationService(digits, ServeConfig(mode="request", group_size=2))
+    try:
+        first = [service.submit(MIX[2]), service.submit(MIX[1])]
+        late = service.submit(MIX[3])
+        service.start(run_scheduler=False)  # stepped by hand below: the order is certain
+        assert service.scheduler.wait_pending(2, TIMEOUT)
+        assert service.scheduler.pending_rows() == 3 + 2  # the group of 2, not the late one
+        service.scheduler.step()
+        assert not late.done() and service.scheduler.stats.requests_per_call == {2: 1}
+        service.scheduler.start()
+        for job, i in zip(first + [late], (2, 1, 3)):
+            assert torch.equal(job.result(TIMEOUT), references[i])
+    finally:
+        service.close()
+
+
+def test_cancel_a_waiting_request(digits):
+    """In request mode a cancelled request leaves the waiting line at once."""
+    service = GenerationService(digits, ServeConfig(mode="sequential", max_queue=2))
+    try:
+        job = service.submit(MIX[1])
+        job.cancel()
+        with pytest.raises(Cancelled):
+            job.result(TIMEOUT)
+        assert service.active == 0
+    finally:
+        service.close()

@@ -37,6 +37,10 @@ app.command()(translate)
 from gaf_trt.cli.export import export  # noqa: E402
 
 app.command()(export)
+
+from gaf_trt.cli.serve import serve  # noqa: E402
+
+app.command()(serve)
 # --- end of command registration --------------------------------------------------------------
 
 

@@ -85,7 +85,7 @@ class RunResult:
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies)
-        return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+        return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
 def run(network, mode: str, row_block: int, requests: list[ServeRequest], rate: float | None,
@@ -163,7 +163,7 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved: a load change on the machine hits every mode
         for mode, block in modes:
             sat[(mode, block)].append(run(network, mode, block, requests, None, args, args.seed))
-    for key, runs in sat.items():
+    for runs in sat.values():
         runs.sort(key=lambda r: r.throughput)
         rows.append(runs[len(runs) // 2])
     sat = {key: runs[len(runs) // 2].throughput for key, runs in sat.items()}

@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from gaf_trt.compose import masks as mask_lib
@@ -24,8 +23,7 @@ from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
-from gaf_trt.pipeline.sample import (MAX_SEED, SampleConfig, SamplePlan, generate,
-                                     resolve_classes)
+from gaf_trt.pipeline.sample import MAX_SEED, SampleConfig, SamplePlan, generate, resolve_classes
 
 OUTPUTS = ("images", "latents")
 

@@ -25,8 +25,13 @@ from torch import Tensor
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.serve.requests import RequestPlan, ServeLimits, ServeRequest, plan_request, run_request
-from gaf_trt.serve.scheduler import (DEFAULT_ROW_BLOCK, Cancelled, StepScheduler, Ticket,
-                                     check_positive)
+from gaf_trt.serve.scheduler import (
+    DEFAULT_ROW_BLOCK,
+    Cancelled,
+    StepScheduler,
+    Ticket,
+    check_positive,
+)
 
 log = logging.getLogger(__name__)
 

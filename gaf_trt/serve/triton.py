@@ -39,9 +39,9 @@ import socket
 import sysconfig
 import tempfile
 import threading
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 

@@ -4,6 +4,8 @@ leave it answering correctly. In-process (the service layer every front end call
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from gaf_trt.engine.base import LoadRequest, load_backend
 from gaf_trt.errors import ConfigError
 from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits, ServeRequest
 from gaf_trt.serve.requests import request_from_mapping
+from tests.reliability.conftest import assert_bad_input, gaf_app, invoke
 from tests.serve.refs import row_block_reference
 
 TIMEOUT = 120
@@ -86,3 +89,41 @@ def test_thousand_requests_with_faults_mixed_in(service, good_ref):
             refused += 1
     assert all(torch.equal(j.result(TIMEOUT), good_ref) for j in jobs)
     assert refused == 800 and service.active == 0
+
+
+# --------------------------------------------------------------------------- gaf-trt serve
+# Option checks run before Triton (or PyTriton) is touched: these need neither.
+
+
+@pytest.fixture()
+def busy_port():
+    """A port some other program is listening on."""
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    s.listen()
+    yield s.getsockname()[1]
+    s.close()
+
+
+def test_serve_busy_port_refused_in_one_line(busy_port):
+    res = invoke(gaf_app(), ["serve", "--http-port", str(busy_port)])
+    assert_bad_input(res, f"--http-port {busy_port} is already in use")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--batching", "continuous"], "unknown --batching 'continuous'; valid: request, step"),
+    (["--instances", "0"], "--instances must be an integer in 1..64, got 0"),
+    (["--max-queue", "0"], "--max-queue must be an integer in 1..100000, got 0"),
+    (["--http-port", "70000"], "--http-port must be a port number in 1..65535, got 70000"),
+], ids=["batching", "instances", "max-queue", "port-range"])
+def test_serve_bad_options(args, needle):
+    assert_bad_input(invoke(gaf_app(), ["serve", *args]), needle)
+
+
+def test_serve_same_port_twice():
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    res = invoke(gaf_app(), ["serve", "--http-port", str(port), "--grpc-port", str(port)])
+    assert_bad_input(res, "must differ")

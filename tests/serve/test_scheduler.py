@@ -7,8 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gaf_trt.serve import (Cancelled, GenerationService, Overloaded, ServeConfig, ServeLimits,
-                           ServeRequest, StepScheduler)
+from gaf_trt.serve import (
+    Cancelled,
+    GenerationService,
+    Overloaded,
+    ServeConfig,
+    ServeLimits,
+    ServeRequest,
+    StepScheduler,
+)
 from gaf_trt.serve.scheduler import pad_call, padded_rows
 from tests.helpers import rel_err
 from tests.serve.refs import row_block_reference, sample_reference

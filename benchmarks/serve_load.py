@@ -7,9 +7,9 @@ throughput, p50 / p90 / p99 latency and the achieved rows and requests per netwo
 First it measures each mode's saturation throughput (all requests submitted at once) and the
 latency of a lone request; the Poisson rates are fractions of the step-level saturation rate.
 
-Baselines run without row-block padding (``row_block 1``: what a plain server does, smaller
-calls, results not bit-identical to ``gaf-trt sample``); step-level runs both with the
-default block of 16 (bit-identical results) and with 1.
+Baselines run without padding (``min_rows 1``: what a plain server does, smaller calls,
+results not independent of what else runs); step-level runs both with the default minimum of
+16 rows per call (results independent of what else runs) and with 1.
 
     python benchmarks/serve_load.py                    # digits on CPU, ~3 min on 2 cores
     python benchmarks/serve_load.py --requests 200 --rates 0.25 0.5 0.75 --threads 2
@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
                    help="Poisson rates as fractions of the step-level saturation rate")
     p.add_argument("--group-size", type=int, default=8, help="request-level group size")
     p.add_argument("--max-queue", type=int, default=256)
+    p.add_argument("--max-active", type=int, default=16,
+                   help="step mode's extra variant: requests running at once")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=2,
@@ -88,11 +90,12 @@ class RunResult:
         return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
 
 
-def run(network, mode: str, row_block: int, requests: list[ServeRequest], rate: float | None,
-        args: argparse.Namespace, seed: int) -> RunResult:
+def run(network, mode: str, min_rows: int, requests: list[ServeRequest], rate: float | None,
+        args: argparse.Namespace, seed: int, max_active: int = 0) -> RunResult:
     """Send ``requests`` (Poisson at ``rate`` req/s, or all at once) and wait for all."""
     service = GenerationService(network, ServeConfig(
-        max_queue=args.max_queue, row_block=row_block, mode=mode, group_size=args.group_size,
+        max_queue=args.max_queue, min_rows=min_rows, mode=mode, group_size=args.group_size,
+        max_active=max_active,
         limits=ServeLimits(max_rows=256))).start()
     rng = random.Random(seed)
     latencies: list[float] = []
@@ -128,13 +131,15 @@ def run(network, mode: str, row_block: int, requests: list[ServeRequest], rate: 
     calls = max(1, stats.calls)
     per_call = sum(n * c for n, c in stats.requests_per_call.items()) / calls
     service.close()
-    return RunResult(mode if row_block == 1 or mode != "step" else f"{mode} (block {row_block})",
+    label = mode if min_rows == 1 or mode != "step" else f"{mode} (min {min_rows})"
+    label += f", {max_active} active" if max_active else ""
+    return RunResult(label,
                      rate, len(latencies), refused, seconds, latencies, stats.rows / calls,
                      per_call)
 
 
 def lone_latency(network, requests: list[ServeRequest], args) -> float:
-    """Mean latency of a request alone (step mode, block 16): one of each workload kind."""
+    """Mean latency of a request alone (step mode, min 16 rows): one of each workload kind."""
     kinds = requests[:len(WORKLOAD)]
     res = run(network, "step", 16, kinds, None, args, 0)  # warm-up
     times = []
@@ -149,7 +154,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     network = load_backend(args.backend, LoadRequest(artifact=args.ckpt, device=args.device))
     requests = workload(args.requests, network.config.num_classes, args.seed)
-    modes = [("sequential", 1), ("request", 1), ("step", 1), ("step", 16)]
+    modes = [("sequential", 1, 0), ("request", 1, 0), ("step", 1, 0), ("step", 16, 0),
+             ("step", 16, args.max_active)]
     print(f"# serve load test, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), {args.ckpt} on {args.backend}/{args.device}")
@@ -159,18 +165,20 @@ def main() -> None:
     lone = lone_latency(network, requests, args)
     print(f"lone request latency (mean of the three kinds): {lone * 1000:.0f} ms\n")
     rows = []
-    sat: dict[tuple[str, int], list[RunResult]] = {m: [] for m in modes}
+    sat: dict[tuple[str, int, int], list[RunResult]] = {m: [] for m in modes}
     for _ in range(args.repeats):  # interleaved: a load change on the machine hits every mode
-        for mode, block in modes:
-            sat[(mode, block)].append(run(network, mode, block, requests, None, args, args.seed))
+        for mode, block, active in modes:
+            sat[(mode, block, active)].append(run(network, mode, block, requests, None, args,
+                                                  args.seed, active))
     for runs in sat.values():
         runs.sort(key=lambda r: r.throughput)
         rows.append(runs[len(runs) // 2])
     sat = {key: runs[len(runs) // 2].throughput for key, runs in sat.items()}
-    step_sat = sat[("step", 16)]
+    step_sat = sat[("step", 16, 0)]
     for frac in args.rates:
-        for mode, block in modes:
-            rows.append(run(network, mode, block, requests, frac * step_sat, args, args.seed + 1))
+        for mode, block, active in modes:
+            rows.append(run(network, mode, block, requests, frac * step_sat, args, args.seed + 1,
+                            active))
     print("| mode | offered req/s | done | refused | req/s | p50 ms | p90 ms | p99 ms | "
           "rows/call | requests/call |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -179,11 +187,13 @@ def main() -> None:
         print(f"| {r.mode} | {offered} | {r.done} | {r.refused} | {r.throughput:.1f} | "
               f"{r.pct(0.5) * 1000:.0f} | {r.pct(0.9) * 1000:.0f} | {r.pct(0.99) * 1000:.0f} | "
               f"{r.rows_per_call:.1f} | {r.requests_per_call:.1f} |")
-    print(f"\nsaturation: step (block 16) / request-level = "
-          f"{step_sat / sat[('request', 1)]:.2f}x, step (block 16) / sequential = "
-          f"{step_sat / sat[('sequential', 1)]:.2f}x, step (block 1) / request-level = "
-          f"{sat[('step', 1)] / sat[('request', 1)]:.2f}x")
-    half = [r for r in rows if r.mode == "step (block 16)" and r.rate is not None
+    req_sat = sat[("request", 1, 0)]
+    print(f"\nsaturation: step (min 16) / request-level = {step_sat / req_sat:.2f}x, "
+          f"step (min 16, {args.max_active} active) / request-level = "
+          f"{sat[('step', 16, args.max_active)] / req_sat:.2f}x, step (min 16) / sequential = "
+          f"{step_sat / sat[('sequential', 1, 0)]:.2f}x, step (min 1) / request-level = "
+          f"{sat[('step', 1, 0)] / req_sat:.2f}x")
+    half = [r for r in rows if r.mode == "step (min 16)" and r.rate is not None
             and abs(r.rate - 0.5 * step_sat) < 1e-9]
     if half:
         print(f"p99 at half the step-level saturation rate / lone latency = "

@@ -32,8 +32,8 @@ def serve(
     max_steps: int = typer.Option(1000, "--max-steps", help="Largest step count a request may ask."),
     max_images: int = typer.Option(16, "--max-images", help="Largest batch a request may ask."),
     max_rows: int = typer.Option(256, "--max-rows", help="Row budget of one network call."),
-    row_block: int = typer.Option(16, "--row-block", help="Calls are padded to a multiple of this "
-                                  "many rows (results then do not depend on what else runs)."),
+    min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
+                                  "rows, padded (results then do not depend on what else runs)."),
     threads: int = typer.Option(0, "--threads", help="torch intra-op threads on the CPU "
                                 "(0: torch's default)."),
 ) -> None:
@@ -67,7 +67,7 @@ def serve(
                                  metrics_port=metrics_port, instances=instances if step else 1,
                                  max_batch=1 if step else max_batch, max_queue=max_queue)
     service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch,
-                              row_block=row_block, limits=limits)
+                              min_rows=min_rows, limits=limits)
     if threads:
         import torch
 

@@ -9,15 +9,16 @@ first served, whole evaluations, up to ``max_rows`` rows), runs ONE network call
 each evaluation its slice of ``(J, K)``. A request that arrives joins at the next call; one
 that finishes or is cancelled leaves at once (its waiting rows are dropped).
 
-Row blocks (bit-identity): on CPU, torch's fp32 GEMM takes a different kernel for a very
+Minimum rows (bit-identity): on CPU, torch's fp32 GEMM takes a different kernel for a very
 small number of rows (measured on the digits model: the time-embedder ``Linear`` of a call
-with fewer than ~11 rows rounds differently from the same rows in a larger call), so a row's
-result would depend on what else was in the call. Every call is therefore padded to a whole
-number of ``row_block`` rows (default 16); with that, a row's anchors do not depend on the
-other rows of the call, and a request's result does not depend on what else was in flight.
-:class:`RowBlockNetwork` applies the same padding to a plain network (the reference that
-serving results are bit-identical to; ``gaf-trt sample`` itself is bit-identical whenever
-its calls have at least ``row_block`` rows, see README "Serving").
+with fewer than ~11 rows rounds differently from the same rows in a larger call; calls of
+11 to 1,024 rows all agree), so a row's result would depend on what else was in the call.
+Every call of fewer than ``min_rows`` rows (default 16) is therefore padded to ``min_rows``;
+with that, a row's anchors do not depend on the other rows of the call, and a request's
+result does not depend on what else was in flight. :class:`MinRowsNetwork` applies the same
+padding to a plain network (the reference that serving results are bit-identical to;
+``gaf-trt sample`` itself is bit-identical whenever its calls have at least ``min_rows``
+rows, see README "Serving").
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from gaf_trt.model.config import GAFConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROW_BLOCK = 16
+DEFAULT_MIN_ROWS = 16
 DEFAULT_MAX_ROWS = 256
 PAD_T = 0.5  # time of padding rows (their outputs are discarded)
 
@@ -45,17 +46,17 @@ class Cancelled(Exception):
     """Raised in a request's worker when its request was cancelled (client gone)."""
 
 
-def padded_rows(rows: int, block: int) -> int:
-    """``rows`` rounded up to a whole number of ``block`` rows (at least one block)."""
-    return max(1, -(-rows // block)) * block
+def padded_rows(rows: int, min_rows: int) -> int:
+    """Rows of the call that serves ``rows`` rows: at least ``min_rows``."""
+    return max(rows, min_rows)
 
 
 def pad_call(network: AnchorNetwork, x: Tensor, t: Tensor, y: Tensor,
-             block: int) -> tuple[Tensor, Tensor]:
-    """Run ``network`` on ``x [M,C,S,S], t [M], y [M]`` padded to a whole number of ``block``
-    rows (zero state, ``t = 0.5``, class 0); returns the first ``M`` rows of ``(J, K)``."""
+             min_rows: int) -> tuple[Tensor, Tensor]:
+    """Run ``network`` on ``x [M,C,S,S], t [M], y [M]`` padded to at least ``min_rows`` rows
+    (zero state, ``t = 0.5``, class 0); returns the first ``M`` rows of ``(J, K)``."""
     m = x.shape[0]
-    extra = padded_rows(m, block) - m
+    extra = padded_rows(m, min_rows) - m
     if extra:
         x = torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
         t = torch.cat([t, t.new_full((extra,), PAD_T)])
@@ -64,17 +65,17 @@ def pad_call(network: AnchorNetwork, x: Tensor, t: Tensor, y: Tensor,
     return j[:m], k[:m]
 
 
-class RowBlockNetwork:
-    """A network whose every call is padded to whole ``block``-row blocks: the numerics of
+class MinRowsNetwork:
+    """A network whose every call has at least ``min_rows`` rows (padded): the numerics of
     the scheduler for one request alone (``x [M,...], t [M], y [M] -> (J, K) [M,...]``)."""
 
-    def __init__(self, network: AnchorNetwork, block: int = DEFAULT_ROW_BLOCK) -> None:
+    def __init__(self, network: AnchorNetwork, min_rows: int = DEFAULT_MIN_ROWS) -> None:
         self.network = network
         self.config: GAFConfig = network.config
-        self.block = check_positive("row_block", block)
+        self.min_rows = check_positive("min_rows", min_rows)
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return pad_call(self.network, x, t, y, self.block)
+        return pad_call(self.network, x, t, y, self.min_rows)
 
 
 def check_positive(name: str, value: int, hi: int = 1 << 20) -> int:
@@ -122,15 +123,15 @@ class SchedulerStats:
 
 class StepScheduler:
     """Owns ``network``; packs waiting evaluations into calls of at most ``max_rows`` rows
-    (padded to ``row_block`` multiples). Run it with :meth:`start` (a background thread) or
+    (padded to at least ``min_rows``). Run it with :meth:`start` (a background thread) or
     drive it by hand with :meth:`step` (tests make the packing order certain that way)."""
 
     def __init__(self, network: AnchorNetwork, *, max_rows: int = DEFAULT_MAX_ROWS,
-                 row_block: int = DEFAULT_ROW_BLOCK) -> None:
+                 min_rows: int = DEFAULT_MIN_ROWS) -> None:
         self.network = network
         self.config: GAFConfig = network.config
         self.max_rows = check_positive("max_rows", max_rows)
-        self.row_block = check_positive("row_block", row_block)
+        self.min_rows = check_positive("min_rows", min_rows)
         self.stats = SchedulerStats()
         self._pending: collections.deque[_Evaluation] = collections.deque()
         self._cond = threading.Condition()
@@ -220,7 +221,7 @@ class StepScheduler:
             t = torch.cat([ev.t.reshape(-1).to(x.dtype) for ev in batch])
             y = torch.cat([ev.y.reshape(-1) for ev in batch])
             with torch.no_grad():
-                j, k = pad_call(self.network, x, t, y, self.row_block)
+                j, k = pad_call(self.network, x, t, y, self.min_rows)
         except Exception as err:  # a failed call fails exactly the requests in it
             log.exception("network call of %d rows failed", sum(e.x.shape[0] for e in batch))
             for ev in batch:
@@ -230,7 +231,7 @@ class StepScheduler:
         m = x.shape[0]
         self.stats.calls += 1
         self.stats.rows += m
-        self.stats.padded += padded_rows(m, self.row_block) - m
+        self.stats.padded += padded_rows(m, self.min_rows) - m
         self.stats.requests_per_call[len({id(ev.ticket) for ev in batch})] += 1
         start = 0
         for ev in batch:

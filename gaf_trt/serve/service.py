@@ -4,8 +4,9 @@ results; cancelling a job frees its rows at once.
 
 Modes (``ServeConfig.mode``), all on the same scheduler and so with the same bits:
 
-- ``step``: step-level batching; a request starts at once and its evaluations share network
-  calls with whatever else is in flight;
+- ``step``: step-level batching; a request starts at once (or, with ``max_active``, as soon
+  as fewer than that many run) and its evaluations share network calls with whatever else
+  is in flight;
 - ``request``: request-level batching (what a dynamic batcher in front of a whole-request
   model does): the requests waiting when the previous group has finished start together as
   one group of at most ``group_size``; they share calls while they run, and newcomers wait
@@ -26,7 +27,7 @@ from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.serve.requests import RequestPlan, ServeLimits, ServeRequest, plan_request, run_request
 from gaf_trt.serve.scheduler import (
-    DEFAULT_ROW_BLOCK,
+    DEFAULT_MIN_ROWS,
     Cancelled,
     StepScheduler,
     Ticket,
@@ -44,19 +45,22 @@ class Overloaded(GAFError):
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Service settings: admission bound, row budget and block, request limits, mode."""
+    """Service settings: admission bound, row budget and minimum, request limits, mode."""
 
     max_queue: int = 32
-    row_block: int = DEFAULT_ROW_BLOCK
+    min_rows: int = DEFAULT_MIN_ROWS
     limits: ServeLimits = field(default_factory=ServeLimits)
     mode: str = "step"
     group_size: int = 8  # ``request`` mode: requests started together
+    max_active: int = 0  # ``step`` mode: requests running at once (0: all admitted)
 
     def validate(self) -> ServeConfig:
         check_positive("max_queue", self.max_queue, 100_000)
-        check_positive("row_block", self.row_block, 4096)
+        check_positive("min_rows", self.min_rows, 4096)
         check_positive("max_rows", self.limits.max_rows, 1 << 20)
         check_positive("group_size", self.group_size, 100_000)
+        if self.max_active != 0:
+            check_positive("max_active", self.max_active, 100_000)
         if self.mode not in MODES:
             raise ConfigError(f"unknown serving mode {self.mode!r}; valid: {', '.join(MODES)}")
         return self
@@ -102,7 +106,7 @@ class GenerationService:
     def __init__(self, network: AnchorNetwork, config: ServeConfig | None = None) -> None:
         self.config = (config or ServeConfig()).validate()
         self.scheduler = StepScheduler(network, max_rows=self.config.limits.max_rows,
-                                       row_block=self.config.row_block)
+                                       min_rows=self.config.min_rows)
         self._lock = threading.Lock()
         self._active = 0
         self._closed = False
@@ -122,26 +126,37 @@ class GenerationService:
         for ``request`` / ``sequential``, the group dispatcher."""
         if run_scheduler:
             self.scheduler.start()
-        if self.config.mode != "step" and self._dispatcher is None:
+        if self._queued and self._dispatcher is None:
             self._dispatcher = threading.Thread(target=self._dispatch, name="gaf-groups",
                                                 daemon=True)
             self._dispatcher.start()
         return self
 
-    def _group_limit(self) -> int:
+    @property
+    def _queued(self) -> bool:
+        """Whether requests wait in line for the dispatcher (else they start at once)."""
+        return self.config.mode != "step" or self.config.max_active > 0
+
+    def _free_slots(self) -> int:
+        """Requests the dispatcher may start now (caller holds the lock)."""
+        if self.config.mode == "step":
+            return self.config.max_active - self._running
+        if self._running:  # request / sequential: the whole group must be done first
+            return 0
         return 1 if self.config.mode == "sequential" else self.config.group_size
 
     def _dispatch(self) -> None:
-        """Start the waiting requests as one group whenever the previous group is done."""
+        """Start waiting requests: a new group once the previous one is done (request /
+        sequential), or whenever fewer than ``max_active`` run (step)."""
         while True:
             with self._group_cond:
                 self._group_cond.wait_for(lambda: self._closed or (
-                    self._waiting and self._running == 0))
+                    self._waiting and self._free_slots() > 0))
                 if self._closed:
                     return
                 group = [self._waiting.popleft()
-                         for _ in range(min(self._group_limit(), len(self._waiting)))]
-                self._running = len(group)
+                         for _ in range(min(self._free_slots(), len(self._waiting)))]
+                self._running += len(group)
             for job in group:
                 self._launch(job)
 
@@ -165,7 +180,7 @@ class GenerationService:
                                  f"(--max-queue {self.config.max_queue}); retry later")
             self._active += 1
         job = Job(self, plan, self.scheduler.ticket())
-        if self.config.mode == "step":
+        if not self._queued:
             self._launch(job)
         else:
             with self._group_cond:
@@ -195,7 +210,7 @@ class GenerationService:
         finally:
             with self._group_cond:
                 self._active -= 1
-                if self.config.mode != "step":
+                if self._queued:
                     self._running -= 1
                     self._group_cond.notify_all()
             job._finish(state, error)

@@ -14,7 +14,7 @@ from gaf_trt.errors import ConfigError
 from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits, ServeRequest
 from gaf_trt.serve.requests import request_from_mapping
 from tests.reliability.conftest import assert_bad_input, gaf_app, invoke
-from tests.serve.refs import row_block_reference
+from tests.serve.refs import min_rows_reference
 
 TIMEOUT = 120
 GOOD = ServeRequest(classes=[3, 7], weights=[1, 1], steps=2, seed=11, batch=2)
@@ -58,7 +58,7 @@ def service(one_thread):
 
 @pytest.fixture(scope="module")
 def good_ref(service):
-    return row_block_reference(GOOD)
+    return min_rows_reference(GOOD)
 
 
 def submit_fields(service: GenerationService, fields: dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gaf_trt.pipeline.sample import generate, prepare_sample
-from gaf_trt.serve import RowBlockNetwork, ServeRequest
+from gaf_trt.serve import MinRowsNetwork, ServeRequest
 
 
 def sample_reference(req: ServeRequest, network=None) -> torch.Tensor:
@@ -22,6 +22,6 @@ def sample_reference(req: ServeRequest, network=None) -> torch.Tensor:
     return gen.pure[plan.classes[0]]
 
 
-def row_block_reference(req: ServeRequest) -> torch.Tensor:
-    """The same on the row-block padded network (the scheduler's numerics, one request)."""
-    return sample_reference(req, RowBlockNetwork)
+def min_rows_reference(req: ServeRequest) -> torch.Tensor:
+    """The same on the network padded to the scheduler's minimum rows (the scheduler's numerics, one request)."""
+    return sample_reference(req, MinRowsNetwork)

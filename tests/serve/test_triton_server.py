@@ -18,7 +18,7 @@ import torch
 
 from gaf_trt.serve import ServeRequest, to_images
 from gaf_trt.serve.triton import descendants, is_running
-from tests.serve.refs import row_block_reference
+from tests.serve.refs import min_rows_reference
 
 pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed (README: "
                     "Serving, `pip install --no-deps nvidia-pytriton==0.7.0`)")
@@ -130,7 +130,7 @@ def good_http(client):
 
 @pytest.fixture(scope="module")
 def reference(one_thread):
-    return row_block_reference(GOOD)
+    return min_rows_reference(GOOD)
 
 
 def test_http_result_is_the_sample_result(server, reference):

@@ -76,6 +76,10 @@ app.command(cls=GafCommand)(translate)
 from gaf_trt.cli.export import export  # noqa: E402
 
 app.command(cls=GafCommand)(export)
+
+from gaf_trt.cli.serve import serve  # noqa: E402
+
+app.command(cls=GafCommand)(serve)
 # --- end of command registration --------------------------------------------------------------
 
 

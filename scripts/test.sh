@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check torch==2.13.0
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# torch-fidelity (gaf-trt evaluate) without its torchvision: PyPI's torchvision is linked against
+# CUDA torch, fails to import beside the CPU wheel and then breaks diffusers' imports too.
+python3 -m pip install -q --disable-pip-version-check --no-deps 'torch-fidelity>=0.4'
 python3 -m pytest -q "$@"

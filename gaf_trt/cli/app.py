@@ -37,6 +37,14 @@ app.command()(translate)
 from gaf_trt.cli.export import export  # noqa: E402
 
 app.command()(export)
+
+from gaf_trt.cli.generate import generate  # noqa: E402
+
+app.command(cls=MultiValueCommand)(generate)
+
+from gaf_trt.cli.evaluate import evaluate  # noqa: E402
+
+app.command(cls=MultiValueCommand)(evaluate)
 # --- end of command registration --------------------------------------------------------------
 
 

@@ -94,6 +94,7 @@ class ShardWorker:
         return render_shard(self.job, self.digest, start, stop, self.hooks)
 
     def pid(self) -> int:
+        """The worker's process id (ready once the network is loaded)."""
         return os.getpid()
 
 
@@ -146,6 +147,8 @@ def run_ray(cfg: GenerateConfig, opts: RunOptions) -> GenerateResult:
         actor_cls = ray.remote(ShardWorker).options(**options)
         actors = [actor_cls.remote(cfg.to_dict(), driver.digest, opts.hooks.on_files)
                   for _ in range(min(n, max(len(pending), 1)))]
+        ray.get([a.pid.remote() for a in actors])  # every network loaded
+        driver.start_clock()
         _dispatch(ray, actors, pending, driver, opts.hooks)
         driver.collect(pending)
     except BaseException:

@@ -112,6 +112,10 @@ class Driver:
         self._t0 = time.perf_counter()
         return [(s, e) for s, e in self.job.shards if s not in self.seals]
 
+    def start_clock(self) -> None:
+        """Throughput is measured from here (a runner calls it once its workers are up)."""
+        self._t0 = time.perf_counter()
+
     def _write(self, extra: dict[str, Any]) -> None:
         entries = {s: store.shard_entry(seal) for s, seal in self.seals.items()}
         store.write_record(self.out, self.identity, self.job.cfg.to_dict(), entries, extra)

@@ -233,3 +233,22 @@ def test_npz_bytes_depend_on_arrays_only(tmp_path):
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     with np.load(tmp_path / "a.npz") as z:
         assert np.array_equal(z["arr_0"], a)
+
+
+def test_latent_model_decodes_through_the_vae(latent_ckpt, tiny_vae_dir, tmp_path):
+    """A latent checkpoint: states decoded by the VAE (4x4 latents -> 32x32 RGB images),
+    still the same bytes with another shard size."""
+    outs = []
+    for shard in (2, 4):
+        out = tmp_path / f"ds{shard}"
+        run_generate(GenerateConfig(ckpt=str(latent_ckpt), vae=str(tiny_vae_dir), out=str(out),
+                                    classes=["cat", "wild"], per_class=2, steps=2, batch=2,
+                                    shard_size=shard, device="cpu"))
+        with np.load(out / store.FINAL_NPZ) as z:
+            outs.append((z["arr_0"], z["labels"]))
+        outs[-1] = (*outs[-1], (out / store.FINAL_NPZ).read_bytes())
+    (arr, labels, raw), (_, _, raw4) = outs
+    assert arr.shape == (4, 32, 32, 3) and labels.tolist() == [0, 0, 2, 2]
+    assert arr.std() > 0 and raw == raw4
+    rec = json.loads((tmp_path / "ds2" / store.RECORD).read_text())
+    assert rec["job"]["vae"] == str(Path(tiny_vae_dir).resolve())

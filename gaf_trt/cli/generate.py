@@ -78,4 +78,5 @@ def generate(
         typer.echo(f"{result.num_samples} samples in {result.out} ({result.shards} shards, "
                    f"{result.resumed} resumed; {result.generated} generated in "
                    f"{result.seconds:.1f} s = {result.images_per_s:.1f} images/s, "
+                   f"{result.images_per_s / max(result.workers, 1):.1f} per worker; "
                    f"{result.workers} worker(s), {result.runner})")

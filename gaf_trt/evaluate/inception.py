@@ -65,7 +65,7 @@ def check_weights(path: str | Path) -> Path:
                           "pass it with --inception PATH (nothing is downloaded for you)")
     try:
         sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input
+    except Exception as err:
         raise CheckpointError(f"{p} is not a torch weights file ({type(err).__name__}); "
                               f"expected {WEIGHTS_NAME}") from None
     if not isinstance(sd, dict):

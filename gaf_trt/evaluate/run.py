@@ -16,7 +16,13 @@ import numpy as np
 
 from gaf_trt.errors import ConfigError
 from gaf_trt.evaluate import metrics as m
-from gaf_trt.evaluate.data import Images, Reference, check_same_size, load_images, load_reference
+from gaf_trt.evaluate.data import (
+    Images,
+    Reference,
+    check_same_size,
+    load_images,
+    load_reference,
+)
 from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -76,9 +82,14 @@ def _is(f: Features) -> dict[str, float]:
 def _digits(f: Features) -> dict[str, float]:
     """The digits quality gate on the dataset's images and labels: the classifier's accuracy
     per class and the Fréchet distance to the real digits in its logit space."""
-    from gaf_trt.training.evaluate import (fit_classifier, frechet_distance, real_digits,
-                                           to_digit_grid)
     import torch
+
+    from gaf_trt.training.evaluate import (
+        fit_classifier,
+        frechet_distance,
+        real_digits,
+        to_digit_grid,
+    )
 
     g = f.generated
     if g.labels is None:

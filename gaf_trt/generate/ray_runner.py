@@ -13,7 +13,14 @@ from typing import Any
 
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.generate.job import GenerateConfig
-from gaf_trt.generate.run import RUNNERS, Driver, GenerateResult, Hooks, RunOptions, render_shard
+from gaf_trt.generate.run import (
+    RUNNERS,
+    Driver,
+    GenerateResult,
+    Hooks,
+    RunOptions,
+    render_shard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +72,8 @@ def _gcs_probe(address: str) -> str | None:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
             try:
-                GcsClient(address=address).cluster_id
-            except Exception as err:  # noqa: BLE001 - whatever the client raises: not a GCS
+                _ = GcsClient(address=address).cluster_id
+            except Exception as err:
                 text = str(err).strip().splitlines()
                 return text[0][:200] if text else type(err).__name__
     finally:
@@ -180,7 +187,7 @@ def _dispatch(ray: Any, actors: list[Any], pending: list[tuple[int, int]], drive
         actor = inflight.pop(done[0])
         try:
             seal = ray.get(done[0])
-        except Exception as err:  # noqa: BLE001 - RayTaskError / RayActorError
+        except Exception as err:
             raise _task_error(err) from None
         driver.finished(seal, hooks)
         submit(actor)

@@ -15,11 +15,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gaf_trt.compose import ClassBatchField, Composition, check_finite, integrate, sample
+from gaf_trt.compose import (
+    ClassBatchField,
+    Composition,
+    check_finite,
+    integrate,
+    sample,
+)
 from gaf_trt.engine.base import AnchorNetwork, LoadRequest, load_backend, resolve_device
-from gaf_trt.generate.job import (Condition, GenerateConfig, check_bounds, condition_index,
-                                  micro_batches, num_samples, plan_shards, resolve_conditions,
-                                  sample_noise)
+from gaf_trt.generate.job import (
+    Condition,
+    GenerateConfig,
+    check_bounds,
+    condition_index,
+    micro_batches,
+    num_samples,
+    plan_shards,
+    resolve_conditions,
+    sample_noise,
+)
 from gaf_trt.io import images as img
 from gaf_trt.io.files import check_output_dir
 from gaf_trt.model.config import GAFConfig

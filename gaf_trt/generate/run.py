@@ -191,8 +191,16 @@ def run_generate(cfg: GenerateConfig, runner: str = "local",
     return RUNNERS.get(runner)(cfg, opts or RunOptions())
 
 
-__all__ = ["GenerateResult", "Hooks", "RunOptions", "RUNNERS", "Driver", "run_generate",
-           "render_shard", "job_identity"]
+__all__ = [
+    "RUNNERS",
+    "Driver",
+    "GenerateResult",
+    "Hooks",
+    "RunOptions",
+    "job_identity",
+    "render_shard",
+    "run_generate",
+]
 
 
 # --------------------------------------------------------------------------- torchrun

@@ -16,9 +16,13 @@ import pytest
 import torch
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate
-from gaf_trt.generate import store
-from gaf_trt.generate.job import condition_index, micro_batches, plan_shards, sample_noise
+from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate, store
+from gaf_trt.generate.job import (
+    condition_index,
+    micro_batches,
+    plan_shards,
+    sample_noise,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -175,9 +179,8 @@ def test_concurrent_run_refused(tmp_path):
     from gaf_trt.io.files import DirLock
 
     out = tmp_path / "ds"
-    with DirLock(out):
-        with pytest.raises(ConfigError, match="another gaf-trt run"):
-            run_generate(tiny(out, per_class=1))
+    with DirLock(out), pytest.raises(ConfigError, match="another gaf-trt run"):
+        run_generate(tiny(out, per_class=1))
 
 
 def test_num_draws_classes_from_seed_and_index(tmp_path):
@@ -207,7 +210,7 @@ def test_compositions_file(tmp_path):
 
 def test_noise_depends_only_on_seed_and_index():
     shape = (1, 4, 4)
-    whole = sample_noise(3, range(0, 10), shape)
+    whole = sample_noise(3, range(10), shape)
     assert torch.equal(sample_noise(3, range(5, 8), shape), whole[5:8])
     assert not torch.equal(sample_noise(4, range(5, 8), shape), whole[5:8])
     assert whole.std() > 0.5

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate
-from gaf_trt.generate import store
+from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate, store
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = dict(per_class=2, steps=2, batch=4, shard_size=8, format="both", device="cpu")

@@ -12,7 +12,6 @@ import pytest
 from tests.reliability.conftest import (
     assert_bad_input,
     assert_nothing_written,
-    base_env,
     cli_cmd,
     run_cli,
     run_many,

@@ -125,25 +125,39 @@ def kid(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS,
     return float(np.mean(vals)), float(np.std(vals))
 
 
-def _radii(f: np.ndarray, k: int) -> np.ndarray:
-    """Distance of each row to its k-th nearest other row."""
-    d = _distances(f, f)
-    return np.sort(d, axis=1)[:, k]  # column 0 is the row itself
+#: Rows per block of the k-NN distance matrices (memory: block x samples doubles).
+PR_BLOCK = 512
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances ``[len(a), len(b)]``."""
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return np.sqrt(np.clip(sq, 0, None))
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple[float, float]:
+def _radii(f: np.ndarray, k: int, block: int) -> np.ndarray:
+    """Distance of each row to its k-th nearest other row (block by block)."""
+    out = np.empty(len(f))
+    for s in range(0, len(f), block):
+        d = _distances(f[s:s + block], f)
+        out[s:s + block] = np.partition(d, k, axis=1)[:, k]  # column k: k-th other row
+    return out
+
+
+def _covered(points: np.ndarray, centres: np.ndarray, radii: np.ndarray, block: int) -> float:
+    """Share of ``points`` within ``radii`` of some centre."""
+    hit = np.zeros(len(points), dtype=bool)
+    for s in range(0, len(points), block):
+        hit[s:s + block] = (_distances(points[s:s + block], centres) <= radii[None, :]).any(1)
+    return float(hit.mean())
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K,
+                     block: int = PR_BLOCK) -> tuple[float, float]:
     """Precision: share of ``fake`` rows inside the real k-NN manifold; recall: share of
-    ``real`` rows inside the generated one."""
+    ``real`` rows inside the generated one. Distances in blocks of ``block`` rows."""
     if min(real.shape[0], fake.shape[0]) <= k:
         raise ConfigError(f"precision/recall with k={k} needs more than {k} samples on each "
                           f"side, got {real.shape[0]} and {fake.shape[0]}")
-    r_real, r_fake = _radii(real, k), _radii(fake, k)
-    d = _distances(fake, real)  # [n_fake, n_real]
-    precision = float((d <= r_real[None, :]).any(1).mean())
-    recall = float((d.T <= r_fake[None, :]).any(1).mean())
-    return precision, recall
+    r_real, r_fake = _radii(real, k, block), _radii(fake, k, block)
+    return _covered(fake, real, r_real, block), _covered(real, fake, r_fake, block)

@@ -111,6 +111,7 @@ def test_precision_recall_extremes():
     fake = real[real[:, 0] > 0]
     p, r = m.precision_recall(real, fake)
     assert p == 1.0 and 0.0 < r < 1.0
+    assert m.precision_recall(real, fake, block=4) == (p, r)  # blocks change nothing
 
 
 def test_too_few_samples_refused():

@@ -117,11 +117,15 @@ def _start(ray: Any, address: str) -> bool:
     return True
 
 
+def check_workers(workers: int | None) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 1 <= workers <= MAX_WORKERS):
+        raise ConfigError(f"--workers must be an integer in 1..{MAX_WORKERS}, got {workers!r}")
+
+
 def _actor_options(ray: Any, workers: int | None) -> tuple[int, dict[str, Any]]:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     n = workers if workers is not None else (gpus or 2)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_WORKERS:
-        raise ConfigError(f"--workers must be an integer in 1..{MAX_WORKERS}, got {n!r}")
     res = {"num_gpus": 1} if gpus else {"num_cpus": CPU_ACTOR_SHARE}
     return n, {**res, "max_restarts": MAX_RETRIES, "max_task_retries": MAX_RETRIES}
 
@@ -141,6 +145,7 @@ def run_ray(cfg: GenerateConfig, opts: RunOptions) -> GenerateResult:
     from gaf_trt.generate.render import prepare_job
 
     ray = _ray()
+    check_workers(opts.workers)
     if opts.ray_address != "auto":
         check_address(opts.ray_address)
     job = prepare_job(cfg)

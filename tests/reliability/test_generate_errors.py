@@ -45,6 +45,7 @@ GENERATE_CASES = {
     "torchrun_without_env": (["--num", "4", "--runner", "torchrun"], ["torchrun", "RANK"]),
     "dead_ray_address": (["--num", "4", "--ray", "127.0.0.1:1"], ["127.0.0.1:1", "does not answer"]),
     "bad_ray_address": (["--num", "4", "--ray", "nowhere"], ["'nowhere'", "HOST:PORT"]),
+    "ray_workers_zero": (["--num", "4", "--ray", "auto", "--workers", "0"], ["--workers", "1.."]),
 }
 COMPOSITION_CASES = {
     "bad_json": ["not valid JSON"],

@@ -80,6 +80,14 @@ app.command(cls=GafCommand)(export)
 from gaf_trt.cli.serve import serve  # noqa: E402
 
 app.command(cls=GafCommand)(serve)
+
+from gaf_trt.cli.generate import generate  # noqa: E402
+
+app.command(cls=MultiValueCommand)(generate)
+
+from gaf_trt.cli.evaluate import evaluate  # noqa: E402
+
+app.command(cls=MultiValueCommand)(evaluate)
 # --- end of command registration --------------------------------------------------------------
 
 

@@ -137,7 +137,7 @@ def test_http_result_is_the_sample_result(server, reference):
     client = th.InferenceServerClient(f"localhost:{server.http}",
                                       network_timeout=REQUEST_TIMEOUT)
     latents, images = good_http(client)
-    assert torch.equal(torch.from_numpy(latents), reference)
+    assert torch.equal(torch.from_numpy(latents.copy()), reference)
     assert np.array_equal(images, to_images(reference))
 
 
@@ -155,7 +155,7 @@ def test_grpc_client(server, reference):
         ins.append(t)
     r = client.infer("gaf", ins, parameters={"solver": GOOD.solver},
                      outputs=[tg.InferRequestedOutput("latents")], client_timeout=REQUEST_TIMEOUT)
-    assert torch.equal(torch.from_numpy(r.as_numpy("latents")[0]), reference)
+    assert torch.equal(torch.from_numpy(r.as_numpy("latents")[0].copy()), reference)
 
 
 BAD = [  # (inputs kwargs, request parameters, text the error must contain)
@@ -180,7 +180,7 @@ def test_malformed_request_gets_an_error_and_serving_goes_on(server, reference, 
         client.infer("gaf", http_inputs(**inputs), parameters=params or None,
                      timeout=REQUEST_TIMEOUT)
     assert message in str(err.value)
-    assert torch.equal(torch.from_numpy(good_http(client)[0]), reference)
+    assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
 
 
 def test_busy_port_refused_in_one_line(server):

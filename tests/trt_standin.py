@@ -506,6 +506,10 @@ def make_trt(version: str = "10.13.0.35", cuda: FakeCuda | None = None, *,
         def create_execution_context(self, strategy=None):
             strategy = trt.ExecutionContextAllocationStrategy.STATIC if strategy is None \
                 else strategy
+            if state.cuda.capturing(None):  # creation allocates: forbidden in a capture
+                _err(self.logger, "createExecutionContext: operation not permitted when "
+                     "stream is capturing")
+                return None
             ctx = Context(self, strategy)
             state.contexts.append(ctx)
             return ctx

@@ -148,6 +148,9 @@ class TrtPlan:
                                         self.device)
             self.staging = {n: self._staging_buffer(n) for n in self.inputs}
             self.context = self._new_context()
+            # a spare for the next capture: no context is created while a stream captures
+            # (TensorRT may allocate, which a CUDA-graph capture forbids)
+            self._spare = [self._new_context()]
         self.captured_contexts: list[Any] = []
         self._capture_context = None
 
@@ -226,9 +229,15 @@ class TrtPlan:
         per capture: a capture starts with the first captured call after an eager one)."""
         if not self.cuda.capturing(self.device):
             self._capture_context = None
+            if not self._spare:  # replenished outside captures (CapturedLoop warms up first)
+                self._spare.append(self._new_context())
             return self.context
         if self._capture_context is None:
-            self._capture_context = self._new_context()
+            if not self._spare:
+                raise TrtExecutionError(f"{self.name}: a CUDA-graph capture began without an "
+                                        "eager call before it; run the loop once uncaptured "
+                                        "first (CapturedLoop does)")
+            self._capture_context = self._spare.pop()
             self.captured_contexts.append(self._capture_context)
         return self._capture_context
 

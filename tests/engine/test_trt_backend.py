@@ -188,6 +188,11 @@ def test_each_captured_graph_gets_its_own_context(standin_dir, standin):
     step(1)
     first, second = plan.captured_contexts
     assert len({id(plan.context), id(first), id(second)}) == 3
+    assert not [c for c in trt.state.contexts if c.events and c.events[0][-2]]  # none made
+    # a capture with no eager call before it finds no spare context: one clear line
+    with cuda.capture(), pytest.raises(GAFError, match="without an eager call before it"):
+        plan._spare.clear()
+        step(2)
     used = {}
     for ctx in trt.state.contexts:
         used[id(ctx)] = ctx.events

@@ -190,19 +190,17 @@ def resolve_auto(req: LoadRequest) -> AutoChoice:
 
 
 def load_auto(req: LoadRequest) -> AnchorNetwork:
-    """Load with the backend :func:`resolve_auto` picks (logged at INFO)."""
+    """Load with the backend :func:`resolve_auto` picks (logged at INFO); an engine
+    directory goes through :func:`gaf_trt.engine.loader.load_engine`, which verifies it."""
+    if os.path.isdir(req.artifact):
+        from gaf_trt.engine.loader import load_engine
+
+        return load_engine(req.artifact, backend="auto", device=req.device,
+                           precision=req.precision, **req.options)
     choice = resolve_auto(req)
     log.info("backend auto -> %s (%s)", choice.label, choice.reason)
-    artifact, precision = req.artifact, req.precision
-    if choice.backend == "torch" and os.path.isdir(artifact):  # an engine dir's weights,
-        from gaf_trt.engine.base import Precision  # at the directory's precision
-        from gaf_trt.export.manifest import read_manifest
-
-        man = read_manifest(artifact)
-        artifact = os.path.join(artifact, man["weights"])
-        precision = Precision(man.get("precision", "fp32"))
     return load_backend(choice.backend, LoadRequest(
-        artifact, device=req.device, precision=precision, num_heads=req.num_heads,
+        req.artifact, device=req.device, precision=req.precision, num_heads=req.num_heads,
         use_ema=req.use_ema, trust_pickle=req.trust_pickle, options=choice.options))
 
 

@@ -1,7 +1,8 @@
 """``load_engine``: open an engine directory written by ``gaf-trt export`` with a backend.
 
-``backend="auto"`` takes TensorRT when the directory has plans and TensorRT and a GPU are
-here, else ONNX Runtime, else the PyTorch weights stored in the directory. The result is an
+``backend="auto"`` follows :func:`gaf_trt.engine.auto.resolve_auto` (TensorRT when the
+directory has plans and TensorRT and a GPU are here; on the CPU the runtime measured fastest,
+else ONNX Runtime, else the PyTorch weights stored in the directory). The result is an
 :class:`~gaf_trt.engine.base.AnchorNetwork` that ``gaf_trt.sample`` accepts in place of a
 model (with the fused graphs also a :class:`~gaf_trt.engine.base.FusedComposedStep`).
 """
@@ -19,19 +20,6 @@ from gaf_trt.errors import ConfigError
 log = logging.getLogger(__name__)
 
 ENGINE_BACKENDS = ("auto", "trt", "ort", "torch")
-
-
-def _auto_backend(man: dict[str, Any], device: str) -> str:
-    has_plans = bool(man.get("plans"))
-    trt_ok = "trt" in BACKENDS and BACKENDS.get("trt").available() is None
-    if has_plans and device != "cpu" and trt_ok:
-        return "trt"
-    if "ort" in BACKENDS and BACKENDS.get("ort").available() is None:
-        return "ort"
-    if man.get("weights"):
-        return "torch"
-    raise ConfigError("no backend can open this engine directory here: install onnxruntime "
-                      "(pip install 'gaf-trt[onnx]') or TensorRT on a GPU machine")
 
 
 def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: str = "auto",
@@ -58,12 +46,21 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     check_precision(man, precision, folder)
     built = Precision(man["precision"])
     dev = resolve_device(device)
-    if backend == "auto":
-        backend = _auto_backend(man, dev)
-        log.info("engine %s: backend %s on %s", folder, backend, dev)
+    if backend == "auto":  # the one auto rule (measured on this CPU where bench recorded it)
+        from gaf_trt.engine.auto import resolve_auto
+
+        choice = resolve_auto(LoadRequest(str(folder), device=dev, precision=built,
+                                          options=dict(options)))
+        log.info("engine %s: backend auto -> %s on %s (%s)", folder, choice.label, dev,
+                 choice.reason)
+        backend, options = choice.backend, dict(choice.options)
     if backend == "torch":
+        from gaf_trt.engine.torch_backend import OPTION_KEYS
+
         weights = engine_weights(folder, verify=bool(options.get("verify", True)), man=man)
-        return load_backend("torch", LoadRequest(str(weights), device=dev, precision=built))
+        torch_options = {k: v for k, v in options.items() if k in OPTION_KEYS}
+        return load_backend("torch", LoadRequest(str(weights), device=dev, precision=built,
+                                                 options=torch_options))
     return load_backend(backend, LoadRequest(str(folder), device=dev, precision=built,
                                              options=dict(options)))
 

@@ -314,7 +314,7 @@ MANIFEST_SCHEMA = Obj({
     "created": (Null(Str(max_len=64)), False),
     "precision": (Str(_precisions), True),
     "opset": (Int(7, 64), False),
-    "exporter": (Null(MapOf(Null(Str(max_len=256)), max_len=64)), False),
+    "exporter": (Null(MapOf(Anything(), max_len=64)), False),  # versions, informational
     "config": (CONFIG_SCHEMA, True),
     "class_names": (Null(ListOf(Str(max_len=256), max_len=100_000)), False),
     "source": (Null(Obj({"path": (Null(Str()), False),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,10 @@ def _install(point: str, gate: _Gate) -> None:
 
 def main(argv: list[str]) -> None:
     point, folder, module, *args = argv
+    # A user's terminal delivers Ctrl-C; a test runner started in the background without job
+    # control hands its children SIGINT *ignored*, which Python would keep. Act as the user's
+    # shell does, so SIGINT reaches the command whoever started the test suite.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     gate = _Gate(Path(folder), POINTS.get(point, 1))
     _install(point, gate)
     sys.argv = [module, *args]

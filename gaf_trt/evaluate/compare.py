@@ -67,10 +67,13 @@ def error_distribution(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 def run_compare(a: str, b: str, base: GenerateConfig, evaluate_cfg: Any | None) -> dict[str, Any]:
     """Generate both sides into ``base.out``/a and /b (resumable), compare, evaluate each."""
     from gaf_trt.evaluate.run import chosen_metrics, run_evaluate
+    from gaf_trt.generate.render import prepare_job
 
     sides = {"a": Side.parse(a), "b": Side.parse(b)}
     if evaluate_cfg is not None:
         chosen_metrics(evaluate_cfg)  # validate before generating anything
+    for key, side in sides.items():  # both sides load (backend, precision) before any work
+        prepare_job(side.config(base, Path(base.out) / key))
     arrays = {}
     for key, side in sides.items():
         out = Path(base.out) / key

@@ -52,6 +52,7 @@ from gaf_trt.engine.torch_backend import (
     precision_support,
 )
 from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.export.manifest import EngineDirError
 from gaf_trt.model.checkpoint import load_model
 from gaf_trt.model.config import DIT_PRESETS, GAFConfig, preset_config
 from gaf_trt.model.gaf import GAF
@@ -709,6 +710,8 @@ def bench_case(ctx: _Context, case: Case,
             if why is None:
                 try:
                     engine, resolved = _engine(ctx, backend, precision)
+                except EngineDirError:  # a broken directory is bad input, never a skipped cell
+                    raise
                 except GAFError as err:  # this cell cannot run here: say why, run the rest
                     why = ctx.unusable[backend, precision.value] = str(err)
             if why is not None:
@@ -751,10 +754,13 @@ def load_fp32_model(grid: BenchGrid, device: str) -> GAF:
     the engine directory, or a random-weight preset."""
     if grid.ckpt is not None:
         return load_model(grid.ckpt, device=device)
-    if grid.engine is not None:  # the stored weights, verified against the manifest
+    if grid.engine is not None:  # the whole directory verified before any work
         from gaf_trt.engine.loader import engine_weights
+        from gaf_trt.export.manifest import read_manifest, verify_files
 
-        return load_model(str(engine_weights(grid.engine)), device=device)
+        man = read_manifest(grid.engine)
+        verify_files(grid.engine, man)
+        return load_model(str(engine_weights(grid.engine, verify=False, man=man)), device=device)
     return preset_model(grid.preset, grid.latent, grid.channels, grid.num_classes, grid.seed,
                         device)
 

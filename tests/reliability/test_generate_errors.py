@@ -127,7 +127,7 @@ def test_evaluate_bad_input(tmp_path):
         "no_dataset": ["DATASET"],
         "missing_dataset": ["none.npz"],
         "digits_without_labels": ["labels"],
-        "compare_bad_precision": ["'fp8'", "fp32"],
+        "compare_bad_precision": ["fp8", "fp32"],
     }
     results = run_many(cases)
     for name, res in results.items():

@@ -16,7 +16,8 @@ Part ``digits``: the bundled digits model exported at int8 / fp8 here, sampled t
 ort backend, scored by training's evaluator (same classifier, noise and samplers as
 benchmarks/digits_precision.py: euler-20 and IER-8):
 
-    python benchmarks/quant_table.py digits --per-class 100 --json benchmarks/results/quant_digits.json
+    python benchmarks/quant_table.py digits --per-class 100 \
+        --json benchmarks/results/20261130/quant_digits.json
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def speed(a: argparse.Namespace) -> dict:
     bad = [p for p in engines if p not in {x.value for x in Precision}]
     if bad:
         sys.exit(f"error: --engine PRECISION=DIR, unknown precision {bad[0]!r}")
+    if a.threads:
+        torch.set_num_threads(a.threads)
     grid = b.BenchGrid(ckpt=a.ckpt, backends=("torch",), precisions=(Precision.FP32,),
                        batches=(a.batch,), classes=(2,), steps=(a.steps,), solvers=(a.solver,),
                        device="cpu", warmup=a.warmup, repeats=a.repeats)
@@ -52,12 +55,14 @@ def speed(a: argparse.Namespace) -> dict:
     ctx = b._Context(grid, "cpu", b.load_fp32_model(grid, "cpu"))
     ctx.pairs = [("torch", Precision(p)) for p in a.torch_precisions]
     for prec, folder in engines.items():
-        engine = load_engine(folder, backend="ort", device="cpu", graphs=a.graphs)
+        engine = load_engine(folder, backend="ort", device="cpu", graphs=a.graphs,
+                             **({"threads": a.threads} if a.threads else {}))
         ctx.engines[("ort", prec)] = (engine, "ort")
         ctx.pairs.append(("ort", Precision(prec)))
     case = b.Case(a.batch, 2, a.steps, a.solver)
     records = b.bench_case(ctx, case, progress=lambda m: print(m, file=sys.stderr))
-    print(f"{case}, {b.device_name('cpu')}; ort graphs: {a.graphs}")
+    print(f"{case}, {b.device_name('cpu')}; ort graphs: {a.graphs}, ort threads "
+          f"{a.threads or 'default'}")
     print("| row | ms/image median (p90) | x reference | rel err vs fp32 |")
     print("|---|---|---|---|")
     for r in records:
@@ -125,6 +130,8 @@ def main() -> None:
     s.add_argument("--solver", default="euler")
     s.add_argument("--warmup", type=int, default=1)
     s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads "
+                   "(1: robust on a shared, oversubscribed machine; 0: library defaults)")
     d = sub.add_parser("digits")
     d.add_argument("--per-class", type=int, default=100)
     d.add_argument("--seed", type=int, default=0)

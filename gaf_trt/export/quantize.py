@@ -15,10 +15,10 @@ usual), then replaces each graph by its quantised form here:
    and K bank), LayerNorm, Softmax and the attention products Q·K and P·V, and the anchor and
    blend arithmetic.
 3. **Quality, measured before anything is written**: on held-out trajectories (another seed)
-   each quantised graph's outputs against PyTorch FP32 (relative error ``||a-b|| / ||b||`` over
-   the items, worst item too), the velocity ``K - J`` / ``v`` of the engine, and the final state of short
-   solver runs (euler, masked 2-class composition and a pure class) against FP32 on the same
-   noise. Above :data:`ERROR_BOUNDS` export refuses with one error line unless
+   each quantised graph's outputs against PyTorch FP32 (relative error ``||a-b|| / ||b||``
+   over the items, worst item too), the velocity ``K - J`` / ``v`` of the engine, and the
+   final state of short solver runs (euler, masked 2-class composition and a pure class)
+   against FP32 on the same noise. Above :data:`ERROR_BOUNDS` export refuses with one error line unless
    ``accept_error``.
 
 ONNX Runtime's CPU provider runs the INT8 graphs with integer kernels (VNNI / AMX); it runs
@@ -26,7 +26,7 @@ the FP8 graphs by dequantising to FP32 (the Q/DQ rounding is real, so it is the 
 *simulated* quality; the speed-up needs TensorRT on compute capability >= 8.9).
 
 NVIDIA ModelOpt (``modelopt.torch.quantization``) was tried for the TensorRT graphs
-(docs in benchmarks/QUANT.md): its fake quantisation and calibration run on this CPU, but its
+(README, "Quantised engines"): its fake quantisation and calibration run on this CPU, but its
 ONNX export only works through the TorchScript exporter, which cannot export this model
 (``unpatchify`` shape arithmetic), and the dynamo exporter fails on its quantiser ops.
 """
@@ -463,6 +463,14 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return r if math.isfinite(r) else math.inf
 
 
+def _spread(items: list, k: int = QUALITY_ITEMS) -> list:
+    """``k`` items evenly spread over the list (the captured runs come one after another, so
+    every solver and composition is represented)."""
+    if len(items) <= k:
+        return items
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
 class _ErrorSum:
     """Relative error over many items: ``sqrt(Σ||a-b||² / Σ||b||²)`` (the set's error,
     ``rel``) and the worst single item's (``worst_item``)."""
@@ -525,7 +533,7 @@ def measure_quality(model, specs: list, staging: Path, graphs: dict[str, dict[st
     for spec in specs:
         if spec.name not in ("trunk", "step_velocity", "step_anchors"):
             continue
-        items = held.items_for(spec.input_names, qcfg.rows, cfg.input_size)[:QUALITY_ITEMS]
+        items = _spread(held.items_for(spec.input_names, qcfg.rows, cfg.input_size))
         session = cpu_session(staging / graphs[spec.name]["file"])
         errs = {name: _ErrorSum() for name in spec.output_names}
         for item in items:
@@ -552,7 +560,7 @@ def measure_quality(model, specs: list, staging: Path, graphs: dict[str, dict[st
         engine = open_staged(staging, graphs, cfg, precision, mode)
         if mode == "split":
             err = _ErrorSum()
-            for item in held.split_items(qcfg.rows)[:QUALITY_ITEMS]:
+            for item in _spread(held.split_items(qcfg.rows)):
                 with torch.no_grad():
                     j, k = engine(item["x"], item["t"], item["y"])
                     jr, kr = model(item["x"], item["t"], item["y"])

@@ -278,3 +278,51 @@ def test_non_finite_scales_are_refused(tmp_path):
     fine = q.quantize_graph(tmp_path / "g.onnx", tmp_path / "q2.onnx",
                             [{"x": torch.randn(2, 4)}], Precision.INT8)
     assert fine["quantized_nodes"] == 1 and fine["scales"]["min"] > 0
+
+
+# --------------------------------------------------------------------------- TensorRT plans
+
+
+def _fake_gpu(monkeypatch, cc: tuple[int, int]) -> list:
+    """A recording stand-in of ``tensorrt`` (tests/export/test_tensorrt_builder.py) and a
+    visible GPU of compute capability ``cc``."""
+    import sys
+
+    from gaf_trt.export import tensorrt as builder
+    from gaf_trt.export.manifest import RuntimeInfo
+    from tests.export.test_tensorrt_builder import fake_trt
+
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(
+        "11.1.0.4", calls, inputs=("x", "t", "y", "features", "classes", "coef")))
+    monkeypatch.setattr(builder, "runtime_info",
+                        lambda index=None: RuntimeInfo("11.1.0.4", "Fake GPU", f"{cc[0]}.{cc[1]}"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_a: cc)
+    return calls
+
+
+def test_quantised_graphs_build_strongly_typed_plans(monkeypatch, tmp_path, fp8_dir):
+    """--from-onnx on a quantised directory: the Q/DQ graphs go to TensorRT as they are
+    (strongly typed network, no precision flag), the recipe stays in the manifest; FP8 on a
+    GPU older than compute capability 8.9 is refused before anything is built."""
+    import shutil
+
+    from gaf_trt.export.build import build_from_onnx
+
+    folder = tmp_path / "fp8"
+    shutil.copytree(fp8_dir, folder)
+    calls = _fake_gpu(monkeypatch, (8, 6))
+    with pytest.raises(ConfigError, match="8.9"):
+        build_from_onnx(folder)
+    assert not calls and not _manifest(folder)["plans"]
+    calls = _fake_gpu(monkeypatch, (9, 0))
+    res = build_from_onnx(folder)
+    assert res.plans_built == ["trunk", "j_head", "k_bank"]
+    assert ("network_flags", 1 << 5) in calls  # STRONGLY_TYPED: precision from the graph
+    assert not [c for c in calls if c[0] == "set_flag"]  # no INT8 / FP8 / FP16 builder flag
+    assert [c[1] for c in calls if c[0] == "parse"] == ["trunk.onnx", "j_head.onnx",
+                                                        "k_bank.onnx"]
+    man = _manifest(folder)
+    assert man["precision"] == "fp8" and man["quantization"]["precision"] == "fp8"
+    assert set(man["plans"]) == {"trunk", "j_head", "k_bank"}

@@ -35,8 +35,10 @@ def generate(
                             "labels), png (png/NNN/IIIIII.png + labels.txt) or both."),
     backend: str = typer.Option("torch", "--backend", help=f"One of: {', '.join(BACKENDS.names())}."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False,
-                                        help="Network precision; the solver state stays fp32."),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", case_sensitive=False,
+        help="Network precision (default: an engine directory's own, else fp32); the solver "
+             "state stays fp32."),
     vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL directory, "
                                       "for latent checkpoints."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the "
@@ -57,14 +59,17 @@ def generate(
 ) -> None:
     """Generate a dataset for evaluation: deterministic shards, resumable, the same bytes on
     any runner and any number of workers."""
+    from gaf_trt.engine.loader import default_precision
     from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate
 
+    artifact = engine if engine is not None else ckpt
     cfg = GenerateConfig(
-        ckpt=engine if engine is not None else ckpt, out=out,
+        ckpt=artifact, out=out,
         classes=list(classes) if classes else ["all"], per_class=per_class, num=num,
         compositions=compositions, solver=solver, steps=steps, seed=seed, batch=batch,
-        shard_size=shard_size, format=fmt, backend=backend, device=device, precision=precision,
-        vae=vae, num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle)
+        shard_size=shard_size, format=fmt, backend=backend, device=device,
+        precision=default_precision(artifact, precision), vae=vae, num_heads=heads,
+        use_ema=not no_ema, trust_pickle=trust_pickle)
 
     def on_shard(done: int, total: int, samples: int) -> None:
         if not quiet:

@@ -46,8 +46,10 @@ def sample(
     backend: Optional[str] = typer.Option(None, "--backend", help=f"One of: {', '.join(BACKENDS.names())} "
                                           "(default: torch; auto with --engine)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False,
-                                        help="Network precision; the solver state stays fp32."),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", case_sensitive=False,
+        help="Network precision (default: an engine directory's own, else fp32); the solver "
+             "state stays fp32."),
     compile_: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the "
                                   "network (slow first call, cached across runs)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the checkpoint "
@@ -65,6 +67,7 @@ def sample(
         for name, desc in mask_lib.list_masks():
             typer.echo(f"{name:<14}{desc}")
         return
+    from gaf_trt.engine.loader import default_precision
     from gaf_trt.pipeline.sample import SampleConfig, prepare_sample, run_sample
 
     cfg = SampleConfig(
@@ -72,7 +75,7 @@ def sample(
         mask_type=mask_type, mask_img=str(mask_img) if mask_img else None, regions=regions,
         sigma=sigma, steps=steps, solver=solver, seed=seed, permute=permute, gif=gif, skip=skip,
         batch=batch, chunk=chunk, max_runs=max_runs, backend=default_backend(backend, engine),
-        device=device, precision=precision, vae=vae,
+        device=device, precision=default_precision(engine or ckpt, precision), vae=vae,
         num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle,
         options={"compile": True} if compile_ else {})
     plan = prepare_sample(cfg)

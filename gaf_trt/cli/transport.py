@@ -15,15 +15,17 @@ _CKPT_HELP = ("Checkpoint (.pt / .safetensors), bundled model name (digits), or 
               "directory for --backend.")
 
 
-def _model_source(ckpt: str, backend: Optional[str], device: str, precision: Precision,
+def _model_source(ckpt: str, backend: Optional[str], device: str, precision: Optional[Precision],
                   vae: Optional[str], heads: Optional[int], no_ema: bool, trust_pickle: bool):
     """The model to load; without ``--backend`` an engine directory runs on ``auto`` (only
     ort / trt can run one), a checkpoint on ``torch``."""
+    from gaf_trt.engine.loader import default_precision
     from gaf_trt.pipeline.transport import ModelSource
 
     if backend is None:
         backend = "auto" if Path(ckpt).is_dir() else "torch"
-    return ModelSource(ckpt=ckpt, backend=backend, device=device, precision=precision, vae=vae,
+    return ModelSource(ckpt=ckpt, backend=backend, device=device,
+                       precision=default_precision(ckpt, precision), vae=vae,
                        num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle)
 
 
@@ -70,7 +72,9 @@ def transport(
                                           f"{', '.join(BACKENDS.names())} (default: torch; auto "
                                           "for an engine directory)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", case_sensitive=False,
+        help="Default: an engine directory's own, else fp32."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the "
                                         "checkpoint does not say."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights, not the EMA."),
@@ -113,7 +117,9 @@ def translate(
                                           f"{', '.join(BACKENDS.names())} (default: torch; auto "
                                           "for an engine directory)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", case_sensitive=False,
+        help="Default: an engine directory's own, else fp32."),
     heads: Optional[int] = typer.Option(None, "--heads"),
     no_ema: bool = typer.Option(False, "--no-ema"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle"),

@@ -65,6 +65,19 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
                                              options=dict(options)))
 
 
+def default_precision(artifact: str | os.PathLike[str], requested: Precision | None
+                      ) -> Precision:
+    """The precision a command runs at when ``--precision`` is not given: an engine
+    directory's own (it runs only at the precision it was exported at), else fp32."""
+    if requested is not None:
+        return Precision(requested)
+    if Path(artifact).is_dir():
+        from gaf_trt.export.manifest import read_manifest
+
+        return Precision(read_manifest(artifact)["precision"])
+    return Precision.FP32
+
+
 def engine_weights(folder: str | os.PathLike[str], *, verify: bool = True,
                    man: dict[str, Any] | None = None) -> Path:
     """The PyTorch weights an engine directory stores (``model.safetensors``), checked

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.reliability.conftest import (
+    REF_CKPT,
     Result,
     assert_bad_input,
     assert_consistent,
@@ -398,6 +399,28 @@ def test_load_engine_defaults_to_the_engines_precision(ref_engine):
     with pytest.raises(EngineDirError, match="exported at fp32; --precision bf16"):
         load_engine(ref_engine, backend="ort", device="cpu", precision="bf16")
     assert os.path.isdir(ref_engine)
+
+
+def test_without_precision_commands_run_at_the_engines_own(ref_engine, tmp_path):
+    """No --precision: an engine directory runs at the precision it was exported at (its
+    manifest says fp16 here), a checkpoint at fp32, an explicit value is kept as given."""
+    from gaf_trt.engine.base import Precision
+    from gaf_trt.engine.loader import default_precision
+
+    eng = tmp_path / "eng16"
+    shutil.copytree(ref_engine, eng)
+    man = json.loads((eng / "manifest.json").read_text())
+    man["precision"] = "fp16"
+    (eng / "manifest.json").write_text(json.dumps(man))
+    assert default_precision(eng, None) is Precision.FP16
+    assert default_precision(ref_engine, None) is Precision.FP32
+    assert default_precision(str(REF_CKPT), None) is Precision.FP32
+    assert default_precision(eng, Precision.BF16) is Precision.BF16
+    run = invoke(gaf_app(), ["sample", "--engine", str(ref_engine), *SAMPLE,
+                             "--out", str(tmp_path / "s")])
+    assert run.rc == 0, run.describe()
+    record = assert_consistent(tmp_path / "s")
+    assert record is not None and record["precision"] == "fp32"
 
 
 @pytest.mark.parametrize("flag,value,bound", [("--max-batch", "1000000000", "4096"),

@@ -16,3 +16,16 @@ if python3 -c "import pytest" 2>/dev/null; then
     tests/compose/test_capture.py || echo "CUDA tests failed"
 fi
 timeout 380 python3 benchmarks/gpu_check.py "$@"
+# gaf-trt generate, multi-process (one torchrun rank per GPU) against in-process: same bytes?
+GEN="${OUT:-/tmp/gaf_gpu_check}/generate"; rm -rf "$GEN"
+JOB=(generate --per-class 20 --steps 8 --batch 20 --shard-size 40 --format npz -q)
+NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 1 ] || NGPU=1
+if timeout 90 python3 -m gaf_trt.cli "${JOB[@]}" --out "$GEN/local" \
+   && timeout 120 python3 -m torch.distributed.run --standalone --nproc_per_node "$NGPU" \
+        -m gaf_trt.cli -- "${JOB[@]}" --runner torchrun --out "$GEN/torchrun"; then
+  cmp -s "$GEN/local/samples.npz" "$GEN/torchrun/samples.npz" \
+    && echo "generate: torchrun x$NGPU == in-process (samples.npz bytes)" \
+    || echo "generate: torchrun x$NGPU differs from in-process"
+else
+  echo "generate: multi-process check failed"
+fi

@@ -181,6 +181,7 @@ def trt_fixture(tmp: Path, summary: list[str]) -> None:
                          static=True)
     e = rel(sample(static, [3, 8], z0, weights=[0.5, 0.5], steps=6), eager_z)
     print(f"fixture static plan (B=2, N=2) vs dynamic: {e:.2e}", flush=True)
+    trt_runtime(tmp, trt, comp, z0, eager_z, summary)
     res16 = export_engine(ExportConfig(str(FIXTURE), str(tmp / "fixture_fp16"),
                                        precision=Precision.FP16, graphs=("fused",),
                                        profile=ProfileSpec(max_batch=8, max_classes=4)))
@@ -188,6 +189,63 @@ def trt_fixture(tmp: Path, summary: list[str]) -> None:
     e = rel(sample(trt16, [1, 4, 7], z0, weights=[0.5, 0.3, 0.2], steps=4, solver="heun"),
             expected["heun_weighted.z"])
     print(f"fixture trt fp16 heun_weighted rel err {e:.2e}", flush=True)
+
+
+def trt_runtime(tmp: Path, trt, comp, z0, eager_z, summary: list[str]) -> None:
+    """The runtime fixes of issue 15 on real TensorRT: the plan's own stream, a batch-1 time
+    view (not 256-byte aligned) copied to an aligned buffer, two captured loops over one
+    engine with eager calls of other shapes between replays (one context per capture), an
+    out-of-profile shape as one line with TensorRT's reason, weight-stripped plans refitted
+    from the shared ONNX weights (load time measured)."""
+    from gaf_trt import ComposedField, sample
+    from gaf_trt.compose.capture import CapturedLoop
+    from gaf_trt.engine.trt_backend import TrtPlan
+    from gaf_trt.errors import GAFError
+    from gaf_trt.export.build import ProfileSpec
+    from gaf_trt.export.tensorrt import build_plan, profile_shapes
+
+    plan = trt.plans["step_velocity"]
+    assert plan.stream.cuda_stream != 0, "the plan runs on the default stream"
+    one = z0[:1]
+    e = rel(sample(trt, [3, 8], one, weights=[0.5, 0.5], steps=6), eager_z[:1])
+    print(f"batch-1 (misaligned t view) vs batch-2 row: {e:.2e}", flush=True)
+    assert e < 1e-4, e
+    loop2 = CapturedLoop(ComposedField(trt, comp), z0, steps=6, solver="euler")
+    loop3 = CapturedLoop(ComposedField(trt, comp), torch.cat([z0, z0[:1]]), steps=6,
+                         solver="euler")
+    sample(trt, [3, 8], z0[:1], weights=[0.5, 0.5], steps=2)  # eager, other shapes
+    e2 = rel(loop2(z0), eager_z)
+    e3 = rel(loop3(torch.cat([z0, z0[:1]]))[:2], eager_z)
+    print(f"two captured loops, replayed after eager calls: {e2:.2e} / {e3:.2e} "
+          f"({len(plan.captured_contexts)} capture contexts)", flush=True)
+    summary.append(f"2 loops {max(e2, e3):.1e}")
+    assert max(e2, e3) < 1e-4
+    try:
+        sample(trt, [3, 8], torch.randn(9, *z0.shape[1:], device="cuda"), weights=[0.5, 0.5],
+               steps=1)
+        raise AssertionError("batch 9 ran on a max-batch-8 profile")
+    except GAFError as err:
+        print(f"out-of-profile: {err}", flush=True)
+        assert "\n" not in str(err)
+    folder = tmp / "fixture_fp32"
+    graph = json.loads((folder / "manifest.json").read_text())["graphs"]["step_velocity"]
+    t0 = time.perf_counter()
+    rec = build_plan(folder / graph["file"], tmp / "sv_stripped.plan",
+                     profile_shapes(graph, ProfileSpec(max_batch=8, max_classes=4).ranges()),
+                     {"strip_plan": True})
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stripped = TrtPlan(tmp / "sv_stripped.plan", dict(rec, file="sv_stripped.plan"), folder,
+                       f"cuda:{torch.cuda.current_device()}", graph, folder / graph["file"])
+    load_s = time.perf_counter() - t0
+    feeds = trt._step_inputs(*[a.cuda() for a in step_inputs(trt.config, 4, 3)])
+    e = rel(stripped.execute(feeds)["v"], plan.execute(feeds)["v"])
+    sizes = (tmp / "sv_stripped.plan").stat().st_size, (folder / "step_velocity.plan").stat().st_size
+    print(f"weight-stripped step_velocity plan: {sizes[0]} vs {sizes[1]} bytes, build "
+          f"{build_s:.1f} s, load + refit from the shared ONNX weights {load_s:.2f} s, "
+          f"vs the full plan {e:.2e}", flush=True)
+    summary.append(f"stripped {e:.1e}")
+    assert e < 1e-5, e
 
 
 def trt_xl(tmp: Path, summary: list[str], deadline: float) -> None:
@@ -267,7 +325,7 @@ def _xl_engine(path: Path, spec, cfg, b: int, n: int):
            "plans": {"step_velocity": dict(plan, graph="step_velocity", file=plan_path.name,
                                            static=False)},
            "files": [plan_path.name], "sha256": {plan_path.name: file_sha256(plan_path)}}
-    eng = TrtFusedEngine(path.parent, man, ["step_velocity"], "cuda")
+    eng = TrtFusedEngine(path.parent, man, ["step_velocity"], f"cuda:{torch.cuda.current_device()}")
     eng._load_plans(static=False)
     return eng
 

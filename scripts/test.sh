@@ -5,5 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check torch==2.13.0
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,serve]'
+# Triton serving tests: nvidia-pytriton pins numpy<2, so it goes in without its dependencies
+# (the [serve] extra holds them); numpy stays 2.x for everything else.
+python3 -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton==0.7.0
+# torch-fidelity (gaf-trt evaluate) without its torchvision: PyPI's torchvision is linked against
+# CUDA torch, fails to import beside the CPU wheel and then breaks diffusers' imports too.
+python3 -m pip install -q --disable-pip-version-check --no-deps 'torch-fidelity>=0.4'
 python3 -m pytest -q "$@"

@@ -53,11 +53,17 @@ def bench(
     as_json: Optional[Path] = typer.Option(None, "--json", help="Write the records here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of images/s by "
                                         "backend and batch here."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
-    """Speed of whole composed sampling loops per backend, precision and batch, as ratios to
-    the reference loop measured in the same run."""
+    """Time whole composed sampling loops per backend, precision and batch.
+
+    Speeds are ratios to the reference loop measured in the same run. Progress goes to
+    stderr (cleared when the run fails; --quiet hides it); the table goes to stdout, sized to
+    the terminal."""
     from rich.console import Console
 
+    from gaf_trt.cli.command import check_output_file
+    from gaf_trt.cli.progress import shown, step_progress
     from gaf_trt.pipeline.bench import BenchGrid, run_bench
     from gaf_trt.pipeline.bench_report import plot_png, rich_table, write_records
 
@@ -67,13 +73,25 @@ def bench(
                      solvers=tuple(solver), device=device, warmup=warmup, repeats=repeats,
                      cuda_graph=not no_cuda_graph, seed=seed)
     grid.validate()  # before any model is built: bad input fails fast
-    for path in (p for p in (as_json, plot) if p is not None):
-        if path.is_dir():
-            raise typer.BadParameter(f"{path} is a directory; give a file path")
-    console = Console(stderr=True)
-    records = run_bench(grid, progress=console.log)
-    Console(width=200).print(rich_table(records))
+    if as_json is not None:  # writable before the run, not after it
+        check_output_file(as_json, "--json")
+    if plot is not None:
+        check_output_file(plot, "--plot")
+    if quiet:
+        records = run_bench(grid)
+    else:
+        progress, say = step_progress(progress_steps(grid))
+        with shown(progress):
+            records = run_bench(grid, progress=say)
+    Console().print(rich_table(records))
     if as_json is not None:
         write_records(as_json, records)
     if plot is not None:
         plot_png(plot, records)
+
+
+def progress_steps(grid) -> int:
+    """The progress messages :func:`~gaf_trt.pipeline.bench.run_bench` sends: per case, the
+    reference loop, one per backend x precision, and the timed rounds."""
+    cases = len(grid.batches) * len(grid.classes) * len(grid.steps) * len(grid.solvers)
+    return cases * (2 + len(grid.backends) * len(grid.precisions))

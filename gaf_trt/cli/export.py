@@ -36,8 +36,10 @@ def export(
                               "TensorRT >= 10.14)."),
     min_batch: int = typer.Option(1, "--min-batch"),
     opt_batch: int = typer.Option(4, "--opt-batch"),
-    max_batch: int = typer.Option(16, "--max-batch"),
-    max_classes: int = typer.Option(4, "--max-classes", help="Most classes composed at once."),
+    max_batch: int = typer.Option(16, "--max-batch", help="Largest batch of the profiles "
+                                  "(at most 4096)."),
+    max_classes: int = typer.Option(4, "--max-classes", help="Most classes composed at once "
+                                    "(at most 256)."),
     static_batch: Optional[int] = typer.Option(None, "--static-batch", help="Also build "
                                                "fixed-shape plans for this batch (CUDA graphs)."),
     onnx_only: bool = typer.Option(False, "--onnx-only", help="Write ONNX + manifest only."),
@@ -50,10 +52,11 @@ def export(
     hardware_compat: str = typer.Option("none", "--hardware-compat",
                                         help="none, ampere_plus or same_compute_capability."),
     version_compatible: bool = typer.Option(False, "--version-compatible"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    strip_plan: bool = typer.Option(False, "--strip-plan", help="Weight-stripped plans, "
+                                    "refitted from the ONNX weights at load."),
 ) -> None:
     """Export a checkpoint to an engine directory (or build its plans with --from-onnx)."""
-    from rich.console import Console
-
     from gaf_trt.errors import ConfigError
     from gaf_trt.export.build import ExportConfig, ProfileSpec, build_from_onnx, export_engine
     from gaf_trt.export.graphs import parse_groups
@@ -62,14 +65,13 @@ def export(
                           static_batch=static_batch)
     profile.validate()
     trt_options = {"workspace_gb": workspace_gb, "hardware_compatibility": hardware_compat,
-                   "version_compatible": version_compatible}
-    console = Console(stderr=True)
-    say = console.log if console.is_terminal else (lambda _m: None)
+                   "version_compatible": version_compatible, "strip_plan": strip_plan}
     if from_onnx is not None:
         if ckpt is not None or out is not None:
             raise ConfigError("--from-onnx DIR rebuilds plans in DIR; do not give --ckpt / --out")
-        res = build_from_onnx(from_onnx, profile if _profile_given(min_batch, opt_batch,
-                              max_batch, max_classes, static_batch) else None, trt_options, say)
+        res = _with_progress(quiet, None, lambda say: build_from_onnx(
+            from_onnx, profile if _profile_given(min_batch, opt_batch, max_batch, max_classes,
+                                                 static_batch) else None, trt_options, say))
         typer.echo(f"{res.out}: {res.note} ({', '.join(res.plans_built)})")
         return
     if ckpt is None or out is None:
@@ -80,7 +82,7 @@ def export(
                        trt_options=trt_options,
                        quant=_quant_config(precision, calib_samples, calib_steps, calib_seed,
                                            calib_method, accept_error, smoothquant))
-    res = export_engine(cfg, progress=say)
+    res = _with_progress(quiet, None, lambda say: export_engine(cfg, progress=say))
     worst = max((r.worst_rel for r in res.parity if r.ran), default=None)
     parity = f", parity rel <= {worst:.2g}" if worst is not None else ""
     typer.echo(f"{res.out}: {len(res.manifest['graphs'])} graph(s) "
@@ -90,6 +92,18 @@ def export(
 
         typer.echo(describe_quality(res.manifest["quantization"]))
     typer.echo(res.note)
+
+
+def _with_progress(quiet: bool, total: int | None, job):
+    """``job(say)`` with a one-line progress on stderr naming each step (export, parity
+    check per graph; plan builds), cleared if the job fails; ``--quiet``: none."""
+    from gaf_trt.cli.progress import shown, step_progress
+
+    if quiet:
+        return job(None)
+    progress, say = step_progress(total)
+    with shown(progress):
+        return job(say)
 
 
 def _quant_config(precision: Precision, *args: object):

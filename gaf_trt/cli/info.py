@@ -29,7 +29,36 @@ def info(
         else:
             from gaf_trt.export.manifest import describe_lines
 
-            typer.echo("\n".join(describe_lines(record)))
+            typer.echo("\n".join(with_profiles(describe_lines(record), record)))
         return
     result = describe_checkpoint(path, num_heads=heads, trust_pickle=trust_pickle)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(result.lines()))
+
+
+def profile_lines(profiles: object) -> list[str]:
+    """``profiles  B 1..16 (opt 4)  N 1..4 (opt 2)  M 1..64 (opt 8)`` (+ the static shapes):
+    the batch (B), class-count (N) and network-batch (M = N*B) ranges the graphs' TensorRT
+    profiles cover."""
+    if not isinstance(profiles, dict):
+        return []
+
+    def span(key: str) -> str | None:
+        v = profiles.get(key)
+        if isinstance(v, (list, tuple)) and len(v) == 3:
+            return f"{key} {v[0]}..{v[2]} (opt {v[1]})"
+        return None
+
+    parts = [p for p in (span("B"), span("N"), span("M")) if p]
+    lines = [f"profiles    {'  '.join(parts)}"] if parts else []
+    static = profiles.get("static")
+    if isinstance(static, dict):
+        fixed = [f"{k}={v[0]}" for k, v in static.items() if isinstance(v, (list, tuple)) and v]
+        lines.append(f"static      {' '.join(fixed)} (fixed-shape plans, CUDA graphs)")
+    return lines
+
+
+def with_profiles(lines: list[str], record: dict) -> list[str]:
+    """The engine description with its profile lines after the graphs (before the plans)."""
+    extra = profile_lines(record.get("profiles"))
+    at = next((i for i, ln in enumerate(lines) if ln.startswith(("plans", "plan "))), len(lines))
+    return lines[:at] + extra + lines[at:]

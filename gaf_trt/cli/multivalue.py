@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from typer.core import TyperCommand
+from gaf_trt.cli.command import GafCommand
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -40,7 +40,7 @@ def expand_multi(args: Iterable[str], flags: frozenset[str]) -> list[str]:
     return out
 
 
-class MultiValueCommand(TyperCommand):
+class MultiValueCommand(GafCommand):
     """A command whose ``multi_value`` options accept several values per flag."""
 
     multi_value = frozenset({"--classes", "--weight", "--regions"})

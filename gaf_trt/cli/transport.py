@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.cli.progress import progress_factory
+from gaf_trt.cli.progress import progress_factory, shown
 from gaf_trt.compose.solvers import SOLVERS
 from gaf_trt.engine.base import BACKENDS, Precision
 
@@ -15,11 +15,17 @@ _CKPT_HELP = ("Checkpoint (.pt / .safetensors), bundled model name (digits), or 
               "directory for --backend.")
 
 
-def _model_source(ckpt: str, backend: str, device: str, precision: Precision, vae: Optional[str],
-                  heads: Optional[int], no_ema: bool, trust_pickle: bool):
+def _model_source(ckpt: str, backend: Optional[str], device: str, precision: Optional[Precision],
+                  vae: Optional[str], heads: Optional[int], no_ema: bool, trust_pickle: bool):
+    """The model to load; without ``--backend`` an engine directory runs on ``auto`` (only
+    ort / trt can run one), a checkpoint on ``torch``."""
+    from gaf_trt.engine.loader import default_precision
     from gaf_trt.pipeline.transport import ModelSource
 
-    return ModelSource(ckpt=ckpt, backend=backend, device=device, precision=precision, vae=vae,
+    if backend is None:
+        backend = "auto" if Path(ckpt).is_dir() else "torch"
+    return ModelSource(ckpt=ckpt, backend=backend, device=device,
+                       precision=default_precision(ckpt, precision), vae=vae,
                        num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle)
 
 
@@ -27,7 +33,7 @@ def _run(job, cfg, plan, quiet: bool):
     if quiet:
         return job(cfg, plan=plan)
     progress, factory = progress_factory()
-    with progress:
+    with shown(progress):
         return job(cfg, progress=factory, plan=plan)
 
 
@@ -36,6 +42,13 @@ def _summary(result) -> str:
     parts = [f"{k}={v:.3e}" for k, v in m.items() if k.endswith("mse") and v is not None]
     lp = [f"{k}={v:.4f}" for k, v in m.items() if k.endswith("lpips") and v is not None]
     return " ".join(parts + lp)
+
+
+def _backend(result) -> str:
+    from gaf_trt.cli.sample import backend_note
+
+    rec = result.record
+    return f"{backend_note(rec['backend_requested'], rec['backend'])}, {rec['device']}"
 
 
 def transport(
@@ -55,18 +68,22 @@ def transport(
     ckpt: str = typer.Option("digits", "--ckpt", "--engine", help=_CKPT_HELP),
     vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL directory, for "
                                       "latent checkpoints."),
-    backend: str = typer.Option("torch", "--backend",
-                                help=f"One of: {', '.join(BACKENDS.names())}."),
+    backend: Optional[str] = typer.Option(None, "--backend", help=f"One of: "
+                                          f"{', '.join(BACKENDS.names())} (default: torch; auto "
+                                          "for an engine directory)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", case_sensitive=False,
+        help="Default: an engine directory's own, else fp32."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the "
                                         "checkpoint does not say."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw weights, not the EMA."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow arbitrary unpickling "
                                       "(only for checkpoints you trust)."),
     out: Path = typer.Option(Path("transport"), "--out", "-o", help="Output directory."),
-    size: Optional[int] = typer.Option(None, "--size", help="Long side of each picture in "
-                                       "pixels (16..8192; default: cells of at least 128 px)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
+                                       "picture in pixels (16..8192; default: cells of at "
+                                       "least 128 px); label bands come on top."),
     seed: int = typer.Option(0, "--seed", help="Noise seed."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -80,7 +97,7 @@ def transport(
                                                   no_ema, trust_pickle))
     result = _run(run_transport, cfg, prepare_transport(cfg), quiet)
     typer.echo(f"{mode}: {_summary(result)}".rstrip(": "))
-    typer.echo(f"wrote {len(result.files)} files to {result.out_dir}")
+    typer.echo(f"wrote {len(result.files)} files to {result.out_dir} ({_backend(result)})")
 
 
 def translate(
@@ -96,15 +113,19 @@ def translate(
     ckpt: str = typer.Option("digits", "--ckpt", "--engine", help=_CKPT_HELP),
     vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL directory "
                                       "(required for latent checkpoints)."),
-    backend: str = typer.Option("torch", "--backend",
-                                help=f"One of: {', '.join(BACKENDS.names())}."),
+    backend: Optional[str] = typer.Option(None, "--backend", help=f"One of: "
+                                          f"{', '.join(BACKENDS.names())} (default: torch; auto "
+                                          "for an engine directory)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", case_sensitive=False,
+        help="Default: an engine directory's own, else fp32."),
     heads: Optional[int] = typer.Option(None, "--heads"),
     no_ema: bool = typer.Option(False, "--no-ema"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle"),
     out: Path = typer.Option(Path("translate"), "--out", "-o", help="Output directory."),
-    size: Optional[int] = typer.Option(None, "--size", help="Long side of each picture (px)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
+                                       "picture (px); label bands come on top."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Translate an image: invert it with the source class, generate with the target class."""
@@ -116,4 +137,4 @@ def translate(
         model=_model_source(ckpt, backend, device, precision, vae, heads, no_ema, trust_pickle))
     result = _run(run_translate, cfg, prepare_translate(cfg), quiet)
     typer.echo(f"translate {source}->{target}: {_summary(result)}")
-    typer.echo(f"wrote {len(result.files)} files to {result.out_dir}")
+    typer.echo(f"wrote {len(result.files)} files to {result.out_dir} ({_backend(result)})")

@@ -118,8 +118,10 @@ def _read_gray(path: str, h: int, w: int) -> Tensor:
     16-bit and 32-bit images keep their full range (no clipping to 8 bits)."""
     from PIL import Image, UnidentifiedImageError
 
+    from gaf_trt.io.images import open_image
+
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.width * im.height > MAX_MASK_PIXELS:
                 raise ConfigError(f"mask image {path} is {im.width}x{im.height} pixels; at most "
                                   f"{MAX_MASK_PIXELS:,} are read (it is resized to {h}x{w} "

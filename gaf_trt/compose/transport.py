@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.compose.composition import AnchorNetwork, ComposedField, Composition
+from gaf_trt.compose.sampling import check_finite
 from gaf_trt.compose.solvers import SOLVERS, StepCallback, check_steps, check_t_eps, integrate
 from gaf_trt.errors import ConfigError
 
@@ -149,17 +150,24 @@ class _Progress:
 @torch.no_grad()
 def _forward(network: AnchorNetwork, comp: Composition, x: Tensor, s: LegSettings,
              callback: StepCallback | None = None) -> Tensor:
-    """Noise ``x [B, C, S, S]`` -> data with composition ``comp``."""
-    return integrate(ComposedField(network, comp), x, steps=s.steps, solver=s.solver,
-                     t_eps=s.t_eps, callback=callback)
+    """Noise ``x [B, C, S, S]`` -> data with composition ``comp``; raises
+    :class:`~gaf_trt.errors.NonFiniteError` (naming the first bad step) when the state is
+    not finite, as :func:`~gaf_trt.compose.sampling.sample` does."""
+    field_ = ComposedField(network, comp)
+    z = integrate(field_, x, steps=s.steps, solver=s.solver, t_eps=s.t_eps, callback=callback)
+    return check_finite(z, f"generating classes {list(comp.classes)} ({comp.mode.value})",
+                        field=field_, noise=x, steps=s.steps, solver=s.solver, t_eps=s.t_eps)
 
 
 @torch.no_grad()
 def _reverse(network: AnchorNetwork, comp: Composition, x: Tensor, s: LegSettings,
              callback: StepCallback | None = None) -> Tensor:
-    """Data ``x [B, C, S, S]`` -> noise by integrating ``comp``'s field backwards."""
-    return integrate(ComposedField(network, comp), x, steps=s.steps, solver=s.reverse_solver,
-                     t_eps=s.t_eps, reverse=True, callback=callback)
+    """Data ``x [B, C, S, S]`` -> noise by integrating ``comp``'s field backwards; raises
+    :class:`~gaf_trt.errors.NonFiniteError` when the state is not finite."""
+    z = integrate(ComposedField(network, comp), x, steps=s.steps, solver=s.reverse_solver,
+                  t_eps=s.t_eps, reverse=True, callback=callback)
+    return check_finite(z, f"inverting classes {list(comp.classes)} ({comp.mode.value})",
+                        solver=s.reverse_solver)
 
 
 def mse(a: Tensor, b: Tensor) -> float:
@@ -379,8 +387,12 @@ def barycentric(network: AnchorNetwork, classes: Sequence[int], noise: Tensor, *
         cells = wc.shape[0]
         field_ = CellwiseField(network, classes, wc.t().repeat_interleave(b, dim=1))
         x = noise.float().repeat(cells, 1, 1, 1)  # cell-major: [cells*B, C, S, S]
-        out.append(integrate(field_, x, steps=s.steps, solver=s.solver, t_eps=s.t_eps,
-                             callback=progress.leg()).view(cells, b, *noise.shape[1:]))
+        z = integrate(field_, x, steps=s.steps, solver=s.solver, t_eps=s.t_eps,
+                      callback=progress.leg())
+        z = check_finite(z, f"barycentric cells {lo}..{lo + cells - 1} of classes "
+                         f"{list(classes)}", field=field_, noise=x, steps=s.steps,
+                         solver=s.solver, t_eps=s.t_eps)
+        out.append(z.view(cells, b, *noise.shape[1:]))
     cells_t = torch.cat(out).view(g, g, b, *noise.shape[1:])
     return BarycentricResult(classes, cells_t, w.view(g, g, 3), s)  # type: ignore[arg-type]
 
@@ -426,7 +438,8 @@ def _anchors(network: AnchorNetwork, c: int, x: Tensor, t: float) -> tuple[Tenso
     b = x.shape[0]
     y = torch.full((b,), c, dtype=torch.long, device=x.device)
     j, k = network(x, torch.full((b,), t, dtype=torch.float32, device=x.device), y)
-    return j.float(), k.float()
+    what = f"anchors of class {c} at t={t:.3f}"
+    return check_finite(j.float(), what), check_finite(k.float(), what)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """``load_engine``: open an engine directory written by ``gaf-trt export`` with a backend.
 
-``backend="auto"`` takes TensorRT when the directory has plans and TensorRT and a GPU are
-here, else ONNX Runtime, else the PyTorch weights stored in the directory. The result is an
+``backend="auto"`` follows :func:`gaf_trt.engine.auto.resolve_auto` (TensorRT when the
+directory has plans and TensorRT and a GPU are here; on the CPU the runtime measured fastest,
+else ONNX Runtime, else the PyTorch weights stored in the directory). The result is an
 :class:`~gaf_trt.engine.base.AnchorNetwork` that ``gaf_trt.sample`` accepts in place of a
 model (with the fused graphs also a :class:`~gaf_trt.engine.base.FusedComposedStep`).
 """
@@ -21,48 +22,79 @@ log = logging.getLogger(__name__)
 ENGINE_BACKENDS = ("auto", "trt", "ort", "torch")
 
 
-def _auto_backend(man: dict[str, Any], device: str) -> str:
-    has_plans = bool(man.get("plans"))
-    trt_ok = "trt" in BACKENDS and BACKENDS.get("trt").available() is None
-    if has_plans and device != "cpu" and trt_ok:
-        return "trt"
-    if "ort" in BACKENDS and BACKENDS.get("ort").available() is None:
-        return "ort"
-    if man.get("weights"):
-        return "torch"
-    raise ConfigError("no backend can open this engine directory here: install onnxruntime "
-                      "(pip install 'gaf-trt[onnx]') or TensorRT on a GPU machine")
-
-
 def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: str = "auto",
-                **options: Any) -> AnchorNetwork:
+                precision: Precision | str | None = None, **options: Any) -> AnchorNetwork:
     """Open ``folder`` (an engine directory) with ``backend`` on ``device``.
 
-    ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static`` (trt),
-    ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files used).
+    Every command opens engine directories through here or the backends' loaders, which
+    share one path: :func:`~gaf_trt.export.manifest.read_manifest` (size cap, typed schema,
+    every named path inside the directory), the precision check, and
+    :func:`~gaf_trt.export.manifest.verify_files` (sha256 of every file used, external data
+    included) before anything is loaded. ``precision`` defaults to the engine's own; another
+    one is refused. ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static``
+    (trt), ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files
+    used).
     """
     from gaf_trt.engine.base import resolve_device
-    from gaf_trt.export.manifest import EngineDirError, read_manifest, verify_files
+    from gaf_trt.export.manifest import check_precision, read_manifest
 
     if backend not in ENGINE_BACKENDS:
         raise ConfigError(f"unknown engine backend {backend!r}; valid: "
                           f"{', '.join(ENGINE_BACKENDS)}")
     folder = Path(folder)
     man = read_manifest(folder)
+    check_precision(man, precision, folder)
+    built = Precision(man["precision"])
     dev = resolve_device(device)
-    if backend == "auto":
-        backend = _auto_backend(man, dev)
-        log.info("engine %s: backend %s on %s", folder, backend, dev)
+    if backend == "auto":  # the one auto rule (measured on this CPU where bench recorded it)
+        from gaf_trt.engine.auto import resolve_auto
+
+        choice = resolve_auto(LoadRequest(str(folder), device=dev, precision=built,
+                                          options=dict(options)))
+        log.info("engine %s: backend auto -> %s on %s (%s)", folder, choice.label, dev,
+                 choice.reason)
+        backend, options = choice.backend, dict(choice.options)
     if backend == "torch":
-        weights = man.get("weights")
-        if not weights:
-            raise EngineDirError(f"{folder} holds no PyTorch weights (exported without them); "
-                                 "use backend ort or trt")
-        if options.get("verify", True):
-            verify_files(folder, man, [weights])
-        return load_backend("torch", LoadRequest(str(folder / weights), device=dev,
-                                                 precision=Precision(man.get("precision", "fp32"))))
-    return load_backend(backend, LoadRequest(str(folder), device=dev, options=dict(options)))
+        from gaf_trt.engine.torch_backend import OPTION_KEYS
+
+        weights = engine_weights(folder, verify=bool(options.get("verify", True)), man=man)
+        torch_options = {k: v for k, v in options.items() if k in OPTION_KEYS}
+        return load_backend("torch", LoadRequest(str(weights), device=dev, precision=built,
+                                                 options=torch_options))
+    return load_backend(backend, LoadRequest(str(folder), device=dev, precision=built,
+                                             options=dict(options)))
+
+
+def default_precision(artifact: str | os.PathLike[str], requested: Precision | None
+                      ) -> Precision:
+    """The precision a command runs at when ``--precision`` is not given: an engine
+    directory's own (it runs only at the precision it was exported at), else fp32."""
+    if requested is not None:
+        return Precision(requested)
+    if Path(artifact).is_dir():
+        from gaf_trt.export.manifest import read_manifest
+
+        return Precision(read_manifest(artifact)["precision"])
+    return Precision.FP32
+
+
+def engine_weights(folder: str | os.PathLike[str], *, verify: bool = True,
+                   man: dict[str, Any] | None = None) -> Path:
+    """The PyTorch weights an engine directory stores (``model.safetensors``), checked
+    against the manifest's sha256 before anyone loads them; an
+    :class:`~gaf_trt.export.manifest.EngineDirError` when there are none."""
+    from gaf_trt.export.manifest import EngineDirError, read_manifest, verify_files
+
+    folder = Path(folder)
+    man = man if man is not None else read_manifest(folder)
+    weights = man.get("weights")
+    if not weights:
+        raise EngineDirError(f"{folder} holds no PyTorch weights (exported without them); "
+                             "use backend ort or trt, or give --ckpt with the checkpoint it "
+                             "was exported from")
+    if verify:
+        verify_files(folder, man, [weights])
+    return folder / weights
 
 
 class EngineVAEDecoder:

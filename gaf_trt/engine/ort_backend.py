@@ -92,6 +92,48 @@ def providers_for(device: torch.device, folder: Path, choice: str = "cuda") -> l
     return out
 
 
+def open_session(folder: Path, graph: str, record: dict[str, Any], options: Any,
+                 providers: list[Any]) -> Any:
+    """An ONNX Runtime session for one graph of an engine directory. A graph ONNX Runtime
+    refuses (truncated, an unknown operator, inconsistent shapes) or whose inputs and outputs
+    differ from the manifest's record is bad input: an
+    :class:`~gaf_trt.export.manifest.EngineDirError` naming the graph and the reason."""
+    import onnxruntime as ort
+
+    from gaf_trt.export.manifest import EngineDirError
+
+    path = folder / record["file"]
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own Fail/InvalidGraph...
+        reason = " ".join(str(err).split())[:300] or type(err).__name__
+        raise EngineDirError(f"ONNX Runtime cannot load graph {graph} ({path}): {reason}") \
+            from None
+    for kind, got, want in (("inputs", session.get_inputs(), record["inputs"]),
+                            ("outputs", session.get_outputs(), record["outputs"])):
+        have = [(a.name, _ort_dims(a.shape), _ORT_TYPES.get(a.type, a.type)) for a in got]
+        need = [(s["name"], [d if isinstance(d, int) else None for d in s["shape"]], s["dtype"])
+                for s in want]
+        if have != need:
+            raise EngineDirError(f"graph {graph} ({path}) does not match its manifest record: "
+                                 f"{kind} {_io_text(have)} in the graph, {_io_text(need)} in "
+                                 "manifest.json; re-export the engine")
+    return session
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16",
+              "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
+              "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def _ort_dims(shape: Any) -> list[int | None]:
+    return [d if isinstance(d, int) else None for d in (shape or [])]
+
+
+def _io_text(items: list[tuple[str, list[int | None], str]]) -> str:
+    return ", ".join(f"{n}{['?' if d is None else d for d in dims]} {t}" for n, dims, t in items)
+
+
 class OrtSplitEngine(GraphEngine):
     """ONNX Runtime sessions for the chosen graphs of an engine directory (split graphs:
     an AnchorNetwork)."""
@@ -105,7 +147,8 @@ class OrtSplitEngine(GraphEngine):
         so.intra_op_num_threads = int(options.get("threads") or cpu_threads())
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # failures become one error line of ours (below)
+        ort.set_default_logger_severity(4)  # ...with no log line of ONNX Runtime's beside it
         # Spinning intra-op threads keep the cores busy between calls and starve torch work
         # in the same process (measured: torch 20-35x slower beside an idle session on 2
         # cores); spin only on request (options={"spin": True}).
@@ -116,8 +159,8 @@ class OrtSplitEngine(GraphEngine):
                                   str(options.get("ort_provider", "cuda")))
         self.sessions = {}
         for g in self.graphs:
-            path = self.folder / self.manifest["graphs"][g]["file"]
-            self.sessions[g] = ort.InferenceSession(str(path), so, providers=providers)
+            self.sessions[g] = open_session(self.folder, g, self.manifest["graphs"][g], so,
+                                            providers)
         if self.precision == "fp8" and self.device.type == "cpu":
             log.warning("fp8 graphs run dequantised to fp32 on the CPU (the FP8 rounding is "
                         "simulated; the speed-up needs TensorRT on compute capability >= 8.9)")
@@ -163,7 +206,8 @@ def load_ort(req: LoadRequest) -> OrtSplitEngine:
     auto|split|fused, ``ort_provider`` = cuda|tensorrt, ``threads``, ``verify``)."""
     device = resolve_device(req.device)
     folder = Path(req.artifact)
-    man, graphs = open_engine_dir(folder, str(req.options.get("graphs", "auto")))
+    man, graphs = open_engine_dir(folder, str(req.options.get("graphs", "auto")),
+                                  precision=req.precision)
     if req.options.get("verify", True):
         verify_graph_files(folder, man, graphs)
     cls = OrtFusedEngine if "step_velocity" in graphs else OrtSplitEngine

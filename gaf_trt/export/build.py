@@ -27,6 +27,8 @@ from gaf_trt.export.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    MAX_PROFILE_BATCH,
+    MAX_PROFILE_CLASSES,
     REBUILD_HINT,
     hash_files,
     read_manifest,
@@ -40,13 +42,14 @@ from gaf_trt.export.onnx_export import (
     export_onnx,
     save_model,
 )
+from gaf_trt.export.shared_weights import SHARED_FILE, ParamIndex, share_graphs, untranspose
 from gaf_trt.io.files import OutputDir, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
 #: Bounds of the dynamic axes in the ONNX graphs (the TensorRT profiles are tighter).
-ONNX_LIMITS = Limits(max_batch=4096, max_classes=256)
-WEIGHTS_FILE = "model.safetensors"
+ONNX_LIMITS = Limits(max_batch=MAX_PROFILE_BATCH, max_classes=MAX_PROFILE_CLASSES)
+WEIGHTS_FILE = SHARED_FILE  # the PyTorch weights and the graphs' shared weights
 
 Progress = Callable[[str], None]
 
@@ -65,6 +68,13 @@ class ProfileSpec:
     def validate(self) -> None:
         if self.max_classes < 1:
             raise ConfigError(f"--max-classes must be >= 1, got {self.max_classes}")
+        for flag, value, top in (("--max-classes", self.max_classes, ONNX_LIMITS.max_classes),
+                                 ("--max-batch", self.max_batch, ONNX_LIMITS.max_batch),
+                                 ("--static-batch", self.static_batch or 1,
+                                  ONNX_LIMITS.max_batch)):
+            if value > top:
+                raise ConfigError(f"{flag} must be at most {top} (the graphs' bound), got "
+                                  f"{value}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise ConfigError("batch sizes must satisfy 1 <= --min-batch <= --opt-batch <= "
                               f"--max-batch, got {self.min_batch}, {self.opt_batch}, "
@@ -182,8 +192,10 @@ def _specs(model, cfg: ExportConfig) -> list[GraphSpec]:
 
 
 def _write_graph(spec: GraphSpec, staging: Path, cfg: ExportConfig, model,
-                 metadata: dict[str, str]) -> dict[str, Any]:
-    """Export one graph at the requested precision; returns its manifest entry."""
+                 metadata: dict[str, str], index: ParamIndex | None) -> dict[str, Any]:
+    """Export one graph at the requested precision; returns its manifest entry. With an
+    ``index`` (the GAF graphs) transposed weights are put back as the parameters first, so
+    that :func:`~gaf_trt.export.shared_weights.share_graphs` can store them once."""
     import onnx
 
     from gaf_trt.export.precision import reduce_precision
@@ -191,10 +203,14 @@ def _write_graph(spec: GraphSpec, staging: Path, cfg: ExportConfig, model,
     exported = export_onnx(spec, staging, opset=cfg.opset, num_classes=model.config.num_classes,
                            metadata=metadata, external_threshold=cfg.external_threshold)
     report = None
-    if cfg.graph_precision is not Precision.FP32:
+    if cfg.graph_precision is not Precision.FP32 or index is not None:
         path = staging / exported.onnx_file
         proto = onnx.load(str(path))
+        if index is not None:
+            untranspose(proto, index)
         reduced, report = reduce_precision(proto, cfg.graph_precision)
+        if cfg.graph_precision is Precision.FP32:
+            report = None
         if exported.data_file:
             (staging / exported.data_file).unlink()
         data = save_model(reduced, path, cfg.external_threshold)
@@ -219,11 +235,17 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
     specs = _specs(model, cfg)
     metadata = {CONFIG_KEY: model.config.to_json(), "gaf_trt.precision": cfg.precision.value,
                 "gaf_trt.source_sha256": file_sha256(ckpt.path)}
+    # quantised graphs get their own int8 / fp8 weights: only float graphs share theirs
+    index = None if cfg.precision.quantized else ParamIndex.of(model)
     with OutputDir(cfg.out, record=MANIFEST) as od:
         graphs, results = {}, []
         for spec in specs:
             say(f"exporting {spec.name} (opset {cfg.opset}, {cfg.precision.value})")
-            graphs[spec.name] = _write_graph(spec, od.staging, cfg, model, metadata)
+            graphs[spec.name] = _write_graph(spec, od.staging, cfg, model, metadata,
+                                             index if spec.group != "vae" else None)
+        weights = (None if cfg.precision.quantized
+                   else _store_weights_once(graphs, od.staging, model, cfg, say))
+        for spec in specs:
             if cfg.parity:
                 say(f"parity check {spec.name} on ONNX Runtime")
                 res = parity_lib.check_graph(spec, od.staging / graphs[spec.name]["file"],
@@ -233,18 +255,17 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
                 results.append(res)
         parity_lib.require(results)
         quantization = None
-        if cfg.precision.quantized:
+        if cfg.precision.quantized:  # int8 / fp8 weights live in the quantised graphs
             from gaf_trt.export.quantize import QuantConfig, quantize_engine
 
             quantization = quantize_engine(model, specs, od.staging, graphs, cfg.precision,
                                            cfg.quant or QuantConfig(), cfg.external_threshold,
                                            say)
-        weights = None
-        if cfg.include_weights:
-            from gaf_trt.model.checkpoint import save_safetensors
+            if cfg.include_weights:
+                from gaf_trt.model.checkpoint import save_safetensors
 
-            save_safetensors(model, od.staging / WEIGHTS_FILE)
-            weights = WEIGHTS_FILE
+                save_safetensors(model, od.staging / WEIGHTS_FILE)
+                weights = WEIGHTS_FILE
         man = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -263,6 +284,27 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
         _finish(man, od.staging)
         od.commit()
     return ExportResult(Path(cfg.out), man, results, built, note)
+
+
+def _store_weights_once(graphs: dict[str, dict[str, Any]], folder: Path, model,
+                        cfg: ExportConfig, say: Progress) -> str | None:
+    """The GAF graphs' weights once, in ``model.safetensors`` (also the PyTorch weights);
+    returns its name for the manifest's ``weights`` (None when nothing was written)."""
+    from gaf_trt.model.checkpoint import CONFIG_METADATA_KEY, save_safetensors
+
+    gaf = {n: g["file"] for n, g in graphs.items() if g["group"] != "vae"}
+    meta = {CONFIG_METADATA_KEY: model.config.to_json(), "format": "gaf-trt",
+            "gaf_trt.weights_of": cfg.precision.value}
+    if not gaf:
+        if not cfg.include_weights:
+            return None
+        save_safetensors(model, folder / WEIGHTS_FILE)
+        return WEIGHTS_FILE
+    say(f"storing the weights once in {WEIGHTS_FILE}")
+    report = share_graphs(folder, gaf, model, meta)
+    for name, rep in report.items():
+        graphs[name]["data_file"] = WEIGHTS_FILE if rep["shared"] else None
+    return WEIGHTS_FILE
 
 
 def _maybe_build_plans(man: dict[str, Any], folder: Path, cfg: ExportConfig,
@@ -317,13 +359,19 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
     say = progress or (lambda msg: log.info("%s", msg))
     with OutputDir(folder, record=MANIFEST, what="engine directory") as od:
         old_plans = {rec["file"] for rec in (man.get("plans") or {}).values()}
+        # ONNX loaders refuse external data with several hard links ("hardlink attack"):
+        # the weights the graphs point into are copied, the rest linked.
+        external = {g.get("data_file") for g in man["graphs"].values()} - {None}
         for name in man["files"]:
             if name in old_plans:
                 continue
             dst = od.staging / name
             dst.parent.mkdir(parents=True, exist_ok=True)
+            if name in external:
+                shutil.copy2(folder / name, dst)
+                continue
             try:
-                os.link(folder / name, dst)  # same inode: no copy of multi-GB weights
+                os.link(folder / name, dst)  # same inode: no copy
             except OSError:
                 shutil.copy2(folder / name, dst)
         man["plans"] = {}

@@ -16,7 +16,13 @@ import torch
 from torch import Tensor
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.export.manifest import EngineDirError, files_of, read_manifest, verify_files
+from gaf_trt.export.manifest import (
+    EngineDirError,
+    check_precision,
+    files_of,
+    read_manifest,
+    verify_files,
+)
 from gaf_trt.model.config import GAFConfig
 
 log = logging.getLogger(__name__)
@@ -27,13 +33,16 @@ GRAPH_MODES = ("auto", "split", "fused")
 
 
 def open_engine_dir(folder: str | Path, mode: str, *, have: set[str] | None = None,
-                    verify: bool = True) -> tuple[dict[str, Any], list[str]]:
+                    verify: bool = True, precision: Any = None
+                    ) -> tuple[dict[str, Any], list[str]]:
     """Read the manifest and choose the graphs for ``mode`` (``auto``: fused and split when
-    both exist); ``have`` restricts to graphs the backend can run (e.g. built plans).
-    Returns ``(manifest, graph names)``; verifies the chosen graphs' files."""
+    both exist); ``have`` restricts to graphs the backend can run (e.g. built plans);
+    ``precision`` (when given) must be the one the engine was exported at.
+    Returns ``(manifest, graph names)``."""
     if mode not in GRAPH_MODES:
         raise ConfigError(f"unknown graph mode {mode!r}; valid: {', '.join(GRAPH_MODES)}")
     man = read_manifest(folder)
+    check_precision(man, precision, folder)
     present = set(man["graphs"]) if have is None else have
     has_split, has_fused = set(SPLIT) <= present, set(FUSED) <= present
     if mode == "split" and not has_split:

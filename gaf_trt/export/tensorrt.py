@@ -15,30 +15,74 @@ hardware-compatibility level, version compatibility, TF32, the shapes of its pro
 
 from __future__ import annotations
 
+import collections
 import logging
 from pathlib import Path
 from typing import Any
 
-from gaf_trt.errors import ConfigError
+from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.io.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 HW_COMPAT_LEVELS = ("NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
+#: The oldest TensorRT gaf-trt runs on: 10.9 has ``HardwareCompatibilityLevel.
+#: SAME_COMPUTE_CAPABILITY``, ``ICudaEngine.device_memory_size_v2`` and
+#: ``IExecutionContext.set_device_memory`` (user-managed activation memory shared by the
+#: contexts of one plan), ``BuilderFlag.STRIP_PLAN`` and ``OnnxParserRefitter``.
+MIN_TENSORRT = (10, 9)
+#: Graphs exported at opset 23 hold ONNX ``Attention`` nodes, which the parser reads from 10.14.
+MIN_TENSORRT_OPSET = {23: (10, 14)}
 
 
-class PlanBuildError(RuntimeError):
+class PlanBuildError(GAFError):
     """TensorRT could not parse a graph or build a plan (message lists its errors)."""
 
 
+class TensorRTVersionError(ConfigError):
+    """The installed TensorRT is older than gaf-trt needs."""
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"10.13.0.35"`` -> ``(10, 13)`` (non-digits ignored)."""
+    parts = []
+    for p in str(version).split(".")[:2]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def version_problem(version: str, opset: int | None = None) -> str | None:
+    """Why TensorRT ``version`` cannot serve gaf-trt (or a graph of ``opset``), else None."""
+    have = version_tuple(version)
+    need = max(MIN_TENSORRT, MIN_TENSORRT_OPSET.get(int(opset or 0), (0, 0)))
+    if have >= need:
+        return None
+    why = ("the parser reads opset-23 Attention nodes from TensorRT 10.14"
+           if need > MIN_TENSORRT else "gaf-trt needs TensorRT >= 10.9 (SAME_COMPUTE_CAPABILITY,"
+           " user-managed context memory, weight-stripped plans)")
+    return (f"TensorRT {version} is too old: {why}; install tensorrt>="
+            f"{need[0]}.{need[1]} (pip install 'gaf-trt[tensorrt]')")
+
+
+def require_version(trt, opset: int | None = None) -> None:
+    """Raise :class:`TensorRTVersionError` (one line) when the installed TensorRT is too old."""
+    why = version_problem(str(getattr(trt, "__version__", "0")), opset)
+    if why is not None:
+        raise TensorRTVersionError(why)
+
+
 def unavailable() -> str | None:
-    """None when plans can be built here, else why not."""
+    """None when plans can be built and run here, else why not."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
         return "the tensorrt Python package is not installed"
     except Exception as err:  # noqa: BLE001 - broken installs raise OSError / RuntimeError
         return f"tensorrt fails to import ({str(err).splitlines()[0][:120]})"
+    why = version_problem(str(getattr(tensorrt, "__version__", "0")))
+    if why is not None:
+        return why
     import torch
 
     if not torch.cuda.is_available():
@@ -47,7 +91,47 @@ def unavailable() -> str | None:
 
 
 def trt_major(trt) -> int:
-    return int(str(trt.__version__).split(".")[0])
+    return version_tuple(trt.__version__)[0]
+
+
+def make_logger(trt, keep: int = 64):
+    """A ``trt.ILogger`` that records TensorRT's messages instead of printing them.
+
+    ``logger.errors`` holds the recent ERROR / INTERNAL_ERROR messages (newest last),
+    ``logger.reason()`` the last of them as one line for a :class:`GAFError`; every message
+    also goes to ``logging`` at DEBUG (WARNING for TensorRT's errors)."""
+    sev = trt.ILogger.Severity
+
+    class CapturingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: collections.deque = collections.deque(maxlen=keep)
+            self.errors: collections.deque = collections.deque(maxlen=keep)
+            self.error_count = 0  # errors ever logged (the deque keeps the last ``keep``)
+
+        def log(self, severity, msg) -> None:  # called by TensorRT, any thread
+            text = " ".join(str(msg).split())
+            self.messages.append((severity, text))
+            if severity in (sev.ERROR, sev.INTERNAL_ERROR):
+                self.errors.append(text)
+                self.error_count += 1
+                log.debug("TensorRT error: %s", text)
+            else:
+                log.debug("TensorRT: %s", text)
+
+        def mark(self) -> int:
+            """The error count now, for :meth:`reason` (errors logged after the mark)."""
+            return self.error_count
+
+        def reason(self, since: int = 0, limit: int = 240) -> str:
+            """The last error logged (after the mark ``since``) as one line, or ``"no
+            TensorRT error was logged"``."""
+            if self.error_count <= since or not self.errors:
+                return "no TensorRT error was logged"
+            text = self.errors[-1]
+            return text if len(text) <= limit else text[:limit - 1] + "…"
+
+    return CapturingLogger()
 
 
 def runtime_info(device_index: int | None = None):
@@ -62,32 +146,73 @@ def runtime_info(device_index: int | None = None):
     return RuntimeInfo(str(trt.__version__), torch.cuda.get_device_name(idx), f"{major}.{minor}")
 
 
+def gpu_uuid(device_index: int | None = None) -> str:
+    """The GPU's UUID as torch reports it ("" when unknown)."""
+    import torch
+
+    try:
+        idx = torch.cuda.current_device() if device_index is None else device_index
+        return str(getattr(torch.cuda.get_device_properties(idx), "uuid", "") or "")
+    except (RuntimeError, AssertionError, AttributeError):
+        return ""
+
+
 def network_flags(trt) -> int:
     """Strongly typed where the flag exists (10.x; deprecated and ignored in 11.x)."""
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     return (1 << int(flag)) if flag is not None else 0
 
 
+def timing_cache_name(tensorrt: str, gpu_name: str, compute_capability: str,
+                      uuid: str = "") -> str:
+    """The timing cache's file name: TensorRT version, GPU name, compute capability and the
+    GPU's UUID (two GPU models of one compute capability, an H100 and an H200, time kernels
+    differently and TensorRT refuses the other's cache)."""
+    tag = f"{tensorrt}_{gpu_name}_{compute_capability}" + (f"_{uuid[:8]}" if uuid else "")
+    safe = "".join(ch if ch.isalnum() or ch == "." else "_" for ch in tag)
+    return f"timing_{safe}.cache"
+
+
 def default_timing_cache() -> Path:
     """One timing cache per TensorRT version and GPU, reused by every build on the machine."""
     info = runtime_info()
-    tag = f"{info.tensorrt}_{info.compute_capability}"
-    safe = "".join(ch if ch.isalnum() else "_" for ch in tag)
-    return Path.home() / ".cache" / "gaf-trt" / f"timing_{safe}.cache"
+    return Path.home() / ".cache" / "gaf-trt" / timing_cache_name(
+        info.tensorrt, info.gpu_name, info.compute_capability, gpu_uuid())
 
 
 def _parse(trt, builder, logger, onnx_path: Path):
     network = builder.create_network(network_flags(trt))
+    if network is None:
+        raise PlanBuildError(f"TensorRT could not create a network for {onnx_path.name}: "
+                             f"{logger.reason()}")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise PlanBuildError(f"TensorRT cannot parse {onnx_path.name}: " + "; ".join(errors[:5]))
+        errors = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)]
+        raise PlanBuildError(f"TensorRT cannot parse {onnx_path.name}: "
+                             + ("; ".join(errors[:3]) or logger.reason()))
     return network, parser
 
 
+def _set_timing_cache(config, cache_bytes: bytes, logger, cache_path: Path) -> None:
+    """Use the stored timing cache; a cache TensorRT refuses (another GPU or version wrote
+    it) is replaced by an empty one, with a warning."""
+    cache = config.create_timing_cache(cache_bytes)
+    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+        return
+    log.warning("TensorRT refused the timing cache %s (%s); building with a fresh one",
+                cache_path, logger.reason())
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise PlanBuildError(f"TensorRT cannot use an empty timing cache: {logger.reason()}")
+
+
 def _configure(trt, builder, network, shapes: dict[str, tuple[tuple[int, ...], ...]],
-               opts: dict[str, Any], cache_bytes: bytes):
+               opts: dict[str, Any], cache_bytes: bytes, logger=None,
+               cache_path: Path = Path("timing.cache")):
     config = builder.create_builder_config()
+    if config is None:
+        raise PlanBuildError("TensorRT could not create a builder config: "
+                             f"{logger.reason() if logger else ''}")
     if opts.get("workspace_gb"):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE,
                                      int(float(opts["workspace_gb"]) * (1 << 30)))
@@ -104,8 +229,12 @@ def _configure(trt, builder, network, shapes: dict[str, tuple[tuple[int, ...], .
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
     if opts.get("version_compatible"):
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if opts.get("strip_plan"):
+        # Weights left out of the plan, refitted from the ONNX weights at load (identical
+        # weights: TensorRT may still fold and fuse them).
+        config.set_flag(trt.BuilderFlag.STRIP_PLAN)
+        config.set_flag(trt.BuilderFlag.REFIT_IDENTICAL)
+    _set_timing_cache(config, cache_bytes, logger, cache_path)
     profile = builder.create_optimization_profile()
     inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     for name, (lo, opt, hi) in shapes.items():
@@ -113,31 +242,39 @@ def _configure(trt, builder, network, shapes: dict[str, tuple[tuple[int, ...], .
             raise PlanBuildError(f"profile input {name!r} is not an input of the network "
                                  f"({', '.join(sorted(inputs))})")
         profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        raise PlanBuildError(f"TensorRT refused the optimisation profile {shapes}: "
+                             f"{logger.reason() if logger else ''}")
     return config, level
 
 
 def build_plan(onnx_path: Path, plan_path: Path, shapes: dict[str, tuple[tuple[int, ...], ...]],
-               opts: dict[str, Any] | None = None) -> dict[str, Any]:
+               opts: dict[str, Any] | None = None, opset: int | None = None) -> dict[str, Any]:
     """Build one plan for ``shapes`` (``input -> (min, opt, max)``); returns its manifest
-    record (without ``graph`` / ``file``)."""
+    record (without ``graph`` / ``file``). TensorRT's log is captured: a failure is one
+    :class:`PlanBuildError` line with TensorRT's reason, nothing is printed."""
     import tensorrt as trt
 
+    require_version(trt, opset)
     opts = dict(opts or {})
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = make_logger(trt)
     builder = trt.Builder(logger)
+    if builder is None:
+        raise PlanBuildError(f"TensorRT could not create a builder: {logger.reason()}")
     network, _parser = _parse(trt, builder, logger, onnx_path)
     cache_path = Path(opts.get("timing_cache") or default_timing_cache())
     cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-    config, level = _configure(trt, builder, network, shapes, opts, cache_bytes)
+    config, level = _configure(trt, builder, network, shapes, opts, cache_bytes, logger,
+                               cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise PlanBuildError(f"TensorRT failed to build a plan from {onnx_path.name} (see the "
-                             "TensorRT log above)")
+        raise PlanBuildError(f"TensorRT failed to build a plan from {onnx_path.name}: "
+                             f"{logger.reason()}")
     atomic_write(plan_path, lambda tmp: tmp.write_bytes(memoryview(serialized)))
     timing = config.get_timing_cache()
     if timing is not None:
         data = timing.serialize()
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache_path, lambda tmp: tmp.write_bytes(memoryview(data)))
     info = runtime_info()
     return {
@@ -145,6 +282,7 @@ def build_plan(onnx_path: Path, plan_path: Path, shapes: dict[str, tuple[tuple[i
         "gpu": {"name": info.gpu_name, "compute_capability": info.compute_capability},
         "hardware_compatibility_level": level,
         "version_compatible": bool(opts.get("version_compatible", False)),
+        "weights_stripped": bool(opts.get("strip_plan", False)),
         "tf32": bool(opts.get("tf32", False)),
         "strongly_typed": True,
         "shapes": {k: [list(v) for v in s] for k, s in shapes.items()},
@@ -184,7 +322,8 @@ def build_all(man: dict[str, Any], folder: Path, profile, opts: dict[str, Any],
             plan_name = f"{name}{suffix}"
             say(f"building TensorRT plan {plan_name}")
             shapes = profile_shapes(graph, _graph_ranges(graph["group"], ranges))
-            rec = build_plan(folder / graph["file"], folder / f"{plan_name}.plan", shapes, opts)
+            rec = build_plan(folder / graph["file"], folder / f"{plan_name}.plan", shapes, opts,
+                             opset=man.get("opset"))
             man.setdefault("plans", {})[plan_name] = {
                 "graph": name, "file": f"{plan_name}.plan", "static": static, **rec}
             built.append(plan_name)

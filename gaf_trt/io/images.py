@@ -7,8 +7,11 @@ upscaled (nearest) so that they are visible.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,14 +83,26 @@ def save_png(picture01: Tensor, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
 
 
-def save_gif(frames01: Sequence[Tensor], path: str | os.PathLike[str], fps: float = 8.0) -> Path:
-    """Frames ``[3, H, W]`` in ``[0, 1]`` -> looping GIF (last frame held a little longer)."""
-    import imageio.v2 as imageio
+#: GIF frame rate of every trajectory GIF: 4 frames/s (250 ms a frame), the last frame held
+#: 1 s, so each step can be looked at.
+GIF_FPS = 4.0
 
-    arrays = [to_uint8(f) for f in frames01]
-    durations = [1.0 / fps] * (len(arrays) - 1) + [1.0]
-    return atomic_write(path, lambda tmp: imageio.mimsave(tmp, arrays, format="GIF",
-                                                          duration=durations, loop=0))
+
+def save_gif(frames01: Sequence[Tensor], path: str | os.PathLike[str],
+             fps: float = GIF_FPS) -> Path:
+    """Frames ``[3, H, W]`` in ``[0, 1]`` -> looping GIF, ``1000/fps`` ms a frame, the last
+    one held 1 s. Written with Pillow, whose ``duration`` is in milliseconds (imageio's v2
+    API took seconds in some releases and milliseconds in others: 0 ms frames)."""
+    from PIL import Image
+
+    images = [Image.fromarray(to_uint8(f)) for f in frames01]
+    ms = [max(20, round(1000 / fps))] * (len(images) - 1) + [1000]
+
+    def write(tmp: Path) -> None:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=ms if len(images) > 1 else ms[0], loop=0, disposal=1)
+
+    return atomic_write(path, write)
 
 
 def strip(parts01: Sequence[Tensor], pad: int = PAD) -> Tensor:
@@ -105,3 +120,222 @@ def stack_rows(rows01: Sequence[Tensor], pad: int = PAD) -> Tensor:
     for r in padded[1:]:
         out += [gap, r]
     return torch.cat(out, dim=1)
+
+
+@contextmanager
+def open_image(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """``PIL.Image.open(path)`` without Pillow's ``DecompressionBombWarning`` (images of
+    89-178 M pixels): every reader of gaf-trt applies its own, lower pixel cap and refuses
+    larger images in its one error line, so the warning would only add a second line.
+    Images over Pillow's hard limit still raise ``DecompressionBombError``."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    with im:
+        yield im
+
+
+# --------------------------------------------------------------------------- labels
+#
+# Pictures that explain themselves: column headers over strips, a legend on the mask tile,
+# a weight panel for weighted blends, row labels in summaries, captions under frames. Text
+# is drawn with Pillow's bundled font (FreeType, scalable) when this Pillow has one, else
+# its bitmap font enlarged by an integer factor (nearest): legible either way, no download.
+
+INK = (0, 0, 0)
+TEXT_PX = 14  # text height on a 128-px tile; scaled with the tile size
+
+
+def text_px(tile: int) -> int:
+    """Text height for tiles ``tile`` pixels wide (14 px at 128 px, at least 10)."""
+    return max(10, round(TEXT_PX * tile / 128))
+
+
+def _font(px: int) -> tuple[Any, int]:
+    """``(font, enlarge)``: a ``px``-pixel FreeType font (enlarge 1), or the bitmap default
+    font and the integer factor to enlarge what it draws."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=px), 1
+    except (TypeError, ImportError, OSError, AttributeError):  # Pillow < 10.1 / no FreeType
+        return ImageFont.load_default(), max(1, round(px / 11))
+
+
+def draw_text(canvas01: Tensor, lines: Sequence[tuple[str, tuple[int, int, int]]], *,
+              px: int, xy: tuple[int, int] = (3, 2), center: bool = False) -> Tensor:
+    """Draw ``(text, rgb)`` lines onto a copy of ``canvas01 [3, H, W]`` (top-left at ``xy``,
+    or centred horizontally), ``px`` pixels high each, anti-aliased over the canvas; text
+    that does not fit is cut at the picture's edge."""
+    from PIL import Image, ImageDraw
+
+    font, enlarge = _font(px)
+    h, w = canvas01.shape[-2:]
+    small = (-(-w // enlarge), -(-h // enlarge))
+    out = canvas01.clone()
+    x0, y = xy[0] // enlarge, xy[1] // enlarge
+    step = (px + max(2, px // 4)) // enlarge
+    for text, rgb in lines:
+        cover = Image.new("L", small, 0)  # the text's coverage, 0..255
+        draw = ImageDraw.Draw(cover)
+        x = x0
+        if center:
+            box = draw.textbbox((0, 0), text, font=font)
+            x = max(0, (small[0] - (box[2] - box[0])) // 2 - box[0])
+        draw.text((x, y), text, font=font, fill=255)
+        if enlarge > 1:
+            cover = cover.resize((small[0] * enlarge, small[1] * enlarge), Image.NEAREST)
+        a = torch.from_numpy(np.asarray(cover, dtype=np.float32)[:h, :w] / 255.0)
+        ink = torch.tensor(rgb, dtype=torch.float32).view(3, 1, 1) / 255.0
+        out = out * (1 - a) + ink * a
+        y += step
+    return out
+
+
+def blank(h: int, w: int) -> Tensor:
+    """A white picture ``[3, h, w]``."""
+    return torch.ones(3, h, w)
+
+
+def header_band(width: int, labels: Sequence[tuple[str, tuple[int, int, int]] | str],
+                px: int) -> Tensor:
+    """A white band ``[3, h, width]`` with ``labels`` centred in ``len(labels)`` equal column
+    slots. A label is ``text`` (black) or ``(text, rgb)``."""
+    n = max(1, len(labels))
+    band = blank(px + 2 * max(2, px // 4), width)
+    for i, lab in enumerate(labels):
+        text, rgb = (lab, INK) if isinstance(lab, str) else lab
+        lo, hi = round(i * width / n), round((i + 1) * width / n)
+        band[:, :, lo:hi] = draw_text(band[:, :, lo:hi], [(text, rgb)], px=px,
+                                      xy=(0, max(2, px // 4)), center=True)
+    return band
+
+
+def with_header(picture01: Tensor, labels: Sequence[tuple[str, tuple[int, int, int]] | str],
+                px: int, *, below: bool = False) -> Tensor:
+    """``picture01 [3, H, W]`` under a :func:`header_band` of ``labels`` over its columns (the
+    columns of a :func:`grid` / :func:`strip`): ``[3, h + H, W]`` (the band under the picture
+    with ``below``)."""
+    band = header_band(picture01.shape[-1], labels, px)
+    return torch.cat([picture01, band] if below else [band, picture01], dim=1)
+
+
+def column_px(picture01: Tensor, columns: int) -> int:
+    """Text height for labels over ``columns`` equal columns of ``picture01``."""
+    return text_px(max(1, picture01.shape[-1] // max(1, columns)))
+
+
+def with_row_labels(picture01: Tensor, labels: Sequence[str], px: int,
+                    width: int | None = None, top: int = 0) -> Tensor:
+    """``picture01 [3, H, W]`` with a white column on its left holding ``labels`` centred
+    vertically in ``len(labels)`` equal row slots below its first ``top`` rows (a header
+    band): ``[3, H, w + W]``."""
+    h = picture01.shape[-2] - top
+    n = max(1, len(labels))
+    width = width or max(px * 3, max((len(t) for t in labels), default=1) * px * 6 // 10 + 8)
+    col = blank(h + top, width)
+    for i, text in enumerate(labels):
+        lo, hi = top + round(i * h / n), top + round((i + 1) * h / n)
+        y = max(0, (hi - lo - px) // 2)
+        col[:, lo:hi] = draw_text(col[:, lo:hi], [(text, INK)], px=px, xy=(3, y))
+    return torch.cat([col, picture01], dim=2)
+
+
+def labelled_strip(parts01: Sequence[Tensor], labels: Sequence[tuple[str, tuple[int, int, int]]],
+                   pad: int = PAD) -> Tensor:
+    """:func:`strip` of ``parts01`` under a header with one label per part. The tiles keep
+    their pixels and spacing (the header band only sits above them)."""
+    return with_header(strip(parts01, pad), labels, text_px(parts01[0].shape[-1]))
+
+
+def region_colour(i: int) -> tuple[int, int, int]:
+    """The 0-255 RGB of mask region ``i`` in :func:`mask_visual`, darkened for text."""
+    rgb = PALETTE[i % len(PALETTE)] * 0.8
+    return tuple(int(v * 255) for v in rgb.tolist())  # type: ignore[return-value]
+
+
+def mask_legend(masks: Tensor, size: int, labels: Sequence[str]) -> Tensor:
+    """``[3, size, size]``: :func:`mask_visual` (whole, shrunk to a centred square) above a
+    legend of each region's colour swatch and ``labels[i]`` (its class, and its weight when
+    weighted); one column of entries, two when there are more than fit in one."""
+    px = text_px(size)
+    line = px + max(2, px // 4)
+    n = len(labels)
+    max_rows = max(1, (size * 2 // 5) // line)
+    cols = 1 if n <= max_rows else 2
+    rows = min(max_rows, -(-n // cols))
+    band_h = rows * line + 4
+    side = size - band_h
+    vis = mask_visual(masks, side)
+    top = blank(side, size)
+    left = (size - side) // 2
+    top[:, :, left:left + side] = vis
+    band = blank(band_h, size)
+    swatch = max(4, px - 4)
+    col_w = size // cols
+    fits = rows * cols
+    for i in range(min(n, fits)):
+        r, c = i % rows, i // rows
+        x, y = 3 + c * col_w, 2 + r * line
+        band[:, y + (px - swatch) // 2 + 1: y + (px - swatch) // 2 + 1 + swatch,
+             x:x + swatch] = PALETTE[i % len(PALETTE)].view(3, 1, 1)
+        text = labels[i] if not (i == fits - 1 and n > fits) else f"+{n - fits + 1} more"
+        band[:, :, x + swatch + 3:x + col_w] = draw_text(
+            band[:, :, x + swatch + 3:x + col_w], [(text, INK)], px=px, xy=(0, y))
+    return torch.cat([top, band], dim=1)
+
+
+def weight_panel(classes: Sequence[str], weights: Sequence[float], size: int,
+                 title: str) -> Tensor:
+    """A ``[3, size, size]`` panel for a weighted blend: ``title``, then one bar per class,
+    its length the weight's share of the largest |weight|, labelled ``class: weight``."""
+    px = text_px(size)
+    line = px + max(2, px // 4)
+    panel = draw_text(blank(size, size), [(title, INK)], px=px)
+    top = 2 + line + 2
+    room = max(1, (size - top) // (2 * line))
+    peak = max((abs(w) for w in weights), default=1.0) or 1.0
+    for i, (name, wt) in enumerate(list(zip(classes, weights))[:room]):
+        y = top + i * 2 * line
+        panel = draw_text(panel, [(f"{name}: {wt:.3g}", INK)], px=px, xy=(3, y))
+        length = max(1, int((size - 8) * abs(wt) / peak))
+        colour = PALETTE[i % len(PALETTE)].view(3, 1, 1)
+        panel[:, y + line: y + line + max(3, px // 2), 3:3 + length] = colour
+    return panel
+
+
+def label_tile(lines: Sequence[str], size: int) -> Tensor:
+    """A white ``[3, size, size]`` tile with ``lines`` of text (a summary row's label)."""
+    return draw_text(blank(size, size), [(s, INK) for s in lines], px=text_px(size),
+                     xy=(3, 4))
+
+
+def caption(picture01: Tensor, text: str, px: int | None = None) -> Tensor:
+    """``picture01 [3, H, W]`` with a white caption band under it (for GIF frames)."""
+    w = picture01.shape[-1]
+    px = px or text_px(min(w, 128))
+    band = draw_text(blank(px + 6, w), [(text, INK)], px=px, xy=(3, 3))
+    return torch.cat([picture01, band], dim=1)
+
+
+def grid_uint8(tiles: np.ndarray, nrow: int, pad: int = PAD) -> np.ndarray:
+    """:func:`grid` for uint8 tiles ``[B, H, W, 3]`` -> ``[rows*(H+pad)+pad, ...,  3]``
+    (white gaps); the same pixels as ``to_uint8(grid(...))`` at a quarter of the memory."""
+    b, h, w, c = tiles.shape
+    nrow = max(1, min(nrow, b))
+    rows = -(-b // nrow)
+    out = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(b):
+        r, col = divmod(i, nrow)
+        out[pad + r * (h + pad): pad + r * (h + pad) + h,
+            pad + col * (w + pad): pad + col * (w + pad) + w] = tiles[i]
+    return out
+
+
+def save_png_array(arr: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write a uint8 ``[H, W, 3]`` array as a PNG, atomically."""
+    from PIL import Image
+
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))

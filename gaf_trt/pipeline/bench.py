@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import platform
 import resource
 import statistics
@@ -52,7 +51,8 @@ from gaf_trt.engine.torch_backend import (
     engine_from_model,
     precision_support,
 )
-from gaf_trt.errors import ConfigError
+from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.export.manifest import EngineDirError
 from gaf_trt.model.checkpoint import load_model
 from gaf_trt.model.config import DIT_PRESETS, GAFConfig, preset_config
 from gaf_trt.model.gaf import GAF
@@ -169,6 +169,8 @@ class BenchRecord:
     compile_s: float  # torch.compile time alone (0 for eager)
     resolved_backend: str  # what ``auto`` picked; else the backend itself
     torch: str = torch.__version__
+    ceiling_source: str = ""  # the GEMM provider (or device peak, or row) that set the ceiling
+    skipped: str = ""  # why this cell did not run ("" when it ran)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -313,6 +315,98 @@ def matmul_ceiling(device: str, precision: Precision, rows: int, hidden: int, in
     return best
 
 
+def ort_matmul_gflops(precision: Precision, rows: int, hidden: int, inner: int,
+                      sessions: dict[Any, Any] | None = None,
+                      min_seconds: float = 0.1) -> float | None:
+    """Best GFLOP/s of ONNX Runtime's CPU ``MatMul`` at the model's GEMM shapes (a tiny graph
+    ``A [rows, k] @ W [k, n]``, as many threads as the ort engine uses); None when ONNX
+    Runtime is absent or has no kernel for ``precision``."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    from gaf_trt.engine.ort_backend import cpu_threads
+
+    np_dtype = {Precision.FP32: "float32", Precision.FP16: "float16"}.get(precision)
+    if np_dtype is None:  # no BF16 MatMul kernel on ONNX Runtime's CPU provider
+        return None
+    onnx_dtype = TensorProto.FLOAT if np_dtype == "float32" else TensorProto.FLOAT16
+    sessions = {} if sessions is None else sessions
+    best = 0.0
+    g = torch.Generator().manual_seed(0)
+    for k, n in ((hidden, 3 * hidden), (hidden, inner), (inner, hidden)):
+        key = (precision, rows, k, n)
+        if key not in sessions:
+            w = torch.randn(k, n, generator=g).numpy().astype(np_dtype)
+            graph = helper.make_graph(
+                [helper.make_node("MatMul", ["A", "W"], ["Y"])], "gemm",
+                [helper.make_tensor_value_info("A", onnx_dtype, [rows, k])],
+                [helper.make_tensor_value_info("Y", onnx_dtype, [rows, n])],
+                [numpy_helper.from_array(w, "W")])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = cpu_threads()
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.log_severity_level = 3
+            try:
+                sess = ort.InferenceSession(model.SerializeToString(), so,
+                                            providers=["CPUExecutionProvider"])
+                a = torch.randn(rows, k, generator=g).numpy().astype(np_dtype)
+                sess.run(None, {"A": a})
+            except Exception:  # noqa: BLE001 - no kernel for this type: not a provider here
+                return None
+            sessions[key] = (sess, a)
+        sess, a = sessions[key]
+        count, elapsed = 0, 0.0
+        while elapsed < min_seconds or count < 3:
+            elapsed += sum(time_calls(lambda: sess.run(None, {"A": a}), "cpu", 0, 1))
+            count += 1
+        best = max(best, 2.0 * rows * k * n * count / elapsed / 1e9)
+    return best
+
+
+def gemm_probes(device: str, precision: Precision, rows: int, hidden: int, inner: int,
+                sessions: dict[Any, Any] | None = None) -> dict[str, float]:
+    """GFLOP/s of every GEMM provider present at the model's shapes: ``torch`` always,
+    ``ort`` (ONNX Runtime's MatMul) on the CPU where it has a kernel for the precision, and
+    on CUDA the device's datasheet peak (``device-peak``) when the GPU is known."""
+    out = {"torch": matmul_ceiling(device, precision, rows, hidden, inner)}
+    if device.startswith("cuda"):
+        peak = gpu_peak_tflops(device, precision)
+        if peak is not None:
+            out["device-peak"] = peak * 1e3
+    else:
+        ort = ort_matmul_gflops(precision, rows, hidden, inner, sessions)
+        if ort is not None:
+            out["ort"] = ort
+    return out
+
+
+def assign_ceilings(rows: Sequence[tuple[str, Precision, int, float]],
+                    probes: dict[tuple[Precision, int], dict[str, float]]
+                    ) -> list[tuple[float, str]]:
+    """``(ceiling GFLOP/s, source)`` per row ``(label, precision, gemm rows, achieved)``.
+
+    A row's ceiling is the best GEMM provider measured at its precision and shape (or the
+    device peak); a row that outruns every probe (a fused runtime at a shape the probes do
+    not reach) raises the ceiling of its precision to itself, named as the source, so no row
+    ever reads more than 100 % of what this machine was seen to do."""
+    best_row: dict[Precision, tuple[float, str]] = {}
+    for label, prec, _m, gflops in rows:
+        if gflops > best_row.get(prec, (0.0, ""))[0]:
+            best_row[prec] = (gflops, label)
+    out = []
+    for _label, prec, m, gflops in rows:
+        found = probes.get((prec, m)) or {}
+        source, ceiling = max(found.items(), key=lambda kv: kv[1], default=("", 0.0))
+        top, top_label = best_row.get(prec, (0.0, ""))
+        if top > ceiling:
+            ceiling, source = top, f"row {top_label}"
+        out.append((ceiling, source))
+    return out
+
+
 def peak_memory(device: str) -> tuple[float, str]:
     """(MiB, kind): CUDA peak allocated since the last reset, else the process's peak RSS."""
     if device.startswith("cuda"):
@@ -378,7 +472,8 @@ class _Context:
     model: GAF  # fp32 weights: the reference loop and the source of every torch engine
     models: dict[str, GAF] = field(default_factory=dict)  # by precision
     engines: dict[tuple[str, str], tuple[AnchorNetwork, str]] = field(default_factory=dict)
-    pairs: list[tuple[str, Precision]] = field(default_factory=list)  # rows of every case
+    probe_sessions: dict[Any, Any] = field(default_factory=dict)  # ONNX Runtime GEMM probes
+    unusable: dict[tuple[str, str], str] = field(default_factory=dict)  # cell -> why not
 
 
 def check_available(grid: BenchGrid, device: str) -> None:
@@ -406,12 +501,13 @@ def _engine_precision(grid: BenchGrid) -> str | None:
     return str(read_manifest(grid.engine).get("precision", "fp32"))
 
 
-def row_pairs(grid: BenchGrid, device: str) -> list[tuple[str, Precision]]:
-    """The ``(backend, precision)`` rows of the grid. torch rows run the precisions torch
+def row_pairs(grid: BenchGrid, device: str
+              ) -> tuple[list[tuple[str, Precision]], dict[tuple[str, str], str]]:
+    """The ``(backend, precision)`` cells of the grid that can run here, and why each other
+    cell cannot (keyed ``(backend, precision value)``). torch rows run the precisions torch
     runs natively here; ``ort`` / ``trt`` rows (and ``auto`` with ``--engine``) run the engine
-    directory's precision. A pair one backend cannot run is left out when another backend of
-    the grid runs that precision (``--backend torch ort --precision fp32 bf16 int8`` with an
-    int8 engine: torch fp32, torch bf16, ort int8); otherwise it is an error."""
+    directory's precision. A cell that cannot run is skipped with its reason (``ort bf16`` on
+    an fp32 engine directory); a grid in which no cell can run is an error."""
     built = _engine_precision(grid)
     on_dir = ("ort", "trt", "auto") if grid.engine is not None else ("ort", "trt")
 
@@ -423,17 +519,19 @@ def row_pairs(grid: BenchGrid, device: str) -> list[tuple[str, Precision]]:
         why = precision_support(device, p)
         return None if why is None else f"precision {p.value} on {device}: {why}"
 
-    pairs = [(b, p) for b in grid.backends for p in grid.precisions if why_not(b, p) is None]
-    for p in grid.precisions:
-        if not any(q is p for _, q in pairs):
-            reason = why_not(grid.backends[0], p)
-            ok = [q.value for q in Precision if precision_support(device, q) is None]
-            raise ConfigError(f"{reason}; available: {', '.join(ok)}"
-                              + (f" (torch), {built} (--engine)" if built else ""))
+    pairs, unusable = [], {}
     for b in grid.backends:
-        if not any(c == b for c, _ in pairs):
-            raise ConfigError(why_not(b, grid.precisions[0]) or f"backend {b!r} has no row")
-    return pairs
+        for p in grid.precisions:
+            why = why_not(b, p)
+            if why is None:
+                pairs.append((b, p))
+            else:
+                unusable[b, p.value] = why
+    if not pairs:
+        ok = [q.value for q in Precision if precision_support(device, q) is None]
+        raise ConfigError(f"{next(iter(unusable.values()))}; available: {', '.join(ok)}"
+                          + (f" (torch), {built} (--engine)" if built else ""))
+    return pairs, unusable
 
 
 def usable_backends() -> list[str]:
@@ -544,8 +642,28 @@ def _prepare(ctx: _Context, row: _Row, run: Callable[[], Tensor],
     return _Prepared(row, run, out, setup_s, compile_s, peak_memory(dev))
 
 
+def _achieved_gflops(ctx: _Context, case: Case, p: _Prepared) -> float:
+    evals = case.steps * SOLVERS.get(case.solver).evals_per_step
+    forwards = evals * case.batch * case.classes
+    return 2.0 * macs_per_sample(ctx.model.config) * forwards / statistics.median(p.times) / 1e9
+
+
+def _skipped(ctx: _Context, case: Case, comp: str, backend: str, precision: Precision,
+             why: str) -> BenchRecord:
+    """The record of a cell that cannot run here (zeros, ``skipped`` = the reason)."""
+    return BenchRecord(
+        backend=backend, precision=precision.value, mode="skipped", batch=case.batch,
+        classes=case.classes, steps=case.steps, solver=case.solver, composition=comp,
+        device=ctx.device, device_name=device_name(ctx.device), repeats=0, loop_ms=0.0,
+        ms_per_image=0.0, ms_per_image_p90=0.0, ms_per_step=0.0, ms_per_step_p90=0.0,
+        images_per_s=0.0, evals_per_s=0.0, gflops=0.0, ceiling_gflops=0.0,
+        ceiling_fraction=0.0, mfu=None, peak_mem_mb=0.0, peak_mem_kind="",
+        max_rel_err_vs_fp32=None, finite=False, speedup_vs_reference=0.0, setup_s=0.0,
+        compile_s=0.0, resolved_backend=backend, skipped=why)
+
+
 def _record(ctx: _Context, case: Case, comp: str, p: _Prepared, truth: Tensor | None,
-            ref_ms: float | None, ceiling: float) -> BenchRecord:
+            ref_ms: float | None, ceiling: tuple[float, str]) -> BenchRecord:
     """Summarise a prepared row's timed calls."""
     dev, cfg, row = ctx.device, ctx.model.config, p.row
     med, p90 = statistics.median(p.times), percentile(p.times, 90)
@@ -554,6 +672,7 @@ def _record(ctx: _Context, case: Case, comp: str, p: _Prepared, truth: Tensor | 
     gflops = 2.0 * macs_per_sample(cfg) * forwards / med / 1e9
     peak = gpu_peak_tflops(dev, row.precision)
     err = 0.0 if truth is None else max_rel_err(p.out, truth)
+    ceiling, source = ceiling
     return BenchRecord(
         backend=row.backend, precision=row.precision.value, mode=row.mode, batch=case.batch,
         classes=case.classes, steps=case.steps, solver=case.solver, composition=comp, device=dev,
@@ -565,7 +684,8 @@ def _record(ctx: _Context, case: Case, comp: str, p: _Prepared, truth: Tensor | 
         mfu=None if peak is None else gflops / (peak * 1e3), peak_mem_mb=p.peak_mem[0],
         peak_mem_kind=p.peak_mem[1], max_rel_err_vs_fp32=err, finite=err is not None,
         speedup_vs_reference=1.0 if ref_ms is None else ref_ms / (med * 1e3),
-        setup_s=p.setup_s, compile_s=p.compile_s, resolved_backend=row.resolved)
+        setup_s=p.setup_s, compile_s=p.compile_s, resolved_backend=row.resolved,
+        ceiling_source=source)
 
 
 def bench_case(ctx: _Context, case: Case,
@@ -582,29 +702,45 @@ def bench_case(ctx: _Context, case: Case,
     ref_row = _Row("reference", Precision.FP32, "eager", "reference", case.batch * tokens)
     rows = [_prepare(ctx, ref_row, _runner(ReferenceField(ctx.model, comp), x, case,
                                            cfg.t_eps, graph=False), None)]
-    for backend, precision in ctx.pairs or row_pairs(ctx.grid, dev):
-        progress(f"{case}: {backend} {precision.value}")
-        engine, resolved = _engine(ctx, backend, precision)
-        graph = (dev.startswith("cuda") and ctx.grid.cuda_graph
-                 and resolved in GRAPH_BACKENDS)
-        row = _Row(backend, precision, "graph" if graph else "eager", resolved,
-                   case.classes * case.batch * tokens)
-        run = _runner(ComposedField(engine, comp), x, case, cfg.t_eps, graph)
-        rows.append(_prepare(ctx, row, run, engine))
+    skipped: list[BenchRecord] = []
+    for backend in ctx.grid.backends:
+        for precision in ctx.grid.precisions:
+            progress(f"{case}: {backend} {precision.value}")
+            why = ctx.unusable.get((backend, precision.value))
+            if why is None:
+                try:
+                    engine, resolved = _engine(ctx, backend, precision)
+                except EngineDirError:  # a broken directory is bad input, never a skipped cell
+                    raise
+                except GAFError as err:  # this cell cannot run here: say why, run the rest
+                    why = ctx.unusable[backend, precision.value] = str(err)
+            if why is not None:
+                progress(f"{case}: {backend} {precision.value} skipped: {why}")
+                skipped.append(_skipped(ctx, case, desc, backend, precision, why))
+                continue
+            graph = (dev.startswith("cuda") and ctx.grid.cuda_graph
+                     and resolved in GRAPH_BACKENDS)
+            row = _Row(backend, precision, "graph" if graph else "eager", resolved,
+                       case.classes * case.batch * tokens)
+            run = _runner(ComposedField(engine, comp), x, case, cfg.t_eps, graph)
+            rows.append(_prepare(ctx, row, run, engine))
     progress(f"{case}: {ctx.grid.repeats} timed rounds over {len(rows)} rows")
-    probes = {(_probe_precision(p.row.precision), p.row.gemm_rows): 0.0 for p in rows}
+    probes: dict[tuple[Precision, int], dict[str, float]] = {
+        (_probe_precision(p.row.precision), p.row.gemm_rows): {} for p in rows}
     inner = int(cfg.hidden_size * cfg.mlp_ratio)
     for _ in range(ctx.grid.repeats):  # rows and ceiling probes share every round's load
         for p in rows:
             p.times += time_calls(p.run, dev, 0, 1)
         for prec, m in probes:
-            probes[prec, m] = max(probes[prec, m],
-                                  matmul_ceiling(dev, prec, m, cfg.hidden_size, inner))
-    ref = _record(ctx, case, desc, rows[0], None, None,
-                  probes[Precision.FP32, rows[0].row.gemm_rows])
-    return [ref] + [_record(ctx, case, desc, p, rows[0].out, ref.loop_ms,
-                            probes[_probe_precision(p.row.precision), p.row.gemm_rows])
-                    for p in rows[1:]]
+            for name, gf in gemm_probes(dev, prec, m, cfg.hidden_size, inner,
+                                        ctx.probe_sessions).items():
+                probes[prec, m][name] = max(probes[prec, m].get(name, 0.0), gf)
+    ceilings = assign_ceilings([(p.row.resolved, _probe_precision(p.row.precision),
+                                 p.row.gemm_rows,
+                                 _achieved_gflops(ctx, case, p)) for p in rows], probes)
+    ref = _record(ctx, case, desc, rows[0], None, None, ceilings[0])
+    return [ref] + [_record(ctx, case, desc, p, rows[0].out, ref.loop_ms, c)
+                    for p, c in zip(rows[1:], ceilings[1:], strict=True)] + skipped
 
 
 def _probe_precision(precision: Precision) -> Precision:
@@ -618,14 +754,13 @@ def load_fp32_model(grid: BenchGrid, device: str) -> GAF:
     the engine directory, or a random-weight preset."""
     if grid.ckpt is not None:
         return load_model(grid.ckpt, device=device)
-    if grid.engine is not None:
-        from gaf_trt.export.manifest import read_manifest
+    if grid.engine is not None:  # the whole directory verified before any work
+        from gaf_trt.engine.loader import engine_weights
+        from gaf_trt.export.manifest import read_manifest, verify_files
 
-        weights = read_manifest(grid.engine).get("weights")
-        if not weights:
-            raise ConfigError(f"{grid.engine} holds no PyTorch weights for the reference "
-                              "loop: give --ckpt with the checkpoint it was exported from")
-        return load_model(os.path.join(grid.engine, weights), device=device)
+        man = read_manifest(grid.engine)
+        verify_files(grid.engine, man)
+        return load_model(str(engine_weights(grid.engine, verify=False, man=man)), device=device)
     return preset_model(grid.preset, grid.latent, grid.channels, grid.num_classes, grid.seed,
                         device)
 
@@ -641,11 +776,30 @@ def run_bench(grid: BenchGrid,
     if too_many:
         raise ConfigError(f"--classes {too_many[0]} exceeds the model's "
                           f"{model.config.num_classes} classes")
-    ctx = _Context(grid, device, model, pairs=row_pairs(grid, device))
+    ctx = _Context(grid, device, model, unusable=row_pairs(grid, device)[1])
     records: list[BenchRecord] = []
     for batch in grid.batches:
         for classes in grid.classes:
             for steps in grid.steps:
                 for solver in grid.solvers:
-                    records += bench_case(ctx, Case(batch, classes, steps, solver), progress)
+                    case = bench_case(ctx, Case(batch, classes, steps, solver), progress)
+                    _record_cpu_choice(ctx, case, progress)
+                    records += case
     return records
+
+
+def _record_cpu_choice(ctx: _Context, records: list[BenchRecord],
+                       progress: Callable[[str], None]) -> None:
+    """On the CPU with an engine directory: the faster of its torch and ort rows, per
+    precision, becomes what ``auto`` picks for engine directories on this CPU
+    (:func:`gaf_trt.engine.auto.record_measured`)."""
+    if ctx.device != "cpu" or ctx.grid.engine is None:
+        return
+    from gaf_trt.engine.auto import record_measured
+
+    for prec in {r.precision for r in records}:
+        ms = {r.backend: r.loop_ms for r in records
+              if r.precision == prec and not r.skipped and r.backend != "reference"}
+        best = record_measured(prec, ms, ctx.grid.engine)
+        if best is not None:
+            progress(f"auto on this CPU at {prec}: {best} (measured fastest)")

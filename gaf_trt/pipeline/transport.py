@@ -43,7 +43,7 @@ RECORD = "transport.json"
 MIN_SIZE, MAX_SIZE = 16, 8192
 MAX_BATCH = 64
 #: Frames per second of the interpolation GIF.
-GIF_FPS = 4.0
+GIF_FPS = img.GIF_FPS  # 250 ms a frame
 #: Largest input image read by ``translate`` (pixels before cropping and resizing).
 MAX_IMAGE_PIXELS = 1 << 26
 #: Images decoded through the VAE per call.
@@ -144,13 +144,13 @@ class Loaded:
 
 
 def _check_common(steps: int, solver: str, reverse_solver: str | None, size: int | None,
-                  src: ModelSource, out: str) -> None:
+                  src: ModelSource, out: str, command: str = "transport") -> None:
     check_steps(steps)
     tr.resolve_reverse_solver(solver, reverse_solver)
     BACKENDS.get(src.backend)
     if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"--size must be in {MIN_SIZE}..{MAX_SIZE} pixels, got {size}")
-    check_output_dir(out)
+    check_output_dir(out, command=command)
 
 
 def load(src: ModelSource, *, need_vae: bool = True) -> Loaded:
@@ -294,7 +294,9 @@ def _run_cycle(cfg: TransportConfig, loaded: Loaded, classes: list[int], noise: 
     cells = torch.stack(cols, dim=1).reshape(b * len(cols), 3, *hw)  # row per sample
     metrics = image_metrics(res.first, res.last, loaded)
     metrics["noise_mse"] = res.noise_mse
-    return ModeOutput(res, {"cycle.png": render(cells, len(cols), cfg.size)}, {}, metrics,
+    picture = render(cells, len(cols), cfg.size)
+    picture = img.with_header(picture, res.labels, img.column_px(picture, len(cols)))
+    return ModeOutput(res, {"cycle.png": picture}, {}, metrics,
                       {"cycle.png": {"rows": "samples", "columns": res.labels}})
 
 
@@ -309,11 +311,20 @@ def _run_interpolation(cfg: TransportConfig, loaded: Loaded, classes: list[int],
     frames = frames.view(f, b, *frames.shape[1:])
     cells = frames.transpose(0, 1).reshape(b * f, *frames.shape[2:])  # row per sample
     side = max(1, round(math.sqrt(b)))
-    gif = [render(frames[i], side, cfg.size) for i in range(f)]
+    labels = [f"{ci}->{cj} a={a:.3f}" for ci, cj, a in res.steps]
+    gif = []
+    for i in range(f):
+        frame = render(frames[i], side, cfg.size)
+        gif.append(img.caption(frame, labels[i], img.column_px(frame, side)))
     metrics = image_metrics(res.frames[0], res.frames[-1], loaded)
     metrics = {f"closure_{k}" if k != "lpips_note" else k: v for k, v in metrics.items()}
-    labels = [f"{ci}->{cj} a={a:.3f}" for ci, cj, a in res.steps]
-    return ModeOutput(res, {"interpolation.png": render(cells, f, cfg.size)},
+    picture = render(cells, f, cfg.size)
+    heads = [f"{ci}->{cj}" if a not in (0.0, 1.0) else str(cj if a == 1.0 else ci)
+             for ci, cj, a in res.steps]
+    px = img.column_px(picture, f)
+    picture = img.with_header(img.with_header(picture, [f"a={a:.2f}" for *_, a in res.steps],
+                                              px), heads, px)
+    return ModeOutput(res, {"interpolation.png": picture},
                       {"interpolation.gif": gif}, metrics,
                       {"interpolation.png": {"rows": "samples", "columns": labels},
                        "interpolation.gif": {"frames": labels}})
@@ -330,6 +341,11 @@ def _run_barycentric(cfg: TransportConfig, loaded: Loaded, classes: list[int], n
     grids = [img.grid(img.upscale(cells[:, :, i].reshape(g * g, *cells.shape[3:]),
                                   img.display_scale(cells.shape[-1])), g) for i in range(b)]
     picture = fit_long_side(img.strip(grids) if b > 1 else grids[0], cfg.size)
+    px = img.column_px(picture, g * b)
+    names = [str(c) for c in classes]
+    picture = img.with_header(picture, [f"top row: class {names[2]}"] * b, px)
+    picture = img.with_header(picture, [f"class {names[1]}", f"class {names[0]}"] * b, px,
+                              below=True)  # bottom-left, bottom-right corners
     layout = {"barycentric.png": {
         "panels": "one g x g grid per sample, left to right",
         "rows": "v = j/(g-1) from 1 (top) to 0", "columns": "u = i/(g-1) from 0 to 1",
@@ -416,7 +432,8 @@ def _record(args: dict[str, Any], src: ModelSource, loaded: Loaded, output: Mode
         "args": args,
         "checkpoint": _checkpoint_info(src.ckpt),
         "model": loaded.config.to_dict(),
-        "backend": src.backend,
+        "backend": getattr(loaded.network, "name", src.backend),  # what ran (auto resolved)
+        "backend_requested": src.backend,
         "device": loaded.device,
         "device_name": (torch.cuda.get_device_name(loaded.device)
                         if loaded.device.startswith("cuda") else platform.processor() or "cpu"),
@@ -443,7 +460,8 @@ def _write(out: Path, output: ModeOutput, record: dict[str, Any]) -> list[Path]:
     """Write the pictures, GIFs and the record through a staged, locked output folder."""
     names = list(output.pictures) + list(output.gifs)
     record["files"] = names + [RECORD]
-    with OutputDir(out, record=RECORD) as od:
+    command = "translate" if record.get("mode") == "translate" else "transport"
+    with OutputDir(out, record=RECORD, command=command) as od:
         for name, picture in output.pictures.items():
             img.save_png(picture, od.staging / name)
         for name, frames in output.gifs.items():
@@ -465,7 +483,7 @@ def read_image(path: str, channels: int, side: int) -> Tensor:
         raise ConfigError(f"translate reads grayscale or RGB images; this model has {channels} "
                           "pixel channels")
     try:
-        with Image.open(path) as im:
+        with img.open_image(path) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
                 raise ConfigError(f"image {path} is {w}x{h} pixels; at most "
@@ -526,7 +544,8 @@ class TranslatePlan:
 def prepare_translate(cfg: TranslateConfig) -> TranslatePlan:
     """Validate, load the model (and VAE) and read the image; raises before writing."""
     tr.check_range(cfg.snapshots, 1, 64, "--snapshots")
-    _check_common(cfg.steps, cfg.solver, cfg.reverse_solver, cfg.size, cfg.model, cfg.out)
+    _check_common(cfg.steps, cfg.solver, cfg.reverse_solver, cfg.size, cfg.model, cfg.out,
+                  "translate")
     if not Path(cfg.image).is_file():
         raise ConfigError(f"cannot read image {cfg.image}: no such file")
     loaded = load(cfg.model)
@@ -555,8 +574,16 @@ def run_translate(cfg: TranslateConfig, progress: ProgressFactory | None = None,
     layout = {"translation.png": {"columns": ["source", "result"]},
               "trajectory.png": {"rows": ["x_t", "J (noise anchor)", "K (data anchor)"],
                                  "columns": [f"{sn.leg} t={sn.t:.3f}" for sn in snaps]}}
-    output = ModeOutput(res, {"translation.png": render(pair, 2, cfg.size),
-                              "trajectory.png": render(traj, len(snaps), cfg.size)},
+    pair_pic = render(pair, 2, cfg.size)
+    pair_pic = img.with_header(pair_pic, [f"source (class {plan.source})",
+                                          f"result (class {plan.target})"],
+                               img.column_px(pair_pic, 2))
+    raw = render(traj, len(snaps), cfg.size)
+    px = img.column_px(raw, len(snaps))
+    traj_pic = img.with_header(raw, [f"{sn.leg[:3]} t={sn.t:.2f}" for sn in snaps], px)
+    traj_pic = img.with_row_labels(traj_pic, ["x_t", "J", "K"], px,
+                                   top=traj_pic.shape[1] - raw.shape[1])
+    output = ModeOutput(res, {"translation.png": pair_pic, "trajectory.png": traj_pic},
                         {}, metrics, layout)
     record = _record(cfg.to_dict(), cfg.model, loaded, output, run_s)
     record.update(mode="translate", source=plan.source, target=plan.target)

@@ -13,13 +13,14 @@ from typing import Any, Optional
 
 import typer
 
+from gaf_trt.cli.command import GafCommand
 from gaf_trt.cli.errors import OneLineErrorGroup, run_app, user_errors
 
 app = typer.Typer(cls=OneLineErrorGroup, add_completion=False, pretty_exceptions_enable=False,
                   no_args_is_help=True, help="Train and evaluate GAF models.")
 
 
-@app.command("train")
+@app.command("train", cls=GafCommand)
 @user_errors
 def train_cmd(
     preset: Optional[str] = typer.Option("digits", "--preset", help="cifar, celeb, afhq, "
@@ -39,7 +40,9 @@ def train_cmd(
                                                  "checkpoint's value: key=value (repeatable)."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="End early at this step "
                                              "(the schedule still spans iters)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log every log_every "
+                                 "steps, resumes and overrides (INFO lines on stderr)."),
 ) -> None:
     """Train a GAF model; checkpoints go to OUT/last.pt in the published format.
 
@@ -56,6 +59,8 @@ def train_cmd(
         assignments.append(f"outdir={out}")
     override_keys = tuple(parse_assignment(item, "--override")[0] for item in override or [])
     cfg = build_config(preset, config, assignments + list(override or []))
+    if verbose:
+        logging.getLogger("gaf_trt").setLevel(logging.INFO)
     run = functools.partial(train, cfg, resume=resume, retrunk=retrunk, override=override_keys,
                             stop_after=stop_after)
     result = run() if quiet else _train_with_progress(run, cfg.iters)
@@ -84,11 +89,13 @@ def _train_with_progress(run: Callable[..., Any], iters: int) -> Any:
         progress.update(task, completed=state.step, loss=state.loss, vcos=state.velocity_cos,
                         ips=ips)
 
-    with progress:
+    from gaf_trt.cli.progress import shown
+
+    with shown(progress):  # cleared if the run fails: the error line stands alone
         return run(progress=on_step)
 
 
-@app.command("precompute")
+@app.command("precompute", cls=GafCommand)
 @user_errors
 def precompute_cmd(
     images: Path = typer.Option(..., "--images", help="Image folder, one sub-folder per class."),
@@ -110,7 +117,7 @@ def precompute_cmd(
                + (f" (skipped {info['skipped']} unreadable files)" if info["skipped"] else ""))
 
 
-@app.command("evaluate")
+@app.command("evaluate", cls=GafCommand)
 @user_errors
 def evaluate_cmd(
     ckpt: str = typer.Option("digits", "--ckpt", help="A digits checkpoint or 'digits'."),
@@ -118,11 +125,24 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed"),
     no_ema: bool = typer.Option(False, "--no-ema", help="Evaluate the raw weights, not the EMA."),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the report here."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Quality gate of a digits model: classifier accuracy and Fréchet distance."""
+    """Quality gate of a digits model: classifier accuracy and Fréchet distance (samplers
+    euler-20 and ier-8)."""
+    from gaf_trt.cli.command import check_output_file
+    from gaf_trt.cli.progress import progress_factory, shown
     from gaf_trt.training.evaluate import evaluate_digits, format_report
 
-    report = evaluate_digits(ckpt, per_class=per_class, seed=seed, use_ema=not no_ema)
+    if as_json is not None:
+        check_output_file(as_json, "--json")
+    run = functools.partial(evaluate_digits, ckpt, per_class=per_class, seed=seed,
+                            use_ema=not no_ema)
+    if quiet:
+        report = run()
+    else:
+        progress, factory = progress_factory()
+        with shown(progress):
+            report = run(progress=factory)
     typer.echo(format_report(report))
     if as_json is not None:
         from gaf_trt.io.files import write_json
@@ -130,21 +150,25 @@ def evaluate_cmd(
         write_json(as_json, report)
 
 
-@app.command("bundle")
+@app.command("bundle", cls=GafCommand)
 @user_errors
 def bundle_cmd(
     ckpt: Path = typer.Option(..., "--ckpt", help="Training checkpoint (EMA weights are used)."),
     out: Path = typer.Option(..., "--out", help="safetensors file to write."),
 ) -> None:
     """Write a checkpoint's EMA weights as gaf-trt safetensors (config in the metadata)."""
+    from gaf_trt.cli.command import check_output_file
     from gaf_trt.model.checkpoint import load_model, save_safetensors
 
+    check_output_file(out, "--out")  # names the folder, before the checkpoint is read
     model = load_model(ckpt)
     save_safetensors(model, out)
     typer.echo(f"wrote {out}")
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
+    # WARNING and above only: progress is the bar (cleared on failure), so a failed command
+    # leaves its one error line alone on stderr; `train --verbose` adds the INFO lines
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     run_app(app)

@@ -1,6 +1,6 @@
 """Quality gate of the bundled digits model.
 
-Generates ``per_class`` samples per class (euler-20 and endpoint/IER-8), reduces them to the
+Generates ``per_class`` samples per class (euler-20 and ier-8), reduces them to the
 dataset's 8x8 grid (area average), classifies them with a logistic-regression classifier
 trained on the real digits taken through the same size round trip (upscale to the model's
 size, area-average back to 8x8), and reports per-class and mean accuracy plus a Fréchet
@@ -11,6 +11,7 @@ logits).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gaf_trt.compose import sample
+from gaf_trt.compose.solvers import StepCallback
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.checkpoint import load_model
 from gaf_trt.training.data import load_digits_images, resize_images
 
-#: (name, solver, steps) of the reported samplers.
-SAMPLERS = (("euler-20", "euler", 20), ("endpoint-8", "endpoint", 8))
+#: (name, solver, steps) of the reported samplers; names use the CLI's solver names
+#: (``ier``, of which ``endpoint`` is an alias in :data:`~gaf_trt.compose.solvers.SOLVERS`).
+SAMPLERS = (("euler-20", "euler", 20), ("ier-8", "ier", 8))
 
 
 @dataclass
@@ -86,24 +89,33 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def generate_per_class(model: Any, per_class: int, solver: str, steps: int, seed: int,
-                       chunk: int = 250) -> tuple[Tensor, Tensor]:
-    """``per_class`` samples of every class: images ``[N, C, S, S]`` and labels ``[N]``."""
+                       chunk: int = 250, callback: StepCallback | None = None
+                       ) -> tuple[Tensor, Tensor]:
+    """``per_class`` samples of every class: images ``[N, C, S, S]`` and labels ``[N]``.
+    ``callback(k, n, x)`` sees every solver step of the whole job (``n`` = all steps of all
+    classes and chunks), for a progress bar."""
     g = torch.Generator().manual_seed(seed)
     shape = model.config.sample_shape
+    loops = model.config.num_classes * -(-per_class // chunk)
     outs, labels = [], []
     for c in range(model.config.num_classes):
         for start in range(0, per_class, chunk):
             n = min(chunk, per_class - start)
             noise = torch.randn(n, *shape, generator=g)
+            done = len(outs) * steps
+            step = None if callback is None else (
+                lambda k, _n, x, done=done: callback(done + k, loops * steps, x))
             outs.append(sample(model, [c], noise, steps=steps, solver=solver,
-                               t_eps=model.config.t_eps))
+                               t_eps=model.config.t_eps, callback=step))
             labels.append(torch.full((n,), c))
     return torch.cat(outs), torch.cat(labels)
 
 
 def evaluate_digits(ckpt: str = "digits", *, per_class: int = 100, seed: int = 0,
-                    use_ema: bool = True) -> dict[str, Any]:
-    """The report: classifier test accuracy, and per sampler accuracy and Fréchet distance."""
+                    use_ema: bool = True,
+                    progress: Callable[[str, int], StepCallback] | None = None) -> dict[str, Any]:
+    """The report: classifier test accuracy, and per sampler accuracy and Fréchet distance.
+    ``progress(label, total)`` returns the step callback of one sampler's bar (the CLI's)."""
     if per_class < 2:
         raise ConfigError(f"--per-class must be >= 2, got {per_class}")
     model = load_model(ckpt, use_ema=use_ema)
@@ -119,7 +131,8 @@ def evaluate_digits(ckpt: str = "digits", *, per_class: int = 100, seed: int = 0
                               "samplers": {}}
     for name, solver, steps in SAMPLERS:
         t0 = time.perf_counter()
-        images, labels = generate_per_class(model, per_class, solver, steps, seed)
+        bar = progress(name, steps) if progress is not None else None
+        images, labels = generate_per_class(model, per_class, solver, steps, seed, callback=bar)
         gen8 = to_digit_grid(images)
         pred = clf.predict(gen8)
         lab = labels.numpy()

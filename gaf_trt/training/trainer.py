@@ -25,7 +25,7 @@ from torch import Tensor
 
 from gaf_trt.engine.base import resolve_device
 from gaf_trt.errors import ConfigError, GAFError
-from gaf_trt.io.files import DirLock, atomic_write, check_output_dir
+from gaf_trt.io.files import DirLock, atomic_write, check_output_dir, check_owner
 from gaf_trt.model.gaf import GAF
 from gaf_trt.training.config import TrainConfig
 from gaf_trt.training.data import ShardedSampler, TensorDataset, build_dataset
@@ -355,6 +355,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None,
     device = rank_device(device, info)
     lock = DirLock(outdir, what="--out") if info.is_main else contextlib.nullcontext()
     with lock:
+        if info.is_main:  # one folder, one command's output (checked under the lock)
+            check_owner(outdir, "training", "--out")
         run = prepare_run(cfg, info, device, outdir, resume, retrunk, override, stop_after)
         if info.is_main:
             write_config(run)

@@ -61,10 +61,10 @@ def test_interpolation_writes_grid_and_gif(ref_ckpt, tmp_path):
     assert r.exit_code == 0, r.output
     assert {p.name for p in out.iterdir()} == {"interpolation.png", "interpolation.gif",
                                                "transport.json"}
-    with Image.open(out / "interpolation.png") as im:
-        assert max(im.size) == 300
-    with Image.open(out / "interpolation.gif") as im:
-        assert im.n_frames == 5 and max(im.size) == 300
+    with Image.open(out / "interpolation.png") as im:  # the images 300 px long; label
+        assert im.size[0] == 300 and im.size[1] < 300  # bands above them
+    with Image.open(out / "interpolation.gif") as im:  # a 300-px frame over its caption
+        assert im.n_frames == 5 and im.size[0] == 300 and 300 < im.size[1] < 360
     assert set(record(out)["metrics"]) >= {"closure_latent_mse", "closure_pixel_mse",
                                            "closure_lpips"}
 

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.io.files import file_sha256
 from tests.export.shared import need_onnx
 
 need_onnx()
@@ -101,6 +102,9 @@ def test_manifest_from_another_gpu_refused_by_trt_loader(copy_dir, monkeypatch):
     man = json.loads((copy_dir / "manifest.json").read_text())
     for g in ("trunk", "j_head", "k_bank"):
         man["plans"][g] = dict(_plan(file=f"{g}.plan"), graph=g, static=False)
+        (copy_dir / f"{g}.plan").write_bytes(b"a plan of another GPU")
+        man["files"].append(f"{g}.plan")  # listed and hashed, as export writes them
+        man["sha256"][f"{g}.plan"] = file_sha256(copy_dir / f"{g}.plan")
     (copy_dir / "manifest.json").write_text(json.dumps(man))
     monkeypatch.setattr(trt_build, "runtime_info",
                         lambda index=None: RuntimeInfo("10.13.0.35", "NVIDIA L4", "8.9"))
@@ -129,6 +133,9 @@ def test_bad_export_options_fail_before_writing(tmp_path, ref_ckpt):
     cases = [
         (dict(graphs=("split", "trunks")), "unknown graph group 'trunks'"),
         (dict(profile=ProfileSpec(max_classes=0)), "--max-classes must be >= 1, got 0"),
+        (dict(profile=ProfileSpec(max_classes=1000)), "--max-classes must be at most 256"),
+        (dict(profile=ProfileSpec(max_batch=10 ** 9)), "--max-batch must be at most 4096"),
+        (dict(profile=ProfileSpec(static_batch=5000)), "--static-batch must be at most 4096"),
         (dict(profile=ProfileSpec(min_batch=4, opt_batch=2)), "1 <= --min-batch <= --opt-batch"),
         (dict(opset=17), "unsupported opset 17"),
         (dict(graphs=("vae",)), "--graphs vae needs --vae DIR"),
@@ -167,8 +174,7 @@ def test_from_onnx_rewrites_folder_consistently(copy_dir, monkeypatch):
     def fake_build_all(man, folder, profile, opts, say):
         for name in man["graphs"]:
             (folder / f"{name}.plan").write_bytes(b"plan " + name.encode())
-            man["plans"][name] = {"graph": name, "file": f"{name}.plan", "static": False,
-                                  "tensorrt": "10.0", "gpu": {}}
+            man["plans"][name] = dict(_plan(file=f"{name}.plan"), graph=name, static=False)
         return list(man["graphs"])
 
     monkeypatch.setattr(trt_build, "unavailable", lambda: None)

@@ -67,7 +67,7 @@ def test_output_dir_replaces_the_previous_run_as_a_whole(tmp_path):
     with pytest.raises(RuntimeError):
         _run(out, ["9.png"], fail=True)  # nothing of a failed run lands
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "mine.txt", "run.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]  # no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging, no lock left
     (tmp_path / "ref").write_text("0.png")
     assert file_sha256(out / "0.png") == file_sha256(tmp_path / "ref")  # the rerun's file
 
@@ -109,4 +109,110 @@ def test_a_symlinked_folder_is_written_through_its_target(tmp_path):
     _run(tmp_path / "link", ["a.png"])
     _run(tmp_path / "link", ["b.png"])
     assert sorted(p.name for p in real.iterdir()) == ["b.png", "run.json"]
-    assert (tmp_path / "elsewhere" / ".real.lock").exists()  # the lock sits by the real folder
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["real"]  # no lock left
+
+
+def test_the_lock_sits_by_the_real_folder_while_held(tmp_path):
+    real = tmp_path / "elsewhere" / "real"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    with DirLock(tmp_path / "link") as lock:
+        assert lock.path == tmp_path / "elsewhere" / ".real.lock" and lock.path.is_file()
+        with pytest.raises(ConfigError, match="another gaf-trt run"):
+            DirLock(real).acquire()  # the same folder by another path
+    assert not lock.path.exists()
+
+
+def test_a_lock_file_left_by_a_killed_run_is_taken_and_removed(tmp_path):
+    (tmp_path / ".out.lock").write_bytes(b"")  # SIGKILL leaves the empty file, unlocked
+    _run(tmp_path / "out", ["a.png"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_lock_whose_file_was_replaced_is_not_held(tmp_path):
+    """Check-after-acquire: a rival that locked a file which its last holder removed (and a
+    new run re-created) must not believe it holds the lock."""
+    import fcntl
+
+    first = DirLock(tmp_path / "out")
+    stale_fd = os.open(first.path, os.O_RDWR | os.O_CREAT, 0o644)  # opened before removal
+    with first:
+        pass  # removes the file it locked, then releases
+    with DirLock(tmp_path / "out") as second:  # a new holder with a new file
+        fcntl.flock(stale_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old inode is free...
+        assert not second._still_ours(stale_fd)  # ...but it is not the lock any more
+        with pytest.raises(ConfigError, match="another gaf-trt run"):
+            DirLock(tmp_path / "out").acquire()
+    os.close(stale_fd)
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "folder"])
+def test_a_strange_lock_path_is_refused_and_nothing_is_created(tmp_path, kind):
+    lock = tmp_path / ".out.lock"
+    target = tmp_path / "outside" / "victim"
+    (tmp_path / "outside").mkdir()
+    if kind == "dangling":
+        lock.symlink_to(target)
+    elif kind == "loop":
+        lock.symlink_to(lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(ConfigError, match="cannot lock --out"):
+        _run(tmp_path / "out", ["a.png"])
+    assert not target.exists() and not (tmp_path / "out").exists()
+    assert lock.is_symlink() or lock.is_dir()  # left as it was
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling", "loop_parent"])
+def test_out_through_a_bad_link_is_refused(tmp_path, kind):
+    out = tmp_path / "out"
+    if kind == "loop":
+        out.symlink_to(out)
+    elif kind == "dangling":
+        out.symlink_to(tmp_path / "nowhere" / "x")
+    else:
+        (tmp_path / "a").symlink_to(tmp_path / "b")
+        (tmp_path / "b").symlink_to(tmp_path / "a")
+        out = tmp_path / "a" / "out"
+    with pytest.raises(ConfigError, match="--out"):
+        check_output_dir(out)
+    with pytest.raises(ConfigError, match="--out"):
+        _run(out, ["a.png"])
+    assert not (tmp_path / "nowhere").exists()
+
+
+def _record(out, name, **data):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(json.dumps({"writer": "gaf-trt", "files": [name], **data}))
+
+
+@pytest.mark.parametrize("record,data,owner", [
+    ("transport.json", {"mode": "cycle"}, "gaf-trt transport"),
+    ("transport.json", {"mode": "translate"}, "gaf-trt translate"),
+    ("manifest.json", {"format": "gaf-trt-engine"}, "gaf-trt export"),
+    ("last.pt", None, "python -m gaf_trt.training train"),
+])
+def test_a_folder_of_another_command_is_refused(tmp_path, record, data, owner):
+    out = tmp_path / "out"
+    if data is None:
+        out.mkdir()
+        (out / record).write_bytes(b"checkpoint")
+    else:
+        _record(out, record, **data)
+    before = sorted(p.name for p in out.iterdir())
+    for check in (lambda: check_output_dir(out, command="sample"), lambda: _run(out, ["a.png"])):
+        with pytest.raises(ConfigError, match=f"holds the output of `{owner}`"):
+            check()
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_record_names_its_command_and_a_rerun_of_it_is_fine(tmp_path):
+    out = tmp_path / "out"
+    _run(out, ["a.png"])
+    assert json.loads((out / "run.json").read_text())["command"] == "sample"
+    check_output_dir(out, command="sample")
+    with pytest.raises(ConfigError, match="holds the output of `gaf-trt sample`"):
+        check_output_dir(out, command="export")
+    _record(tmp_path / "foreign", "transport.json", writer="someone else")
+    check_output_dir(tmp_path / "foreign", command="sample")  # not ours: no owner

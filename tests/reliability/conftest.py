@@ -340,3 +340,26 @@ def cli_commands() -> set[str]:
     from gaf_trt.cli.app import app
 
     return set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- engine directories
+
+
+def need_onnx() -> None:
+    """Skip unless the export stack is installed (extras ``[onnx]``)."""
+    pytest.importorskip("onnx", reason="onnx is not installed (pip install 'gaf-trt[onnx]')")
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed (torch.onnx dynamo)")
+
+
+@pytest.fixture(scope="session")
+def ref_engine(tmp_path_factory) -> Path:
+    """The reference checkpoint exported once per session through the CLI (split graphs, no
+    parity run: ~13 s on CPU). Tests copy it before changing anything."""
+    need_onnx()
+    out = tmp_path_factory.mktemp("ref_engine") / "eng"
+    res = run_cli("export", "--ckpt", REF_CKPT, "--out", out, "--graphs", "split",
+                  "--no-parity", timeout=240)
+    assert res.rc == 0, res.describe()
+    assert (out / "manifest.json").is_file() and (out / "trunk.onnx").is_file(), res.describe()
+    return out

@@ -17,7 +17,6 @@ from tests.reliability.conftest import (
     assert_nothing_written,
     cli_cmd,
     hashes,
-    run_cli,
     run_many,
 )
 
@@ -98,18 +97,10 @@ def test_export_refuses_before_work(export_runs, case, needles):
 
 
 @pytest.fixture(scope="module")
-def engine_dir(cli_commands, tmp_path_factory) -> Path:
-    """The reference checkpoint exported once (split graphs, no parity run: ~13 s CPU)."""
+def engine_dir(cli_commands, ref_engine) -> Path:
+    """The reference checkpoint exported once per session (split graphs, no parity run)."""
     need(cli_commands, "export")
-    pytest.importorskip("onnx", reason="onnx is not installed (pip install 'gaf-trt[onnx]')")
-    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
-    pytest.importorskip("onnxscript", reason="onnxscript is not installed (torch.onnx dynamo)")
-    out = tmp_path_factory.mktemp("engine") / "eng"
-    res = run_cli("export", "--ckpt", REF_CKPT, "--out", out, "--graphs", "split",
-                  "--no-parity", timeout=240)
-    assert res.rc == 0, res.describe()
-    assert (out / "manifest.json").is_file() and (out / "trunk.onnx").is_file(), res.describe()
-    return out
+    return ref_engine
 
 
 @pytest.fixture(scope="module")

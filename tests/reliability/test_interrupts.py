@@ -20,12 +20,12 @@ import torch
 
 from tests.reliability.conftest import (
     REF_CKPT,
+    REPO,
     TIMEOUT_S,
     Result,
     assert_bad_input,
     assert_consistent,
     base_env,
-    cli_cmd,
     hashes,
     present_files,
     run_cli,
@@ -34,6 +34,7 @@ from tests.reliability.conftest import (
     temp_files,
     training_module,
 )
+from tests.reliability.gate import gate_cmd, wait_reached
 
 OLD_BATCH = 4
 
@@ -61,46 +62,17 @@ def _copy_old(old_run, tmp_path: Path) -> Path:
     return out
 
 
-def _sampling_seen(err: Path, out: Path) -> bool:
-    """The run is generating: its staging folder exists (OutputDir is entered right before
-    the solver loops), or the progress bar (forced on with FORCE_COLOR) counts >= 1 step."""
-    if staging_dirs(out):
-        return True
-    text = err.read_text(errors="replace") if err.exists() else ""
-    return bool(re.search(r"\b[1-9]\d*/\d+\b", text))
-
-
-def _writes_seen(out: Path, old: dict[str, str]) -> bool:
-    """A file of the new run exists: in a staging folder, or new / changed in ``out``, or the
-    old run.json is gone. (Folders may vanish while we look: that counts as nothing yet.)"""
-    try:
-        if any(any(p.is_file() for p in d.rglob("*")) for d in staging_dirs(out)):
-            return True
-        if not (out / "run.json").exists():
-            return True
-        return any(entry.name not in old for entry in os.scandir(out))
-    except OSError:
-        return False
-
-
-def _signal_run(tmp_path: Path, out: Path, args: list[str], sig: int, when: str,
-                old: dict[str, str]) -> Result:
-    """Start the rerun, send ``sig`` once ``when`` ("sampling" / "writes") is seen, wait."""
-    env = base_env(FORCE_COLOR="1")
-    env.pop("NO_COLOR", None)
+def _signal_run(tmp_path: Path, out: Path, args: list[str], sig: int, point: str) -> Result:
+    """Start the rerun gated at ``point`` (see :mod:`tests.reliability.gate`), wait until it
+    is there, send ``sig`` and wait for the end. The child is *at* the point when the signal
+    arrives, whatever the machine's speed."""
+    gate_dir = tmp_path / f"gate-{point}"
+    gate_dir.mkdir()
     out_f, err_f = open(tmp_path / "run.out", "w"), open(tmp_path / "run.err", "w")
     start = time.perf_counter()
-    proc = subprocess.Popen(cli_cmd(*args), stdout=out_f, stderr=err_f, env=env)
-    deadline = start + 2 * TIMEOUT_S
-    seen = False
-    while time.perf_counter() < deadline and proc.poll() is None:
-        seen = (_sampling_seen(tmp_path / "run.err", out) if when == "sampling"
-                else _writes_seen(out, old))
-        if seen:
-            if when == "sampling":
-                time.sleep(0.3)  # well inside the solver loop (seconds long)
-            break
-        time.sleep(0.002 if when == "writes" else 0.05)
+    cmd = gate_cmd(point, gate_dir, "gaf_trt.cli", *args, "-q")
+    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, env=base_env(), cwd=REPO)
+    reached = wait_reached(gate_dir, proc, 2 * TIMEOUT_S)
     alive = proc.poll() is None
     if alive:
         proc.send_signal(sig)
@@ -111,11 +83,10 @@ def _signal_run(tmp_path: Path, out: Path, args: list[str], sig: int, when: str,
         rc = None
     out_f.close()
     err_f.close()
-    res = Result(cli_cmd(*args), rc, (tmp_path / "run.out").read_text(),
+    res = Result(cmd, rc, (tmp_path / "run.out").read_text(),
                  (tmp_path / "run.err").read_text(errors="replace"),
                  time.perf_counter() - start, timed_out=rc is None)
-    assert alive, f"the run ended before the signal ({when} never seen){res.describe()}"
-    assert seen, f"{when} not seen within {2 * TIMEOUT_S:.0f} s; signalled anyway{res.describe()}"
+    assert reached and alive, f"the run never reached the {point} gate{res.describe()}"
     return res
 
 
@@ -136,24 +107,24 @@ def _assert_old_run_or_none(out: Path, old: dict[str, str], new_batch: int,
     return "new run complete"
 
 
-#: (signal, moment, new --batch, steps): sampling runs last seconds; the writes case has many
-#: strips (64) so that the writes take a while. Every new batch differs from the old 4.
+#: (signal, point): inside the solver loop, while the pictures are written into the staging
+#: folder, and in the middle of the commit (old record removed, some new files moved in).
 CASES = [
-    pytest.param(signal.SIGINT, "sampling", 8, 300, id="SIGINT-sampling"),
-    pytest.param(signal.SIGKILL, "sampling", 8, 300, id="SIGKILL-sampling"),
-    pytest.param(signal.SIGINT, "writes", 64, 3, id="SIGINT-writes"),
-    pytest.param(signal.SIGKILL, "writes", 64, 3, id="SIGKILL-writes"),
+    pytest.param(sig, point, id=f"{sig.name}-{point}")
+    for point in ("sampling", "staging", "commit") for sig in (signal.SIGINT, signal.SIGKILL)
 ]
-NEW_BATCH = 64
+#: What the folder holds after a signal at each point: before the commit the old run is
+#: untouched; during it the old record is gone (never an old record beside new files).
+EXPECTED = {"sampling": "old run intact", "staging": "old run intact", "commit": "no run.json"}
+NEW_BATCH = 8
 
 
-@pytest.mark.parametrize("sig,when,batch,steps", CASES)
-def test_interrupted_rerun_keeps_the_folder_consistent(old_run, tmp_path, sig, when, batch,
-                                                        steps):
+@pytest.mark.parametrize("sig,point", CASES)
+def test_interrupted_rerun_keeps_the_folder_consistent(old_run, tmp_path, sig, point):
     out = _copy_old(old_run, tmp_path)
     _, old = old_run
-    res = _signal_run(tmp_path, out, mix_args(out, batch=batch, steps=steps, seed=2), sig,
-                      when, old)
+    res = _signal_run(tmp_path, out, mix_args(out, batch=NEW_BATCH, steps=3, seed=2), sig,
+                      point)
     killed = sig == signal.SIGKILL
     if killed:
         assert res.rc == -signal.SIGKILL, res.describe()
@@ -161,10 +132,10 @@ def test_interrupted_rerun_keeps_the_folder_consistent(old_run, tmp_path, sig, w
         assert "Traceback" not in res.output, f"traceback on Ctrl-C{res.describe()}"
         assert res.rc == 130, f"Ctrl-C should exit 130{res.describe()}"
         assert not [ln for ln in res.stderr.splitlines() if "internal error" in ln], res.describe()
-    state = _assert_old_run_or_none(out, old, batch, killed)
-    print(f"{sig.name} during {when}: {state}")
-    if when == "sampling":
-        assert state != "new run complete", "the signal sent during sampling did not stop it"
+    state = _assert_old_run_or_none(out, old, NEW_BATCH, killed)
+    assert state == EXPECTED[point], f"{sig.name} at {point}: {state}{res.describe()}"
+    if killed and point in ("staging", "commit"):
+        assert staging_dirs(out), "a killed run cannot remove its staging folder"
 
 
 def test_rerun_after_sigkill_cleans_up(old_run, tmp_path):
@@ -174,7 +145,8 @@ def test_rerun_after_sigkill_cleans_up(old_run, tmp_path):
     out = _copy_old(old_run, tmp_path)
     _, old = old_run
     _signal_run(tmp_path, out, mix_args(out, batch=NEW_BATCH, steps=3, seed=2),
-                signal.SIGKILL, "writes", old)
+                signal.SIGKILL, "staging")
+    assert staging_dirs(out), "the killed run left no staging folder to clean up"
     res = run_cli(*mix_args(out, batch=2, steps=2, seed=3), "-q")
     assert res.rc == 0, res.describe()
     record = assert_consistent(out, allow_temps=True)
@@ -224,36 +196,30 @@ def _train_args(out: Path, iters: int, ckpt_every: int) -> list[str]:
 
 
 def test_kill9_during_checkpoint_write(tmp_path):
-    """kill -9 while the trainer writes last.pt (a checkpoint every step): last.pt is whole
-    (loads with weights_only=True) or absent; what is left is at most a temp file of our own
-    naming (``.last.pt.*.gaftmp``). The next checkpoint write removes temps older than an
-    hour (aged here with os.utime) and keeps a fresh one (it may belong to a live writer)."""
+    """kill -9 while the trainer writes last.pt (gated: the checkpoint is in its temp file,
+    not yet renamed): last.pt is absent (never half a file); what is left is a temp file of
+    our own naming (``.last.pt.*.gaftmp``). The next checkpoint write removes temps older
+    than an hour (aged here with os.utime) and keeps a fresh one (it may belong to a live
+    writer)."""
     out = tmp_path / "run"
-    cmd = cli_cmd(*_train_args(out, 100000, 1), module=training_module())
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    cmd = gate_cmd("checkpoint", gate_dir, training_module(), *_train_args(out, 4, 1))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=base_env())
-    deadline = time.perf_counter() + 2 * TIMEOUT_S
-    caught = False
+                            env=base_env(), cwd=REPO)
     try:
-        while time.perf_counter() < deadline and proc.poll() is None:
-            if out.is_dir() and any(e.name.endswith(".gaftmp") for e in os.scandir(out)):
-                caught = True
-                break
-            time.sleep(0.0005)
+        reached = wait_reached(gate_dir, proc, 2 * TIMEOUT_S)
     finally:
         alive = proc.poll() is None
         proc.kill()
         stderr = proc.communicate(timeout=TIMEOUT_S)[1].decode(errors="replace")
-    assert alive, f"the training run ended before the kill: {stderr[-800:]}"
-    assert caught, "no checkpoint write seen before the deadline (killed anyway)"
-    if (out / "last.pt").exists():
-        ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-        assert ck["step"] >= 1
+    assert reached and alive, f"the training run never reached the checkpoint write: " \
+                              f"{stderr[-800:]}"
+    assert not (out / "last.pt").exists(), "last.pt appeared before its temp file was renamed"
     leftovers = sorted(p.name for p in out.iterdir()
                        if p.name not in ("last.pt", "config.yaml") and not p.is_dir())
-    assert all(re.fullmatch(r"\.(last\.pt|config\.yaml)\..+\.gaftmp", n) for n in leftovers), (
-        f"files that are not ours / not temp files after kill -9: {leftovers}")
-    print(f"orphans after kill -9: {leftovers}")
+    assert leftovers and all(re.fullmatch(r"\.last\.pt\..+\.gaftmp", n) for n in leftovers), (
+        f"expected only the checkpoint's temp file after kill -9: {leftovers}")
 
     hour_ago = time.time() - 2 * 3600
     planted_old = out / ".last.pt.planted_old.gaftmp"

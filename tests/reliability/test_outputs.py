@@ -1,6 +1,6 @@
 """One consistent output folder (issue 10, items 3 and 6): bad ``--out`` values are refused
-before sampling; a rerun replaces the previous run as a whole; two concurrent runs into one
-``--out`` -- exactly one wins, the other fails on the lock, and the folder stays consistent.
+before sampling; a rerun replaces the previous run as a whole; a run into an ``--out`` whose
+lock is held (by the test, or by a run stopped at a gate) fails on the lock and writes nothing.
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.reliability.conftest import (
     REF_CKPT,
+    REPO,
     TIMEOUT_S,
     Result,
     assert_bad_input,
@@ -28,6 +28,7 @@ from tests.reliability.conftest import (
     run_many,
     staging_dirs,
 )
+from tests.reliability.gate import gate_cmd, release, wait_reached
 
 LOCK_WORDS = ("lock", "another", "in use", "busy", "already")
 
@@ -140,54 +141,48 @@ def test_unrelated_files_survive_a_rerun(tmp_path):
 # --------------------------------------------------------------------------- concurrency
 
 
-def _wait(proc: subprocess.Popen, out_f, err_f, args: list[str], start: float) -> Result:
-    try:
-        rc = proc.wait(timeout=max(1.0, 2 * TIMEOUT_S - (time.perf_counter() - start)))
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        rc, timed_out = proc.wait(), True
-    out_f.close()
-    err_f.close()
-    return Result(args, None if timed_out else rc, Path(out_f.name).read_text(),
-                  Path(err_f.name).read_text(errors="replace"), time.perf_counter() - start,
-                  timed_out)
+def test_a_held_lock_refuses_a_run(tmp_path):
+    """The test holds --out's lock through the library's own lock API: a run into the folder
+    exits 2 with one line about the lock and writes nothing (no folder, no staging); once the
+    lock is released the same command succeeds."""
+    from gaf_trt.io.files import DirLock
+
+    out = tmp_path / "out"
+    with DirLock(out):
+        res = run_cli(*mix_args(out, batch=1), "-q")
+        assert_bad_input(res, LOCK_WORDS, "--out")
+        assert_nothing_written(out)
+    res = run_cli(*mix_args(out, batch=1), "-q")
+    assert res.rc == 0, res.describe()
+    assert assert_consistent(out) is not None
 
 
 def test_two_concurrent_runs_into_one_out(tmp_path):
-    """Run A (a few seconds of sampling) then, half a second later, run B into the same --out:
-    exactly one exits 0, the other exits 2 with one line about the lock; run.json lists
-    exactly the PNGs present, and they are the winner's (its seed and batch).
-
-    The two start together so that both reach the lock while the other is alive (their
-    imports take the same time); the holder then samples for seconds, so the lock must be
-    taken before sampling, as issue 10 asks, for the other run to meet it."""
+    """Run A stops inside its solver loop (gated: it holds the lock and waits for the test);
+    run B into the same --out then exits 2 with one line about the lock and writes nothing;
+    released, A finishes: run.json lists exactly the PNGs present, and they are A's."""
     out = tmp_path / "out"
-    env = base_env()
-    procs = {}
-    start = time.perf_counter()
-    for name, batch, seed in (("A", 2, 11), ("B", 3, 22)):
-        args = cli_cmd(*mix_args(out, batch=batch, seed=seed, steps=500), "-q")
-        out_f = open(tmp_path / f"{name}.out", "w")
-        err_f = open(tmp_path / f"{name}.err", "w")
-        procs[name] = (subprocess.Popen(args, stdout=out_f, stderr=err_f, env=env, text=True),
-                       out_f, err_f, args, batch, seed)
-        if name == "A":
-            time.sleep(0.5)
-            assert procs["A"][0].poll() is None, "run A ended at once: " + (
-                tmp_path / "A.err").read_text(errors="replace")[-800:]
-    results = {n: _wait(p, o, e, a, start) for n, (p, o, e, a, _, _) in procs.items()}
-    codes = {n: r.rc for n, r in results.items()}
-    winners = [n for n, c in codes.items() if c == 0]
-    assert len(winners) == 1, (
-        f"exactly one run must succeed, exit codes {codes}"
-        + "".join(r.describe() for r in results.values()))
-    loser = "B" if winners == ["A"] else "A"
-    assert_bad_input(results[loser], LOCK_WORDS)
-    assert "Traceback" not in results[winners[0]].output, results[winners[0]].describe()
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    cmd = gate_cmd("sampling", gate_dir, "gaf_trt.cli", *mix_args(out, batch=2, seed=11), "-q")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=base_env(), cwd=REPO)
+    try:
+        reached = wait_reached(gate_dir, proc, 2 * TIMEOUT_S)
+        rival = run_cli(*mix_args(out, batch=3, seed=22), "-q") if reached else None
+    finally:
+        release(gate_dir)
+        try:
+            stdout, stderr = proc.communicate(timeout=2 * TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+    first = Result(cmd, proc.returncode, stdout, stderr, 0.0)
+    assert reached and rival is not None, f"run A never reached its solver loop{first.describe()}"
+    assert_bad_input(rival, LOCK_WORDS)
+    assert first.rc == 0 and "Traceback" not in first.output, first.describe()
     record = assert_consistent(out)
-    assert record is not None, "the winner left no run.json"
-    _, _, _, _, batch, seed = procs[winners[0]]
-    assert record["args"]["seed"] == seed and record["args"]["batch"] == batch, record["args"]
+    assert record is not None, "run A left no run.json"
+    assert record["args"]["seed"] == 11 and record["args"]["batch"] == 2, record["args"]
     strips = {n for n in pngs(out) if re.match(r"\d+_mix_", n)}
-    assert len(strips) == batch, f"expected {batch} strips of the winner, found {sorted(strips)}"
+    assert len(strips) == 2, f"expected A's 2 strips, found {sorted(strips)}"

@@ -1,28 +1,25 @@
 """Training command line (issue 10, items 1, 5, 6): bad config values, changed config on
 resume, bad output folders -- ``python -m gaf_trt.training train`` on a tiny digits network:
-resume cases and two concurrent runs into one --out as real subprocesses, config values
+resume cases and a run into a locked --out as real subprocesses, config values
 refused while parsing in-process (CliRunner).
 """
 
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.reliability.conftest import (
-    TIMEOUT_S,
     Result,
     assert_bad_input,
     assert_nothing_written,
-    base_env,
     cli_cmd,
     invoke,
     present_files,
+    run_cmd,
     run_many,
     run_training,
     training_app,
@@ -150,33 +147,19 @@ def test_resume_left_the_source_run_alone(runs, base):
 # --------------------------------------------------------------------------- concurrency
 
 
-def test_two_concurrent_trainings_into_one_out(tmp_path):
-    """Two runs into one --out, started half a second apart (so both reach the lock while the
-    other is alive; a run holds it for seconds of training): exactly one exits 0, the other
-    exits 2 with one line about the lock; the checkpoint left is the winner's, whole."""
+def test_training_into_a_locked_out(tmp_path):
+    """The test holds --out's lock through the library's lock API: a training run into the
+    folder exits 2 with one line about the lock and writes no checkpoint; released, the same
+    run succeeds and its checkpoint is whole."""
+    from gaf_trt.io.files import DirLock
+
     out = tmp_path / "run"
-    procs = {}
-    for name, seed in (("A", 1), ("B", 2)):
-        args = train_cmd(out, sets=("iters=600", f"seed={seed}"))
-        procs[name] = (subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        env=base_env(), text=True), args, seed)
-        if name == "A":
-            time.sleep(0.5)
-            assert procs["A"][0].poll() is None, procs["A"][0].communicate()[1][-800:]
-    results = {}
-    for name, (proc, args, _) in procs.items():
-        try:
-            stdout, stderr = proc.communicate(timeout=2 * TIMEOUT_S)
-            results[name] = Result(args, proc.returncode, stdout, stderr, 0.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            stdout, stderr = proc.communicate()
-            results[name] = Result(args, None, stdout, stderr, 0.0, timed_out=True)
-    winners = [n for n, r in results.items() if r.rc == 0]
-    assert len(winners) == 1, ("exactly one training run must succeed"
-                               + "".join(r.describe() for r in results.values()))
-    loser = "B" if winners == ["A"] else "A"
-    assert_bad_input(results[loser], ("lock", "another", "in use", "busy", "already"))
+    args = train_cmd(out, sets=("iters=2", "seed=1"))
+    with DirLock(out):
+        res = run_cmd(args)
+        assert_bad_input(res, ("lock", "another", "in use", "busy", "already"))
+        assert not (out / "last.pt").exists()
+    res = run_cmd(args)
+    assert res.rc == 0, res.describe()
     ck = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-    assert ck["step"] == 600 and ck["cfg"]["seed"] == procs[winners[0]][2], (ck["step"],
-                                                                            ck["cfg"]["seed"])
+    assert ck["step"] == 2 and ck["cfg"]["seed"] == 1, (ck["step"], ck["cfg"]["seed"])

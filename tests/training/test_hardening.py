@@ -105,7 +105,7 @@ def test_out_is_an_existing_file(tmp_path):
 
 def test_out_below_a_file_is_not_writable(tmp_path):
     (tmp_path / "f").write_text("mine")
-    assert_one_error_line(train_cli(tmp_path / "f" / "run", *tiny_sets()), "is not writable")
+    assert_one_error_line(train_cli(tmp_path / "f" / "run", *tiny_sets()), "is a file, not a folder")
     assert len(list(tmp_path.iterdir())) == 1
 
 

@@ -1,0 +1,83 @@
+"""``gaf-trt serve``: a GAF model on Triton Inference Server (through PyTriton)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Optional
+
+import typer
+
+from gaf_trt.engine.base import BACKENDS, Precision
+
+
+def serve(
+    ckpt: str = typer.Option("digits", "--ckpt", help="Checkpoint or a bundled model name."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Engine directory from `gaf-trt "
+                                         "export` (instead of --ckpt); use with --backend ort|trt|auto."),
+    backend: str = typer.Option("torch", "--backend", help=f"One of: {', '.join(BACKENDS.names())}."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False,
+                                        help="Network precision; the solver state stays fp32."),
+    http_port: int = typer.Option(8000, "--http-port", help="Triton HTTP port."),
+    grpc_port: int = typer.Option(8001, "--grpc-port", help="Triton gRPC port."),
+    metrics_port: int = typer.Option(8002, "--metrics-port", help="Triton metrics port."),
+    batching: str = typer.Option("step", "--batching", help="step (requests share every network "
+                                 "call) or request (Triton's dynamic batcher groups whole requests)."),
+    instances: int = typer.Option(8, "--instances", help="Requests executing at once (step "
+                                  "batching; each is a Triton model instance)."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Requests per group (request batching)."),
+    max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting in Triton's queue; "
+                                  "more are refused at once."),
+    max_steps: int = typer.Option(1000, "--max-steps", help="Largest step count a request may ask."),
+    max_images: int = typer.Option(16, "--max-images", help="Largest batch a request may ask."),
+    max_rows: int = typer.Option(256, "--max-rows", help="Row budget of one network call."),
+    min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
+                                  "rows, padded (results then do not depend on what else runs)."),
+    threads: int = typer.Option(0, "--threads", help="torch intra-op threads on the CPU "
+                                "(0: torch's default)."),
+) -> None:
+    """Serve a model on Triton: step-level batching of many requests' solver loops."""
+    from gaf_trt.engine.base import LoadRequest, load_backend, resolve_device
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits
+    from gaf_trt.serve import triton as tr
+    from gaf_trt.serve.scheduler import check_positive
+
+    if batching not in ("step", "request"):
+        raise ConfigError(f"unknown --batching {batching!r}; valid: request, step")
+    for name, value, hi in (("--instances", instances, 64), ("--max-batch", max_batch, 1024),
+                            ("--max-queue", max_queue, 100_000)):
+        check_positive(name, value, hi)
+    for port, what in ((http_port, "--http-port"), (grpc_port, "--grpc-port"),
+                       (metrics_port, "--metrics-port")):
+        tr.check_port_free(port, what)
+    if len({http_port, grpc_port, metrics_port}) != 3:
+        raise ConfigError(f"--http-port, --grpc-port and --metrics-port must differ, got "
+                          f"{http_port}, {grpc_port}, {metrics_port}")
+    tr.check_shm()
+    missing = tr.pytriton_missing()
+    if missing is not None:
+        raise ConfigError(missing)
+    limits = ServeLimits(max_steps=check_positive("--max-steps", max_steps, 100_000),
+                         max_batch=check_positive("--max-images", max_images, 4096),
+                         max_rows=check_positive("--max-rows", max_rows, 1 << 16))
+    step = batching == "step"
+    server_cfg = tr.ServerConfig(http_port=http_port, grpc_port=grpc_port,
+                                 metrics_port=metrics_port, instances=instances if step else 1,
+                                 max_batch=1 if step else max_batch, max_queue=max_queue)
+    service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch,
+                              min_rows=min_rows, limits=limits)
+    if threads:
+        import torch
+
+        torch.set_num_threads(check_positive("--threads", threads, 1024))
+    network = load_backend(backend, LoadRequest(
+        artifact=engine if engine is not None else ckpt, device=resolve_device(device),
+        precision=precision))
+    service = GenerationService(network, service_cfg)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    tr.serve_until_stopped(service, server_cfg, stop, lambda msg: typer.echo(msg))
+    typer.echo("stopped")

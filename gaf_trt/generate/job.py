@@ -1,0 +1,249 @@
+"""What a ``gaf-trt generate`` job is: its arguments, its conditions, and the fixed list of
+shards every runner works through.
+
+Determinism (docs: README "Datasets at scale"): sample ``i``'s noise and its condition (class
+or composition) depend only on ``(seed, i)``; samples are integrated in fixed micro-batches of
+``batch`` rows aligned to global indices (``[k·batch, (k+1)·batch)``), and a shard is a whole
+number of micro-batches. fp32 results of this network change in the last bits with the batch
+size (measured on the digits model), so a batch that did not depend on the global index would
+make the bytes depend on the shard size or the worker count; with aligned micro-batches they
+depend on neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gaf_trt.compose import masks as mask_lib
+from gaf_trt.compose.composition import Composition
+from gaf_trt.compose.solvers import SOLVERS, check_steps
+from gaf_trt.engine.base import BACKENDS, Precision
+from gaf_trt.errors import ConfigError
+from gaf_trt.model.config import GAFConfig
+
+MAX_SEED = 2 ** 63 - 1
+MAX_SAMPLES = 10_000_000
+MAX_BATCH = 4096
+FORMATS = ("npz", "png", "both")
+
+
+@dataclass
+class GenerateConfig:
+    """Arguments of one generation job (recorded in ``dataset.json``)."""
+
+    ckpt: str = "digits"
+    out: str = "dataset"
+    classes: list[str] = field(default_factory=lambda: ["all"])
+    per_class: int | None = None
+    num: int | None = None
+    compositions: str | None = None  # a JSON file: a list of compositions
+    solver: str = "euler"
+    steps: int = 20
+    seed: int = 0
+    batch: int = 64  # rows per solver loop, aligned to global sample indices
+    shard_size: int = 1024  # samples per shard (a multiple of batch)
+    format: str = "npz"
+    backend: str = "torch"
+    device: str = "auto"
+    precision: Precision = Precision.FP32
+    vae: str | None = None
+    num_heads: int | None = None
+    use_ema: bool = True
+    trust_pickle: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["precision"] = self.precision.value
+        return d
+
+
+@dataclass(frozen=True)
+class Condition:
+    """What one sample is generated from: a pure class or a composition."""
+
+    classes: tuple[int, ...]
+    weights: tuple[float, ...] | None = None
+    alpha: float | None = None
+    mask_type: str | None = None
+    sigma: float = mask_lib.DEFAULT_SIGMA
+
+    @property
+    def pure(self) -> bool:
+        return len(self.classes) == 1 and self.weights is None and self.alpha is None \
+            and self.mask_type is None
+
+    @property
+    def label(self) -> int:
+        """The label stored beside the image: the class, or the first class of a mix."""
+        return self.classes[0]
+
+    def composition(self, config: GAFConfig) -> Composition:
+        masks = None
+        if self.mask_type is not None:
+            s = config.input_size
+            masks = mask_lib.build(self.mask_type, s, s, sigma=self.sigma)
+        comp = Composition.build(list(self.classes), weights=self.weights, alpha=self.alpha,
+                                 masks=masks)
+        comp.validate_for(config)
+        return comp
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def _hash64(*parts: object) -> int:
+    """A 63-bit integer from ``parts`` (sha256; the same on every machine and process)."""
+    digest = hashlib.sha256("/".join(map(str, ("gaf-trt", *parts))).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & MAX_SEED
+
+
+def sample_noise(seed: int, indices: range, shape: tuple[int, int, int]) -> Tensor:
+    """Noise ``[len(indices), C, S, S]`` (CPU float32): row ``i`` from a generator seeded by
+    ``(seed, i)`` only."""
+    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(_hash64("noise", seed, i)))
+            for i in indices]
+    return torch.stack(rows)
+
+
+def condition_index(seed: int, i: int, num_conditions: int, per_class: int | None) -> int:
+    """The condition of sample ``i``: ``i // per_class`` (class-major blocks), else drawn
+    uniformly from ``(seed, i)``."""
+    if per_class is not None:
+        return i // per_class
+    return _hash64("condition", seed, i) % num_conditions
+
+
+def micro_batches(start: int, stop: int, batch: int) -> list[range]:
+    """The global micro-batches ``[k·batch, (k+1)·batch) ∩ [0, stop)`` inside a shard."""
+    return [range(s, min(s + batch, stop)) for s in range(start, stop, batch)]
+
+
+def plan_shards(num_samples: int, shard_size: int) -> list[tuple[int, int]]:
+    """The shards of a job: consecutive ``[start, stop)`` ranges of ``shard_size``."""
+    return [(s, min(s + shard_size, num_samples)) for s in range(0, num_samples, shard_size)]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _int_in(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def check_bounds(cfg: GenerateConfig) -> None:
+    """Every option with a bound, checked before the model is loaded."""
+    SOLVERS.get(cfg.solver)
+    BACKENDS.get(cfg.backend)
+    check_steps(cfg.steps)
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"unknown format {cfg.format!r}; valid: {', '.join(FORMATS)}")
+    if (cfg.per_class is None) == (cfg.num is None):
+        raise ConfigError("give exactly one of --per-class N or --num N")
+    if cfg.per_class is not None:
+        _int_in("--per-class", cfg.per_class, 1, MAX_SAMPLES)
+    if cfg.num is not None:
+        _int_in("--num", cfg.num, 1, MAX_SAMPLES)
+    _int_in("--seed", cfg.seed, 0, MAX_SEED)
+    _int_in("--batch", cfg.batch, 1, MAX_BATCH)
+    _int_in("--shard-size", cfg.shard_size, 1, MAX_SAMPLES)
+    if cfg.shard_size % cfg.batch:
+        raise ConfigError(f"--shard-size {cfg.shard_size} must be a multiple of --batch "
+                          f"{cfg.batch} (micro-batches are aligned to sample indices)")
+    if cfg.compositions is not None and cfg.classes not in ([], ["all"]):
+        raise ConfigError("give either --classes or --compositions, not both")
+
+
+def resolve_conditions(cfg: GenerateConfig, config: GAFConfig) -> list[Condition]:
+    """The job's conditions: the classes (``all``, ids or names), or the compositions file."""
+    if cfg.compositions is not None:
+        conditions = read_compositions(cfg.compositions, config)
+    else:
+        from gaf_trt.pipeline.sample import resolve_classes
+
+        tokens = [str(t) for t in cfg.classes]
+        if not tokens:
+            raise ConfigError("give at least one class with --classes (or 'all')")
+        if [t.lower() for t in tokens] == ["all"]:
+            ids = list(range(config.num_classes))
+        else:
+            ids = resolve_classes(tokens, config)
+        conditions = [Condition((c,)) for c in ids]
+    for cond in conditions:
+        cond.composition(config)  # validates classes, weights, masks against the model
+    return conditions
+
+
+_COMPOSITION_KEYS = {"classes", "weights", "alpha", "mask_type", "sigma"}
+
+
+def read_compositions(path: str, config: GAFConfig) -> list[Condition]:
+    """A JSON list of compositions ``{"classes": [...], "weights"|"alpha"|"mask_type": ...}``
+    (classes as ids or names; ``sigma`` softens a mask)."""
+    from gaf_trt.pipeline.sample import resolve_classes
+
+    where = f"compositions file {path}"
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where} not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{where} is not valid JSON: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, list) or not data:
+        raise ConfigError(f"{where} must hold a non-empty JSON list of compositions")
+    out = []
+    for k, entry in enumerate(data):
+        at = f"{where}, entry {k}"
+        if not isinstance(entry, dict) or "classes" not in entry:
+            raise ConfigError(f"{at}: each composition is an object with 'classes'")
+        extra = set(entry) - _COMPOSITION_KEYS
+        if extra:
+            raise ConfigError(f"{at}: unknown key(s) {sorted(extra)}; valid: "
+                              f"{', '.join(sorted(_COMPOSITION_KEYS))}")
+        classes = entry["classes"]
+        if not isinstance(classes, list) or not classes:
+            raise ConfigError(f"{at}: 'classes' must be a non-empty list")
+        try:
+            ids = tuple(resolve_classes([str(c) for c in classes], config))
+            weights = entry.get("weights")
+            if weights is not None and (not isinstance(weights, list) or not all(
+                    isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
+                raise ConfigError("'weights' must be a list of numbers")
+            alpha = entry.get("alpha")
+            if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
+                raise ConfigError("'alpha' must be a number")
+            mask_type = entry.get("mask_type")
+            if mask_type is not None:
+                mask_lib.MASKS.get(mask_type)
+            sigma = entry.get("sigma", mask_lib.DEFAULT_SIGMA)
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or \
+                    not math.isfinite(sigma) or not 0 <= sigma <= mask_lib.MAX_SIGMA:
+                raise ConfigError(f"'sigma' must be in [0, {mask_lib.MAX_SIGMA:g}]")
+            cond = Condition(ids, tuple(float(w) for w in weights) if weights else None,
+                             None if alpha is None else float(alpha), mask_type, float(sigma))
+            cond.composition(config)
+        except ConfigError as err:
+            raise ConfigError(f"{at}: {err}") from None
+        out.append(cond)
+    return out
+
+
+def num_samples(cfg: GenerateConfig, conditions: list[Condition]) -> int:
+    n = cfg.per_class * len(conditions) if cfg.per_class is not None else int(cfg.num or 0)
+    if n > MAX_SAMPLES:
+        raise ConfigError(f"{n:,} samples requested; the limit is {MAX_SAMPLES:,}")
+    return n

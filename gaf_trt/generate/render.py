@@ -1,0 +1,135 @@
+"""Load a job's network once, and turn a shard of sample indices into image bytes.
+
+Only the solvers of :mod:`gaf_trt.compose` integrate: pure rows go through one
+:class:`~gaf_trt.compose.ClassBatchField` per micro-batch (one network call for every class
+in it), composed rows through :func:`gaf_trt.sample`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gaf_trt.compose import (
+    ClassBatchField,
+    Composition,
+    check_finite,
+    integrate,
+    sample,
+)
+from gaf_trt.engine.base import AnchorNetwork, LoadRequest, load_backend, resolve_device
+from gaf_trt.generate.job import (
+    Condition,
+    GenerateConfig,
+    check_bounds,
+    condition_index,
+    micro_batches,
+    num_samples,
+    plan_shards,
+    resolve_conditions,
+    sample_noise,
+)
+from gaf_trt.io import images as img
+from gaf_trt.io.files import check_output_dir
+from gaf_trt.model.config import GAFConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """A validated job with its network loaded: everything a worker needs to render shards."""
+
+    cfg: GenerateConfig
+    network: AnchorNetwork
+    config: GAFConfig
+    conditions: list[Condition]
+    decoder: Any  # a LatentDecoder for latent models, else None
+    device: str
+    num_samples: int
+    shards: list[tuple[int, int]]
+    load_s: float = 0.0
+    _compositions: dict[int, Composition] = field(default_factory=dict)
+
+    def composition(self, k: int) -> Composition:
+        if k not in self._compositions:
+            self._compositions[k] = self.conditions[k].composition(self.config)
+        return self._compositions[k]
+
+
+def _decoder(cfg: GenerateConfig, config: GAFConfig, device: str) -> Any:
+    """The latent decoder, through the loader of ``gaf-trt sample`` (``--vae`` or the engine
+    directory's VAE graph); None for pixel models."""
+    from gaf_trt.pipeline.sample import SampleConfig, _load_decoder
+
+    return _load_decoder(SampleConfig(classes=[], ckpt=cfg.ckpt, vae=cfg.vae,
+                                      backend=cfg.backend), config, device)
+
+
+def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
+    """Validate every option and load the network (and VAE); raises before anything is
+    written. ``device`` overrides ``cfg.device`` (a torchrun rank's own GPU)."""
+    import time
+
+    t0 = time.perf_counter()
+    check_bounds(cfg)
+    check_output_dir(cfg.out)
+    device = resolve_device(device if device is not None else cfg.device)
+    network = load_backend(cfg.backend, LoadRequest(
+        artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
+        use_ema=cfg.use_ema, trust_pickle=cfg.trust_pickle))
+    config = network.config
+    conditions = resolve_conditions(cfg, config)
+    n = num_samples(cfg, conditions)
+    decoder = _decoder(cfg, config, device)
+    return Job(cfg, network, config, conditions, decoder, device, n,
+               plan_shards(n, cfg.shard_size), time.perf_counter() - t0)
+
+
+def to_uint8_hwc(images: Tensor) -> np.ndarray:
+    """``[B, C, H, W]`` in ``[-1, 1]`` -> ``[B, H, W, 3]`` uint8 (grey images repeated)."""
+    x = img.to_rgb01(images).permute(0, 2, 3, 1).numpy()
+    return (x * 255 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def _integrate_rows(job: Job, noise: Tensor, conds: list[int]) -> Tensor:
+    """Final states ``[B, C, S, S]`` (CPU float32) of one micro-batch: pure rows in one
+    class-batched loop, each composition's rows through :func:`gaf_trt.sample`."""
+    cfg, t_eps = job.cfg, job.config.t_eps
+    out = torch.empty(noise.shape, dtype=torch.float32)
+    pure = [r for r, k in enumerate(conds) if job.conditions[k].pure]
+    if pure:
+        labels = [job.conditions[conds[r]].label for r in pure]
+        x = noise[pure]
+        z = integrate(ClassBatchField(job.network, labels), x, steps=cfg.steps,
+                      solver=cfg.solver, t_eps=t_eps)
+        out[pure] = check_finite(z, f"classes {sorted(set(labels))}").float().cpu()
+    for k in sorted({k for k in conds if not job.conditions[k].pure}):
+        rows = [r for r, kk in enumerate(conds) if kk == k]
+        z = sample(job.network, job.composition(k), noise[rows], steps=cfg.steps,
+                   solver=cfg.solver, t_eps=t_eps)
+        out[rows] = z.float().cpu()
+    return out
+
+
+@torch.no_grad()
+def render(job: Job, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``start .. stop-1``: images ``[n, H, W, 3]`` uint8 and labels ``[n]`` int64,
+    integrated in the job's global micro-batches."""
+    cfg = job.cfg
+    images, labels = [], []
+    for idx in micro_batches(start, stop, cfg.batch):
+        conds = [condition_index(cfg.seed, i, len(job.conditions), cfg.per_class) for i in idx]
+        noise = sample_noise(cfg.seed, idx, job.config.sample_shape).to(job.device)
+        z = _integrate_rows(job, noise, conds)
+        decoded = z.clamp(-1, 1) if job.decoder is None else \
+            job.decoder.decode(z.to(job.device)).float().cpu()
+        images.append(to_uint8_hwc(decoded))
+        labels.append(np.array([job.conditions[k].label for k in conds], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)

@@ -1,0 +1,17 @@
+"""Serving GAF models: step-level batching of many requests' solver loops on one network.
+
+- :mod:`gaf_trt.serve.scheduler`: :class:`StepScheduler` packs the rows of every waiting
+  network evaluation into one call (row budget, a minimum call size for bit-identity);
+- :mod:`gaf_trt.serve.requests`: a request's arguments, validation and run through the
+  ``gaf-trt sample`` pipeline;
+- :mod:`gaf_trt.serve.service`: :class:`GenerationService` (bounded admission, worker per
+  request, cancellation).
+"""
+
+from gaf_trt.serve.requests import ServeLimits, ServeRequest, plan_request, run_request, to_images
+from gaf_trt.serve.scheduler import Cancelled, MinRowsNetwork, StepScheduler
+from gaf_trt.serve.service import GenerationService, Job, Overloaded, ServeConfig
+
+__all__ = ["Cancelled", "GenerationService", "Job", "Overloaded", "MinRowsNetwork",
+           "ServeConfig", "ServeLimits", "ServeRequest", "StepScheduler", "plan_request",
+           "run_request", "to_images"]

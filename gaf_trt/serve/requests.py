@@ -1,0 +1,179 @@
+"""One generation request: its arguments, their validation, and its run through the sampling
+pipeline (the same code path as ``gaf-trt sample``, on whatever network it is given).
+
+A request is a composition (classes with weights, alpha or a mask preset), a solver, a step
+count, a seed and a batch. :func:`plan_request` validates it once against the model and the
+server's limits and raises :class:`~gaf_trt.errors.ConfigError` naming the bad value;
+:func:`run_request` draws the noise and integrates exactly as ``gaf-trt sample`` does
+(``gaf_trt.pipeline.sample.generate``), so the result is that of ``gaf-trt sample`` with the
+same arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import Tensor
+
+from gaf_trt.compose import masks as mask_lib
+from gaf_trt.compose.composition import Composition
+from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
+from gaf_trt.engine.base import AnchorNetwork
+from gaf_trt.errors import ConfigError
+from gaf_trt.model.config import GAFConfig
+from gaf_trt.pipeline.sample import MAX_SEED, SampleConfig, SamplePlan, generate, resolve_classes
+
+OUTPUTS = ("images", "latents")
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask for: steps, batch, classes; rows = classes x batch must fit
+    the scheduler's row budget."""
+
+    max_steps: int = 1000
+    max_batch: int = 16
+    max_classes: int = 8
+    max_rows: int = 256
+
+
+@dataclass
+class ServeRequest:
+    """Arguments of one request (those of ``gaf-trt sample`` that shape a generation)."""
+
+    classes: list[str | int]
+    weights: list[float] | None = None
+    alpha: float | None = None
+    mask_type: str | None = None
+    regions: list[str] | None = None
+    sigma: float = mask_lib.DEFAULT_SIGMA
+    steps: int = 20
+    solver: str = "euler"
+    seed: int = 0
+    batch: int = 1
+    t_eps: float | None = None
+    output: str = "images"
+    extra: dict[str, object] = field(default_factory=dict)  # unused keys, refused
+
+    def sample_config(self) -> SampleConfig:
+        """The ``gaf-trt sample`` arguments this request corresponds to."""
+        return SampleConfig(classes=[str(c) for c in self.classes], weights=self.weights,
+                            alpha=self.alpha, mask_type=self.mask_type, regions=self.regions,
+                            sigma=self.sigma, steps=self.steps, solver=self.solver,
+                            seed=self.seed, batch=self.batch, t_eps=self.t_eps,
+                            skip=len(self.classes) > 1 or self._composing())
+
+    def _composing(self) -> bool:
+        return any(v is not None for v in (self.weights, self.alpha, self.mask_type))
+
+
+def _check_int(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+    return int(value)
+
+
+def _check_numbers(name: str, values: object) -> list[float]:
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            for v in values):
+        raise ConfigError(f"{name} must be a list of numbers, got {values!r}")
+    return [float(v) for v in values]
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """A validated request: its ``gaf-trt sample`` config and the composition it runs."""
+
+    request: ServeRequest
+    sample: SampleConfig
+    classes: list[int]
+    composition: Composition | None
+    masks: Tensor | None
+
+    @property
+    def rows(self) -> int:
+        """Rows of each of its network evaluations (classes x batch)."""
+        n = self.composition.num_classes if self.composition is not None else 1
+        return n * self.request.batch
+
+
+def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> RequestPlan:
+    """Validate every argument of ``req`` against the model and ``limits``."""
+    if req.extra:
+        raise ConfigError(f"unknown request field(s) {sorted(req.extra)}; valid: classes, "
+                          "weights, alpha, mask_type, regions, sigma, steps, solver, seed, "
+                          "batch, t_eps, output")
+    if not isinstance(req.classes, (list, tuple)):
+        raise ConfigError(f"classes must be a list of class ids or names, got {req.classes!r}")
+    if not req.classes:
+        raise ConfigError("give at least one class")
+    _check_int("classes (count)", len(req.classes), 1, limits.max_classes)
+    SOLVERS.get(req.solver)
+    check_steps(req.steps, limits.max_steps)
+    _check_int("batch", req.batch, 1, limits.max_batch)
+    _check_int("seed", req.seed, 0, MAX_SEED)
+    if req.output not in OUTPUTS:
+        raise ConfigError(f"unknown output {req.output!r}; valid: {', '.join(OUTPUTS)}")
+    if req.output == "images" and config.mode == "latent":
+        raise ConfigError("this is a latent model: ask for output 'latents'")
+    if req.t_eps is not None:
+        check_t_eps(req.t_eps)
+    weights = None if req.weights is None else _check_numbers("weights", req.weights)
+    if req.alpha is not None and (isinstance(req.alpha, bool) or not isinstance(
+            req.alpha, (int, float, np.integer, np.floating))):
+        raise ConfigError(f"alpha must be a number, got {req.alpha!r}")
+    alpha = None if req.alpha is None else float(req.alpha)
+    if not isinstance(req.sigma, (int, float)) or not math.isfinite(req.sigma) \
+            or not 0 <= req.sigma <= mask_lib.MAX_SIGMA:
+        raise ConfigError(f"sigma must be in [0, {mask_lib.MAX_SIGMA:g}], got {req.sigma!r}")
+    classes = resolve_classes(req.classes, config)
+    masks = None
+    if req.mask_type is not None:
+        if mask_lib.MASKS.get(req.mask_type).takes("image"):
+            raise ConfigError(f"mask type {req.mask_type!r} needs an image file; the server "
+                              "takes the presets only")
+        s = config.input_size
+        masks = mask_lib.build(req.mask_type, s, s, sigma=float(req.sigma), regions=req.regions)
+    composition = None
+    if len(classes) > 1 or any(v is not None for v in (weights, alpha, masks)):
+        composition = Composition.build(classes, weights=weights, alpha=alpha, masks=masks)
+        composition.validate_for(config)
+    plan = RequestPlan(req, req.sample_config(), classes, composition, masks)
+    if plan.rows > limits.max_rows:
+        raise ConfigError(f"{len(classes)} class(es) x batch {req.batch} = {plan.rows} rows per "
+                          f"evaluation; the server's row budget is {limits.max_rows}")
+    return plan
+
+
+def run_request(plan: RequestPlan, network: AnchorNetwork) -> Tensor:
+    """Generate ``plan`` on ``network`` through the ``gaf-trt sample`` pipeline; returns the
+    final state ``[B, C, S, S]`` (CPU float32): the composition's, or the pure class's."""
+    cfg = plan.sample
+    sample_plan = SamplePlan(network, network.config, plan.classes, plan.composition,
+                             plan.masks, None, "cpu")
+    gen = generate(cfg, sample_plan)
+    if plan.composition is not None:
+        return gen.mixes[plan.composition.classes]
+    return gen.pure[plan.classes[0]]
+
+
+def to_images(state: Tensor) -> np.ndarray:
+    """State ``[B, C, S, S]`` in ``[-1, 1]`` -> uint8 ``[B, S, S, C]`` (the rounding of the
+    PNGs ``gaf-trt sample`` writes, before their upscaling)."""
+    x = ((state.float().clamp(-1, 1) + 1) / 2).clamp(0, 1)
+    return (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def request_from_mapping(fields: dict[str, object]) -> ServeRequest:
+    """A :class:`ServeRequest` from decoded request fields; unknown keys are kept in
+    ``extra`` (and refused by :func:`plan_request`)."""
+    known = {f for f in ServeRequest.__dataclass_fields__ if f != "extra"}
+    args = {k: v for k, v in fields.items() if k in known}
+    extra = {k: v for k, v in fields.items() if k not in known}
+    if "classes" not in args:
+        raise ConfigError("a request needs 'classes'")
+    return ServeRequest(**args, extra=extra)  # type: ignore[arg-type]
+

@@ -1,0 +1,282 @@
+"""Step-level batching: one scheduler owns the network and packs the rows of every waiting
+network evaluation of every in-flight request into one call.
+
+Each request runs the unchanged solver loop (``gaf_trt.sample`` via the sampling pipeline)
+in its own worker thread, on a :class:`TicketNetwork`: an :class:`AnchorNetwork` whose call
+hands its rows ``(x [M,C,S,S], t [M], y [M])`` to the scheduler and blocks until their
+anchors come back. The scheduler takes the evaluations waiting at that moment (first come,
+first served, whole evaluations, up to ``max_rows`` rows), runs ONE network call, and hands
+each evaluation its slice of ``(J, K)``. A request that arrives joins at the next call; one
+that finishes or is cancelled leaves at once (its waiting rows are dropped).
+
+Minimum rows (bit-identity): on CPU, torch's fp32 GEMM takes a different kernel for a very
+small number of rows (measured on the digits model: the time-embedder ``Linear`` of a call
+with fewer than ~11 rows rounds differently from the same rows in a larger call; calls of
+11 to 1,024 rows all agree), so a row's result would depend on what else was in the call.
+Every call of fewer than ``min_rows`` rows (default 16) is therefore padded to ``min_rows``;
+with that, a row's anchors do not depend on the other rows of the call, and a request's
+result does not depend on what else was in flight. :class:`MinRowsNetwork` applies the same
+padding to a plain network (the reference that serving results are bit-identical to;
+``gaf-trt sample`` itself is bit-identical whenever its calls have at least ``min_rows``
+rows, see README "Serving").
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from gaf_trt.engine.base import AnchorNetwork
+from gaf_trt.errors import ConfigError
+from gaf_trt.model.config import GAFConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_ROWS = 16
+DEFAULT_MAX_ROWS = 256
+PAD_T = 0.5  # time of padding rows (their outputs are discarded)
+
+
+class Cancelled(Exception):
+    """Raised in a request's worker when its request was cancelled (client gone)."""
+
+
+def padded_rows(rows: int, min_rows: int) -> int:
+    """Rows of the call that serves ``rows`` rows: at least ``min_rows``."""
+    return max(rows, min_rows)
+
+
+def pad_call(network: AnchorNetwork, x: Tensor, t: Tensor, y: Tensor,
+             min_rows: int) -> tuple[Tensor, Tensor]:
+    """Run ``network`` on ``x [M,C,S,S], t [M], y [M]`` padded to at least ``min_rows`` rows
+    (zero state, ``t = 0.5``, class 0); returns the first ``M`` rows of ``(J, K)``."""
+    m = x.shape[0]
+    extra = padded_rows(m, min_rows) - m
+    if extra:
+        x = torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
+        t = torch.cat([t, t.new_full((extra,), PAD_T)])
+        y = torch.cat([y, y.new_zeros((extra,))])
+    j, k = network(x, t, y)
+    return j[:m], k[:m]
+
+
+class MinRowsNetwork:
+    """A network whose every call has at least ``min_rows`` rows (padded): the numerics of
+    the scheduler for one request alone (``x [M,...], t [M], y [M] -> (J, K) [M,...]``)."""
+
+    def __init__(self, network: AnchorNetwork, min_rows: int = DEFAULT_MIN_ROWS) -> None:
+        self.network = network
+        self.config: GAFConfig = network.config
+        self.min_rows = check_positive("min_rows", min_rows)
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return pad_call(self.network, x, t, y, self.min_rows)
+
+
+def check_positive(name: str, value: int, hi: int = 1 << 20) -> int:
+    """An integer option in ``1..hi``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in 1..{hi}, got {value!r}")
+    return value
+
+
+@dataclass
+class Ticket:
+    """One request's identity in the scheduler; ``cancelled`` is set when it is cancelled."""
+
+    id: int
+    cancelled: bool = False
+
+
+@dataclass
+class _Evaluation:
+    """Rows of one network evaluation of one request, waiting for their anchors."""
+
+    ticket: Ticket
+    x: Tensor  # [M, C, S, S]
+    t: Tensor  # [M]
+    y: Tensor  # [M] long
+    done: threading.Event = field(default_factory=threading.Event)
+    out: tuple[Tensor, Tensor] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class SchedulerStats:
+    """Counters of the calls made so far: calls, real rows, padded rows, and how many
+    requests shared each call (``requests_per_call[n]`` = calls that served ``n``)."""
+
+    calls: int = 0
+    rows: int = 0
+    padded: int = 0
+    requests_per_call: collections.Counter = field(default_factory=collections.Counter)
+
+    @property
+    def mean_rows(self) -> float:
+        return self.rows / self.calls if self.calls else 0.0
+
+
+class StepScheduler:
+    """Owns ``network``; packs waiting evaluations into calls of at most ``max_rows`` rows
+    (padded to at least ``min_rows``). Run it with :meth:`start` (a background thread) or
+    drive it by hand with :meth:`step` (tests make the packing order certain that way)."""
+
+    def __init__(self, network: AnchorNetwork, *, max_rows: int = DEFAULT_MAX_ROWS,
+                 min_rows: int = DEFAULT_MIN_ROWS) -> None:
+        self.network = network
+        self.config: GAFConfig = network.config
+        self.max_rows = check_positive("max_rows", max_rows)
+        self.min_rows = check_positive("min_rows", min_rows)
+        self.stats = SchedulerStats()
+        self._pending: collections.deque[_Evaluation] = collections.deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._next_id = 0
+
+    # -- request side -------------------------------------------------------------------
+    def ticket(self) -> Ticket:
+        """A new request identity."""
+        with self._cond:
+            self._next_id += 1
+            return Ticket(self._next_id)
+
+    def network_for(self, ticket: Ticket) -> TicketNetwork:
+        """The :class:`AnchorNetwork` a request's solver runs on."""
+        return TicketNetwork(self, ticket)
+
+    def evaluate(self, ticket: Ticket, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Queue rows ``x [M,C,S,S], t [M], y [M]`` and block until their ``(J, K)`` are
+        computed; raises :class:`Cancelled` when the ticket is (or gets) cancelled."""
+        if x.shape[0] > self.max_rows:
+            raise ConfigError(f"an evaluation of {x.shape[0]} rows exceeds the row budget "
+                              f"max_rows={self.max_rows}")
+        ev = _Evaluation(ticket, x, t, y)
+        with self._cond:
+            if ticket.cancelled or self._stopping:
+                raise Cancelled(f"request {ticket.id} cancelled")
+            self._pending.append(ev)
+            self._cond.notify_all()
+        ev.done.wait()
+        if ev.error is not None:
+            raise ev.error
+        assert ev.out is not None  # set together with done (internal invariant)
+        return ev.out
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Cancel a request: its waiting rows leave the queue at once, its worker gets
+        :class:`Cancelled` at its current or next evaluation."""
+        with self._cond:
+            ticket.cancelled = True
+            keep = collections.deque()
+            for ev in self._pending:
+                if ev.ticket is ticket:
+                    ev.error = Cancelled(f"request {ticket.id} cancelled")
+                    ev.done.set()
+                else:
+                    keep.append(ev)
+            self._pending = keep
+            self._cond.notify_all()
+
+    # -- scheduler side -----------------------------------------------------------------
+    def pending_rows(self) -> int:
+        with self._cond:
+            return sum(ev.x.shape[0] for ev in self._pending)
+
+    def wait_pending(self, evaluations: int, timeout: float | None = None) -> bool:
+        """Block until at least ``evaluations`` evaluations wait (tests order events with
+        it instead of sleeping). Returns False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._pending) >= evaluations, timeout)
+
+    def _take(self) -> list[_Evaluation]:
+        """Waiting evaluations, first come first served, up to ``max_rows`` rows (always at
+        least one). Caller holds the lock."""
+        batch, rows = [], 0
+        while self._pending and (not batch or rows + self._pending[0].x.shape[0] <= self.max_rows):
+            ev = self._pending.popleft()
+            batch.append(ev)
+            rows += ev.x.shape[0]
+        return batch
+
+    def step(self) -> int:
+        """Run one packed network call over the evaluations waiting now; returns the number
+        of real rows served (0 when none waited)."""
+        with self._cond:
+            batch = self._take()
+        if not batch:
+            return 0
+        self._run(batch)
+        return sum(ev.x.shape[0] for ev in batch)
+
+    def _run(self, batch: list[_Evaluation]) -> None:
+        """One network call for ``batch``; each evaluation gets its rows (or the error)."""
+        try:
+            x = torch.cat([ev.x for ev in batch])
+            t = torch.cat([ev.t.reshape(-1).to(x.dtype) for ev in batch])
+            y = torch.cat([ev.y.reshape(-1) for ev in batch])
+            with torch.no_grad():
+                j, k = pad_call(self.network, x, t, y, self.min_rows)
+        except Exception as err:  # a failed call fails exactly the requests in it
+            log.exception("network call of %d rows failed", sum(e.x.shape[0] for e in batch))
+            for ev in batch:
+                ev.error = err
+                ev.done.set()
+            return
+        m = x.shape[0]
+        self.stats.calls += 1
+        self.stats.rows += m
+        self.stats.padded += padded_rows(m, self.min_rows) - m
+        self.stats.requests_per_call[len({id(ev.ticket) for ev in batch})] += 1
+        start = 0
+        for ev in batch:
+            n = ev.x.shape[0]
+            ev.out = (j[start:start + n], k[start:start + n])
+            start += n
+            ev.done.set()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._stopping)
+                if self._stopping:
+                    return
+            self.step()
+
+    def start(self) -> StepScheduler:
+        """Run the packing loop in a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="gaf-scheduler", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the loop; every waiting evaluation is cancelled."""
+        with self._cond:
+            self._stopping = True
+            for ev in self._pending:
+                ev.error = Cancelled("the scheduler stopped")
+                ev.done.set()
+            self._pending.clear()
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
+class TicketNetwork:
+    """The network one request's solver sees: ``(x [M,C,S,S], t [M], y [M]) -> (J, K)``
+    through the scheduler."""
+
+    def __init__(self, scheduler: StepScheduler, ticket: Ticket) -> None:
+        self.scheduler = scheduler
+        self.ticket = ticket
+        self.config: GAFConfig = scheduler.config
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.scheduler.evaluate(self.ticket, x, t, y)

@@ -1,0 +1,234 @@
+"""The generation service: admits requests (bounded queue), runs each one's solver in a
+worker thread on the shared :class:`~gaf_trt.serve.scheduler.StepScheduler`, and hands back
+results; cancelling a job frees its rows at once.
+
+Modes (``ServeConfig.mode``), all on the same scheduler and so with the same bits:
+
+- ``step``: step-level batching; a request starts at once (or, with ``max_active``, as soon
+  as fewer than that many run) and its evaluations share network calls with whatever else
+  is in flight;
+- ``request``: request-level batching (what a dynamic batcher in front of a whole-request
+  model does): the requests waiting when the previous group has finished start together as
+  one group of at most ``group_size``; they share calls while they run, and newcomers wait
+  until the whole group is done;
+- ``sequential``: one request at a time (``request`` with groups of one).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from gaf_trt.engine.base import AnchorNetwork
+from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.serve.requests import RequestPlan, ServeLimits, ServeRequest, plan_request, run_request
+from gaf_trt.serve.scheduler import (
+    DEFAULT_MIN_ROWS,
+    Cancelled,
+    StepScheduler,
+    Ticket,
+    check_positive,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("step", "request", "sequential")
+
+
+class Overloaded(GAFError):
+    """The service already holds ``max_queue`` requests; the caller should retry later."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Service settings: admission bound, row budget and minimum, request limits, mode."""
+
+    max_queue: int = 32
+    min_rows: int = DEFAULT_MIN_ROWS
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    mode: str = "step"
+    group_size: int = 8  # ``request`` mode: requests started together
+    max_active: int = 0  # ``step`` mode: requests running at once (0: all admitted)
+
+    def validate(self) -> ServeConfig:
+        check_positive("max_queue", self.max_queue, 100_000)
+        check_positive("min_rows", self.min_rows, 4096)
+        check_positive("max_rows", self.limits.max_rows, 1 << 20)
+        check_positive("group_size", self.group_size, 100_000)
+        if self.max_active != 0:
+            check_positive("max_active", self.max_active, 100_000)
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown serving mode {self.mode!r}; valid: {', '.join(MODES)}")
+        return self
+
+
+class Job:
+    """One admitted request: wait for it with :meth:`result`, or :meth:`cancel` it."""
+
+    def __init__(self, service: GenerationService, plan: RequestPlan, ticket: Ticket) -> None:
+        self.plan = plan
+        self.ticket = ticket
+        self._service = service
+        self._done = threading.Event()
+        self._state: Tensor | None = None
+        self._error: BaseException | None = None
+
+    def _finish(self, state: Tensor | None, error: BaseException | None) -> None:
+        self._state, self._error = state, error
+        self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Tensor:
+        """The final state ``[B, C, S, S]``; re-raises the request's error (``Cancelled``
+        when it was cancelled). ``TimeoutError`` when not done within ``timeout``."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.ticket.id} not done within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        assert self._state is not None  # set together with done (internal invariant)
+        return self._state
+
+    def cancel(self) -> None:
+        """Stop the request (client gone): it leaves the waiting line, or its rows leave
+        the scheduler, at once."""
+        self._service._cancel(self)
+
+
+class GenerationService:
+    """Owns one network through a :class:`StepScheduler`; thread-safe :meth:`submit`."""
+
+    def __init__(self, network: AnchorNetwork, config: ServeConfig | None = None) -> None:
+        self.config = (config or ServeConfig()).validate()
+        self.scheduler = StepScheduler(network, max_rows=self.config.limits.max_rows,
+                                       min_rows=self.config.min_rows)
+        self._lock = threading.Lock()
+        self._active = 0
+        self._closed = False
+        self._waiting: collections.deque[Job] = collections.deque()  # request / sequential
+        self._group_cond = threading.Condition(self._lock)
+        self._running = 0  # started and not finished (request / sequential)
+        self._dispatcher: threading.Thread | None = None
+
+    @property
+    def active(self) -> int:
+        """Requests admitted and not finished."""
+        with self._lock:
+            return self._active
+
+    def start(self, run_scheduler: bool = True) -> GenerationService:
+        """Start the scheduler (``run_scheduler=False``: the caller steps it by hand) and,
+        for ``request`` / ``sequential``, the group dispatcher."""
+        if run_scheduler:
+            self.scheduler.start()
+        if self._queued and self._dispatcher is None:
+            self._dispatcher = threading.Thread(target=self._dispatch, name="gaf-groups",
+                                                daemon=True)
+            self._dispatcher.start()
+        return self
+
+    @property
+    def _queued(self) -> bool:
+        """Whether requests wait in line for the dispatcher (else they start at once)."""
+        return self.config.mode != "step" or self.config.max_active > 0
+
+    def _free_slots(self) -> int:
+        """Requests the dispatcher may start now (caller holds the lock)."""
+        if self.config.mode == "step":
+            return self.config.max_active - self._running
+        if self._running:  # request / sequential: the whole group must be done first
+            return 0
+        return 1 if self.config.mode == "sequential" else self.config.group_size
+
+    def _dispatch(self) -> None:
+        """Start waiting requests: a new group once the previous one is done (request /
+        sequential), or whenever fewer than ``max_active`` run (step)."""
+        while True:
+            with self._group_cond:
+                self._group_cond.wait_for(lambda: self._closed or (
+                    self._waiting and self._free_slots() > 0))
+                if self._closed:
+                    return
+                group = [self._waiting.popleft()
+                         for _ in range(min(self._free_slots(), len(self._waiting)))]
+                self._running += len(group)
+            for job in group:
+                self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        threading.Thread(target=self._work, args=(job,), name=f"gaf-req-{job.ticket.id}",
+                         daemon=True).start()
+
+    def plan(self, request: ServeRequest) -> RequestPlan:
+        """Validate ``request`` (raises ``ConfigError`` naming the bad value)."""
+        return plan_request(request, self.scheduler.config, self.config.limits)
+
+    def submit(self, request: ServeRequest) -> Job:
+        """Validate and admit ``request``; raises ``ConfigError`` for a bad request and
+        :class:`Overloaded` when ``max_queue`` requests are already in."""
+        plan = self.plan(request)
+        with self._lock:
+            if self._closed:
+                raise Overloaded("the service is shutting down")
+            if self._active >= self.config.max_queue:
+                raise Overloaded(f"server busy: {self._active} requests in flight "
+                                 f"(--max-queue {self.config.max_queue}); retry later")
+            self._active += 1
+        job = Job(self, plan, self.scheduler.ticket())
+        if not self._queued:
+            self._launch(job)
+        else:
+            with self._group_cond:
+                self._waiting.append(job)
+                self._group_cond.notify_all()
+        return job
+
+    def _cancel(self, job: Job) -> None:
+        with self._group_cond:
+            waiting = job in self._waiting
+            if waiting:
+                self._waiting.remove(job)
+                self._active -= 1
+        if waiting:
+            job._finish(None, Cancelled(f"request {job.ticket.id} cancelled"))
+        self.scheduler.cancel(job.ticket)
+
+    def _work(self, job: Job) -> None:
+        state, error = None, None
+        try:
+            state = run_request(job.plan, self.scheduler.network_for(job.ticket))
+        except (Cancelled, GAFError) as err:
+            error = err
+        except Exception as err:  # an internal fault fails this request only
+            log.exception("request %d failed", job.ticket.id)
+            error = err
+        finally:
+            with self._group_cond:
+                self._active -= 1
+                if self._queued:
+                    self._running -= 1
+                    self._group_cond.notify_all()
+            job._finish(state, error)
+
+    def generate(self, request: ServeRequest, timeout: float | None = None) -> Tensor:
+        """Submit and wait: the final state ``[B, C, S, S]``."""
+        return self.submit(request).result(timeout)
+
+    def close(self) -> None:
+        """Refuse new requests, cancel the waiting ones, stop the scheduler."""
+        with self._group_cond:
+            self._closed = True
+            waiting, self._waiting = list(self._waiting), collections.deque()
+            self._active -= len(waiting)
+            self._group_cond.notify_all()
+        for job in waiting:
+            job._finish(None, Cancelled(f"request {job.ticket.id} cancelled: shutting down"))
+        self.scheduler.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.join()
+            self._dispatcher = None

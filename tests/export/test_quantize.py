@@ -292,22 +292,13 @@ def test_non_finite_scales_are_refused(tmp_path):
 
 
 def _fake_gpu(monkeypatch, cc: tuple[int, int]) -> list:
-    """A recording stand-in of ``tensorrt`` (tests/export/test_tensorrt_builder.py) and a
-    visible GPU of compute capability ``cc``."""
-    import sys
+    """The shared TensorRT stand-in (tests/trt_standin.py) on a GPU of compute capability
+    ``cc``; returns its call record."""
+    from tests.trt_standin import FakeCuda, install
 
-    from gaf_trt.export import tensorrt as builder
-    from gaf_trt.export.manifest import RuntimeInfo
-    from tests.export.test_tensorrt_builder import fake_trt
-
-    calls: list = []
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt(
-        "11.1.0.4", calls, inputs=("x", "t", "y", "features", "classes", "coef")))
-    monkeypatch.setattr(builder, "runtime_info",
-                        lambda index=None: RuntimeInfo("11.1.0.4", "Fake GPU", f"{cc[0]}.{cc[1]}"))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    trt = install(monkeypatch, "11.1.0.4", cuda=FakeCuda(capability=f"{cc[0]}.{cc[1]}"))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_a: cc)
-    return calls
+    return trt.state.calls
 
 
 def test_quantised_graphs_build_strongly_typed_plans(monkeypatch, tmp_path, fp8_dir):
@@ -327,7 +318,7 @@ def test_quantised_graphs_build_strongly_typed_plans(monkeypatch, tmp_path, fp8_
     calls = _fake_gpu(monkeypatch, (9, 0))
     res = build_from_onnx(folder)
     assert res.plans_built == ["trunk", "j_head", "k_bank"]
-    assert ("network_flags", 1 << 5) in calls  # STRONGLY_TYPED: precision from the graph
+    assert ("network_flags", 1) in calls  # 1 << STRONGLY_TYPED (0 in 11.x): typed by graph
     assert not [c for c in calls if c[0] == "set_flag"]  # no INT8 / FP8 / FP16 builder flag
     assert [c[1] for c in calls if c[0] == "parse"] == ["trunk.onnx", "j_head.onnx",
                                                         "k_bank.onnx"]

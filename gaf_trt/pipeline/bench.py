@@ -67,9 +67,11 @@ LIMITS = {"batch": (1, 4096), "classes": (1, 64), "steps": (1, 1000), "repeats":
 #: spatial layout used for N composed classes (soft masks); more classes: uniform weights
 LAYOUTS = {2: "horizontal_2", 3: "horizontal", 4: "horizontal_4"}
 #: dense datasheet peaks in TFLOP/s (fp32 without TF32) for MFU; unknown GPUs get no MFU
-GPU_PEAK_TFLOPS = {"H200": {"fp32": 66.9, "bf16": 989.4, "fp16": 989.4},
-                   "H100": {"fp32": 66.9, "bf16": 989.4, "fp16": 989.4},
-                   "A100": {"fp32": 19.5, "bf16": 312.0, "fp16": 312.0}}
+GPU_PEAK_TFLOPS = {"H200": {"fp32": 66.9, "bf16": 989.4, "fp16": 989.4, "int8": 1978.9,
+                            "fp8": 1978.9},
+                   "H100": {"fp32": 66.9, "bf16": 989.4, "fp16": 989.4, "int8": 1978.9,
+                            "fp8": 1978.9},
+                   "A100": {"fp32": 19.5, "bf16": 312.0, "fp16": 312.0, "int8": 624.0}}
 GRAPH_BACKENDS = ("torch", "torch-compile", "trt")
 
 
@@ -319,8 +321,9 @@ def ort_matmul_gflops(precision: Precision, rows: int, hidden: int, inner: int,
                       sessions: dict[Any, Any] | None = None,
                       min_seconds: float = 0.1) -> float | None:
     """Best GFLOP/s of ONNX Runtime's CPU ``MatMul`` at the model's GEMM shapes (a tiny graph
-    ``A [rows, k] @ W [k, n]``, as many threads as the ort engine uses); None when ONNX
-    Runtime is absent or has no kernel for ``precision``."""
+    ``A [rows, k] @ W [k, n]``, as many threads as the ort engine uses; at int8 its integer
+    GEMM, ``MatMulInteger`` of uint8 activations and int8 weights, in giga-ops/s); None when
+    ONNX Runtime is absent or has no kernel for ``precision``."""
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
@@ -328,21 +331,25 @@ def ort_matmul_gflops(precision: Precision, rows: int, hidden: int, inner: int,
         return None
     from gaf_trt.engine.ort_backend import cpu_threads
 
-    np_dtype = {Precision.FP32: "float32", Precision.FP16: "float16"}.get(precision)
-    if np_dtype is None:  # no BF16 MatMul kernel on ONNX Runtime's CPU provider
+    np_dtype = {Precision.FP32: "float32", Precision.FP16: "float16",
+                Precision.INT8: "int8"}.get(precision)
+    if np_dtype is None:  # no BF16 / FP8 MatMul kernel on ONNX Runtime's CPU provider
         return None
-    onnx_dtype = TensorProto.FLOAT if np_dtype == "float32" else TensorProto.FLOAT16
+    integer = precision is Precision.INT8
+    onnx_dtype = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16,
+                  "int8": TensorProto.UINT8}[np_dtype]
+    out_dtype = TensorProto.INT32 if integer else onnx_dtype
     sessions = {} if sessions is None else sessions
     best = 0.0
     g = torch.Generator().manual_seed(0)
     for k, n in ((hidden, 3 * hidden), (hidden, inner), (inner, hidden)):
         key = (precision, rows, k, n)
         if key not in sessions:
-            w = torch.randn(k, n, generator=g).numpy().astype(np_dtype)
+            w = _probe_operand(torch.randn(k, n, generator=g), np_dtype, signed=True)
             graph = helper.make_graph(
-                [helper.make_node("MatMul", ["A", "W"], ["Y"])], "gemm",
-                [helper.make_tensor_value_info("A", onnx_dtype, [rows, k])],
-                [helper.make_tensor_value_info("Y", onnx_dtype, [rows, n])],
+                [helper.make_node("MatMulInteger" if integer else "MatMul", ["A", "W"], ["Y"])],
+                "gemm", [helper.make_tensor_value_info("A", onnx_dtype, [rows, k])],
+                [helper.make_tensor_value_info("Y", out_dtype, [rows, n])],
                 [numpy_helper.from_array(w, "W")])
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
             so = ort.SessionOptions()
@@ -352,7 +359,7 @@ def ort_matmul_gflops(precision: Precision, rows: int, hidden: int, inner: int,
             try:
                 sess = ort.InferenceSession(model.SerializeToString(), so,
                                             providers=["CPUExecutionProvider"])
-                a = torch.randn(rows, k, generator=g).numpy().astype(np_dtype)
+                a = _probe_operand(torch.randn(rows, k, generator=g), np_dtype, signed=False)
                 sess.run(None, {"A": a})
             except Exception:  # noqa: BLE001 - no kernel for this type: not a provider here
                 return None
@@ -366,12 +373,24 @@ def ort_matmul_gflops(precision: Precision, rows: int, hidden: int, inner: int,
     return best
 
 
+def _probe_operand(x: Tensor, np_dtype: str, *, signed: bool) -> Any:
+    """A probe operand as numpy: floats as they are, int8 as random integers (int8 weights,
+    uint8 activations: ONNX Runtime's fast u8s8 path)."""
+    if np_dtype != "int8":
+        return x.numpy().astype(np_dtype)
+    q = (x * 40).round().clamp(-127, 127)
+    return q.numpy().astype("int8") if signed else (q + 128).numpy().astype("uint8")
+
+
 def gemm_probes(device: str, precision: Precision, rows: int, hidden: int, inner: int,
                 sessions: dict[Any, Any] | None = None) -> dict[str, float]:
-    """GFLOP/s of every GEMM provider present at the model's shapes: ``torch`` always,
-    ``ort`` (ONNX Runtime's MatMul) on the CPU where it has a kernel for the precision, and
-    on CUDA the device's datasheet peak (``device-peak``) when the GPU is known."""
-    out = {"torch": matmul_ceiling(device, precision, rows, hidden, inner)}
+    """GFLOP/s of every GEMM provider present at the model's shapes: ``torch`` (its float
+    precisions), ``ort`` (ONNX Runtime's MatMul, or its integer GEMM at int8) on the CPU where
+    it has a kernel for the precision, and on CUDA the device's datasheet peak
+    (``device-peak``) when the GPU is known."""
+    out = {}
+    if not precision.quantized:
+        out["torch"] = matmul_ceiling(device, precision, rows, hidden, inner)
     if device.startswith("cuda"):
         peak = gpu_peak_tflops(device, precision)
         if peak is not None:
@@ -420,7 +439,7 @@ def gpu_peak_tflops(device: str, precision: Precision) -> float | None:
     name = torch.cuda.get_device_name(device)
     for key, peaks in GPU_PEAK_TFLOPS.items():
         if key in name:
-            return peaks[precision.value]
+            return peaks.get(precision.value)
     return None
 
 
@@ -726,7 +745,7 @@ def bench_case(ctx: _Context, case: Case,
             rows.append(_prepare(ctx, row, run, engine))
     progress(f"{case}: {ctx.grid.repeats} timed rounds over {len(rows)} rows")
     probes: dict[tuple[Precision, int], dict[str, float]] = {
-        (_probe_precision(p.row.precision), p.row.gemm_rows): {} for p in rows}
+        (_probe_precision(p.row.precision, dev), p.row.gemm_rows): {} for p in rows}
     inner = int(cfg.hidden_size * cfg.mlp_ratio)
     for _ in range(ctx.grid.repeats):  # rows and ceiling probes share every round's load
         for p in rows:
@@ -735,7 +754,7 @@ def bench_case(ctx: _Context, case: Case,
             for name, gf in gemm_probes(dev, prec, m, cfg.hidden_size, inner,
                                         ctx.probe_sessions).items():
                 probes[prec, m][name] = max(probes[prec, m].get(name, 0.0), gf)
-    ceilings = assign_ceilings([(p.row.resolved, _probe_precision(p.row.precision),
+    ceilings = assign_ceilings([(p.row.resolved, _probe_precision(p.row.precision, dev),
                                  p.row.gemm_rows,
                                  _achieved_gflops(ctx, case, p)) for p in rows], probes)
     ref = _record(ctx, case, desc, rows[0], None, None, ceilings[0])
@@ -743,10 +762,13 @@ def bench_case(ctx: _Context, case: Case,
                     for p, c in zip(rows[1:], ceilings[1:], strict=True)] + skipped
 
 
-def _probe_precision(precision: Precision) -> Precision:
-    """The GEMM ceiling a row is compared to: quantised rows against the fp32 ceiling
-    (torch has no int8 / fp8 GEMM to probe on every device)."""
-    return Precision.FP32 if precision.quantized else precision
+def _probe_precision(precision: Precision, device: str) -> Precision:
+    """The GEMM ceiling a row is compared to: int8 rows against the integer GEMMs (ONNX
+    Runtime's MatMulInteger on the CPU, the datasheet peak on CUDA); fp8 rows, which run
+    dequantised on the CPU, against the fp32 ceiling there and the fp8 peak on CUDA."""
+    if precision is Precision.FP8 and not device.startswith("cuda"):
+        return Precision.FP32
+    return precision
 
 
 def load_fp32_model(grid: BenchGrid, device: str) -> GAF:

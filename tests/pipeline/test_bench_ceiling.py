@@ -38,6 +38,20 @@ def test_probes_report_every_provider_present():
     got = gemm_probes("cpu", FP32, 32, 32, 64, {})
     assert set(got) == {"torch", "ort"} and all(v > 0 for v in got.values())
     assert "ort" not in gemm_probes("cpu", BF16, 32, 32, 64, {})  # no BF16 MatMul on ORT CPU
+    # int8: ONNX Runtime's integer GEMM only (torch has no int8 GEMM to probe)
+    int8 = gemm_probes("cpu", Precision.INT8, 32, 32, 64, {})
+    assert set(int8) == {"ort"} and int8["ort"] > 0
+    assert gemm_probes("cpu", Precision.FP8, 32, 32, 64, {}) == {}  # no fp8 GEMM on a CPU
+
+
+def test_quantised_rows_meet_the_ceiling_of_their_arithmetic():
+    """int8 rows against the integer GEMMs; fp8 rows dequantised on a CPU against fp32."""
+    from gaf_trt.pipeline.bench import _probe_precision
+
+    assert _probe_precision(Precision.INT8, "cpu") is Precision.INT8
+    assert _probe_precision(Precision.FP8, "cpu") is FP32
+    assert _probe_precision(Precision.FP8, "cuda:0") is Precision.FP8
+    assert _probe_precision(BF16, "cpu") is BF16
 
 
 def test_a_cell_that_cannot_run_is_skipped_with_its_reason(tmp_path_factory, tmp_path):

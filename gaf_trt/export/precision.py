@@ -62,7 +62,7 @@ class PrecisionReport:
                 "fp32_nodes": self.fp32_nodes, "casts_added": self.casts_added}
 
 
-def _scopes(node) -> list[str]:
+def node_scopes(node) -> list[str]:
     for p in node.metadata_props:
         if p.key == NAME_SCOPES_KEY:
             try:
@@ -76,7 +76,7 @@ def runs_reduced(node) -> bool:
     """Whether ``node`` computes in reduced precision (see the module docstring)."""
     if node.op_type not in REDUCED_OPS or node.domain not in ("", "ai.onnx"):
         return False
-    scopes = _scopes(node)
+    scopes = node_scopes(node)
     return (any(REDUCED_SCOPES.search(s) for s in scopes)
             and not any(FP32_SCOPES.search(s) for s in scopes))
 

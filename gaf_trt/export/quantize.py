@@ -50,6 +50,7 @@ import torch
 
 from gaf_trt.engine.base import Precision
 from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.export.precision import node_scopes
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ CALIB_LIMITS = {"samples": (4, 4096), "steps": (2, 200), "rows": (1, 4096)}
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 #: The MatMuls that are quantised (module scopes of the dynamo exporter's name_scopes).
 QUANT_SCOPES = re.compile(r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))$")
-NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 #: Kept in high precision, recorded in the manifest.
 HIGH_PRECISION = ("patch embedder (Conv)", "timestep embedder", "class embedder",
                   "adaLN modulation linears", "final layer (J head, K bank)", "LayerNorm",
@@ -144,22 +144,10 @@ def quant_unavailable() -> str | None:
 # --------------------------------------------------------------------------- graphs
 
 
-def _scopes(node) -> list[str]:
-    import ast
-
-    for p in node.metadata_props:
-        if p.key == NAME_SCOPES_KEY:
-            try:
-                return [str(s) for s in ast.literal_eval(p.value)]
-            except (ValueError, SyntaxError):
-                return []
-    return []
-
-
 def quantizable_nodes(model) -> list[str]:
     """Names of the MatMul nodes to quantise in an exported graph (see module docstring)."""
     return [n.name for n in model.graph.node
-            if n.op_type == "MatMul" and any(QUANT_SCOPES.search(s) for s in _scopes(n))]
+            if n.op_type == "MatMul" and any(QUANT_SCOPES.search(s) for s in node_scopes(n))]
 
 
 class _Reader:
@@ -256,7 +244,7 @@ def fp8_amax_overrides(model, act_max: dict[str, torch.Tensor]) -> dict[str, lis
     zero = np.array(0, dtype=float8_e4m3fn)
     out: dict[str, list[dict]] = {}
     for node in model.graph.node:
-        key = next((k for k in map(_linear_key, _scopes(node)) if k), None)
+        key = next((k for k in map(_linear_key, node_scopes(node)) if k), None)
         if node.op_type != "MatMul" or key not in act_max:
             continue
         amax = float(act_max[key].max())
@@ -332,7 +320,7 @@ def smooth_graph(src: Path, dst: Path, act_max: dict[str, torch.Tensor], alpha: 
     inits = {t.name: t for t in model.graph.initializer}
     new_nodes, done = [], 0
     for node in model.graph.node:
-        key = next((k for k in map(_linear_key, _scopes(node)) if k), None)
+        key = next((k for k in map(_linear_key, node_scopes(node)) if k), None)
         if (node.op_type == "MatMul" and key in act_max and node.input[1] in inits
                 and QUANT_SCOPES.search(key)):
             w_t = inits[node.input[1]]

@@ -63,6 +63,7 @@ class PrecisionReport:
 
 
 def node_scopes(node) -> list[str]:
+    """The module scopes the dynamo exporter recorded on ``node`` (empty when none)."""
     for p in node.metadata_props:
         if p.key == NAME_SCOPES_KEY:
             try:

@@ -93,7 +93,7 @@ def test_capture_sees_every_time_step_of_each_solver():
 def test_quantised_nodes_are_the_block_linears_only(tmp_path):
     from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
     from gaf_trt.export.onnx_export import export_onnx
-    from gaf_trt.export.precision import _scopes
+    from gaf_trt.export.precision import node_scopes
 
     model = tiny_model()
     trunk, j_head, _ = GRAPH_GROUPS.get("split")(model, Limits(64, 8))
@@ -101,7 +101,7 @@ def test_quantised_nodes_are_the_block_linears_only(tmp_path):
                                                   metadata={}).onnx_file))
     names = set(q.quantizable_nodes(proto))
     by_name = {n.name: n for n in proto.graph.node}
-    scopes = sorted(_scopes(by_name[n])[-2] for n in names)
+    scopes = sorted(node_scopes(by_name[n])[-2] for n in names)
     assert scopes == ["trunk.blocks.0.attn.proj", "trunk.blocks.0.attn.qkv",
                       "trunk.blocks.0.mlp.fc1", "trunk.blocks.0.mlp.fc2"]
     kept = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
@@ -269,10 +269,12 @@ def test_non_finite_scales_are_refused(tmp_path):
     """A calibration whose activation range overflows float32 gives an infinite scale."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from gaf_trt.export.precision import NAME_SCOPES_KEY
+
     w = numpy_helper.from_array(torch.randn(4, 4).numpy(), "w")
     node = helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")
     meta = node.metadata_props.add()
-    meta.key, meta.value = q.NAME_SCOPES_KEY, "['blocks.0.mlp.fc1', 'linear']"
+    meta.key, meta.value = NAME_SCOPES_KEY, "['blocks.0.mlp.fc1', 'linear']"
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                           [2, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],

@@ -185,8 +185,10 @@ def test_malformed_request_gets_an_error_and_serving_goes_on(server, reference, 
 
 def test_busy_port_refused_in_one_line(server):
     """A second server on the first one's HTTP port: one error line, exit 2."""
+    grpc, metrics = free_ports(2)
     res = subprocess.run([sys.executable, "-m", "gaf_trt.cli", "serve", "--device", "cpu",
-                          "--http-port", str(server.http), "--grpc-port", str(free_ports(1)[0])],
+                          "--http-port", str(server.http), "--grpc-port", str(grpc),
+                          "--metrics-port", str(metrics)],
                          capture_output=True, text=True, timeout=START_TIMEOUT, check=False)
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     want = (f"error: --http-port {server.http} is already in use; give a free port with "

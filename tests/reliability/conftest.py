@@ -363,3 +363,18 @@ def ref_engine(tmp_path_factory) -> Path:
     assert res.rc == 0, res.describe()
     assert (out / "manifest.json").is_file() and (out / "trunk.onnx").is_file(), res.describe()
     return out
+
+
+def unwritable_folder(tmp_path: Path) -> Path | None:
+    """A folder this process cannot write into: a tmp folder chmod 0500, or -- as root, where
+    chmod does not bind -- /proc/1 (a folder of the kernel's that refuses new entries)."""
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o500)
+    if not os.access(parent, os.W_OK):
+        return parent
+    parent.chmod(0o700)
+    proc1 = Path("/proc/1")
+    if proc1.is_dir() and not os.access(proc1, os.W_OK):
+        return proc1
+    return None

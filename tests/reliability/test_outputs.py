@@ -5,7 +5,6 @@ lock is held (by the test, or by a run stopped at a gate) fails on the lock and 
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.reliability.conftest import (
     run_cli,
     run_many,
     staging_dirs,
+    unwritable_folder,
 )
 from tests.reliability.gate import gate_cmd, release, wait_reached
 
@@ -75,23 +75,8 @@ def test_out_empty_string_writes_nowhere(bad_out_runs):
         f"--out '' wrote into the current folder: {sorted((root / 'cwd').iterdir())}")
 
 
-def _unwritable_parent(tmp_path: Path) -> Path | None:
-    """A folder this process cannot write into: a tmp folder chmod 0500, or -- as root, where
-    chmod does not bind -- /proc/1 (a folder of the kernel's that refuses new entries)."""
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    parent.chmod(0o500)
-    if not os.access(parent, os.W_OK):
-        return parent
-    parent.chmod(0o700)
-    proc1 = Path("/proc/1")
-    if proc1.is_dir() and not os.access(proc1, os.W_OK):
-        return proc1
-    return None
-
-
 def test_out_unwritable(tmp_path):
-    parent = _unwritable_parent(tmp_path)
+    parent = unwritable_folder(tmp_path)
     if parent is None:
         pytest.skip("running as root (or with CAP_DAC_OVERRIDE): chmod 0500 does not make a "
                     "folder unwritable, and no /proc/1 to use instead")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.reliability.conftest import (
     run_cli,
     run_many,
     run_training,
+    unwritable_folder,
 )
 
 #: one layer's finite weights x1e36: the outputs overflow float32 (as the audit built it)
@@ -49,21 +49,6 @@ def only_the_error(res: Result) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), (
         f"stderr should be the one error line{res.describe()}")
     return lines[0]
-
-
-def unwritable_folder(tmp_path: Path) -> Path | None:
-    """A folder this process cannot write into: a tmp folder chmod 0500, or -- as root, where
-    chmod does not bind -- /proc/1 (a folder of the kernel's that refuses new entries)."""
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    parent.chmod(0o500)
-    if not os.access(parent, os.W_OK):
-        return parent
-    parent.chmod(0o700)
-    proc1 = Path("/proc/1")
-    if proc1.is_dir() and not os.access(proc1, os.W_OK):
-        return proc1
-    return None
 
 
 @pytest.fixture()

@@ -45,13 +45,20 @@ from pathlib import Path
 
 import numpy as np
 
-from gaf_trt.errors import ConfigError
+from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.serve.requests import ServeRequest, to_images
-from gaf_trt.serve.service import GenerationService
+from gaf_trt.serve.scheduler import Cancelled
+from gaf_trt.serve.service import GenerationService, Job
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "gaf"
+# Triton's stop shares one --exit-timeout-secs budget between waiting for open client
+# connections and unloading the model instances (one after another, each ~1.3 s: the
+# backend's 1 s health check, then the stub's finalize); past it, Triton exits at once and
+# the stubs exit on their own (nothing is left, but they skip their finalize).
+EXIT_TIMEOUT_BASE_S = 5
+EXIT_TIMEOUT_PER_INSTANCE_S = 2
 MIN_SHM_BYTES = 256 * 2 ** 20  # PyTriton's tensor store and the Python backend's shm regions
 STRING_FIELDS = ("solver", "mask_type", "output")
 INT_FIELDS = ("steps", "seed", "batch")
@@ -118,6 +125,112 @@ _HANDSHAKE = "get_config_from_handshake_server(handshake_socket)"
 _HANDSHAKE_FIX = "get_config_from_handshake_server(handshake_socket, timeout_s=60.0)"
 
 
+# Two more changes to the stub-side proxy (0.7.0): (1) a prompt shutdown -- its requests
+# server notices the shutdown flag only at a 1 s poll, and Triton unloads the instances one
+# after another, so each instance's finalize would add that second to the stop; (2) request
+# cancellation -- while waiting for the answer the proxy checks Triton's
+# ``request.is_cancelled()`` (a gRPC client cancelled or went away) every 50 ms and creates
+# the request's marker file, whose path it passes to this process as the request parameter
+# ``CANCEL_PARAM``; the serving process watches it and cancels the generation (rows freed).
+CANCEL_PARAM = "gaf_cancel_file"
+CANCEL_POLL_S = 0.05
+_STUB_SERVING_HELPER = '''
+
+
+# -- gaf-trt serving additions (gaf_trt/serve/triton.py): prompt shutdown, cancellation --
+_GAF_CANCEL_PARAM = "%s"
+_GAF_CANCEL_POLL_S = %r
+_gaf_cancel_files = {}  # id(triton request) -> path of the file marking it cancelled
+_gaf_cancel_state = {"dir": None, "next": 0}
+
+
+def _gaf_shutdown_now(requests_server):
+    """Stop the requests server now: its loop would notice the flag only at its next 1 s poll."""
+    requests_server.shutdown()
+    loop = requests_server._server.server_loop
+    if loop is None:
+        return
+
+    def cancel_all():
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+
+    try:
+        loop.call_soon_threadsafe(cancel_all)
+    except RuntimeError:  # the loop has just closed
+        pass
+
+
+def _gaf_set_workspace(workspace_path):
+    _gaf_cancel_state["dir"] = pathlib.Path(workspace_path) / "gaf-cancel"
+    _gaf_cancel_state["dir"].mkdir(exist_ok=True)
+
+
+def _gaf_register(triton_requests):
+    """A cancel-marker path for each request (sent along as a request parameter)."""
+    for request in triton_requests:
+        _gaf_cancel_state["next"] += 1
+        name = "%%d-%%d" %% (os.getpid(), _gaf_cancel_state["next"])
+        _gaf_cancel_files[id(request)] = str(_gaf_cancel_state["dir"] / name)
+
+
+def _gaf_parameters(triton_request):
+    params = json.loads(triton_request.parameters())
+    params.pop(_GAF_CANCEL_PARAM, None)  # never a client's own value
+    path = _gaf_cancel_files.get(id(triton_request))
+    if path is not None:
+        params[_GAF_CANCEL_PARAM] = path
+    return params
+
+
+def _gaf_wait(future, triton_requests):
+    """future.result(); meanwhile a request that Triton cancelled gets its marker file."""
+    waiting = list(triton_requests)
+    try:
+        while True:
+            try:
+                return future.result(timeout=_GAF_CANCEL_POLL_S)
+            except TimeoutError:
+                for request in list(waiting):
+                    if request.is_cancelled():
+                        waiting.remove(request)
+                        path = _gaf_cancel_files.get(id(request))
+                        if path is not None:
+                            open(path, "w").close()
+    finally:
+        for request in triton_requests:
+            path = _gaf_cancel_files.pop(id(request), None)
+            if path is not None and os.path.exists(path):
+                os.unlink(path)
+''' % (CANCEL_PARAM, CANCEL_POLL_S)
+_STUB_SERVING_EDITS = (  # (original line(s), replacement) in the stub's model.py
+    ("            workspace_path = pathlib.Path(model_config[\"parameters\"][\"workspace-path\"]"
+     "[\"string_value\"])\n",
+     "            workspace_path = pathlib.Path(model_config[\"parameters\"][\"workspace-path\"]"
+     "[\"string_value\"])\n            _gaf_set_workspace(workspace_path)\n"),
+    ("            handle_responses_task_async_future = self._requests_server.push(",
+     "            _gaf_register(triton_requests)\n"
+     "            handle_responses_task_async_future = self._requests_server.push("),
+    ("                triton_responses_or_error = handle_responses_concurrent_future.result()\n",
+     "                triton_responses_or_error = _gaf_wait(handle_responses_concurrent_future, "
+     "triton_requests)\n"),
+    ("            parameters=json.loads(triton_request.parameters()),\n",
+     "            parameters=_gaf_parameters(triton_request),\n"),
+    ("        self._requests_server.shutdown()\n",
+     "        _gaf_shutdown_now(self._requests_server)\n"),
+)
+
+
+def patch_stub_serving(source: str) -> str:
+    """The stub's ``model.py`` with the prompt shutdown and the cancellation check."""
+    for old, new in _STUB_SERVING_EDITS:
+        if source.count(old) != 1:
+            raise ConfigError("unsupported nvidia-pytriton version: its proxy model.py differs "
+                              "from 0.7.0's; install nvidia-pytriton==0.7.0")
+        source = source.replace(old, new)
+    return source + _STUB_SERVING_HELPER
+
+
 def pytriton_missing() -> str | None:
     """None when PyTriton is importable here, else why not (one line)."""
     try:
@@ -138,8 +251,9 @@ def patched_stub_source(source: str) -> str:
     head, tail = source.split(_STUB_ANCHOR, 1)
     first_line_end = tail.index("\n") + 1
     source = head + _STUB_ANCHOR + tail[:first_line_end] + _STUB_HELPER + tail[first_line_end:]
-    return (source.replace(_STUB_LINE, _STUB_FIX).replace(_HANDSHAKE, _HANDSHAKE_FIX)
-            .replace(_STUB_INPUT, _STUB_INPUT_FIX))
+    source = (source.replace(_STUB_LINE, _STUB_FIX).replace(_HANDSHAKE, _HANDSHAKE_FIX)
+              .replace(_STUB_INPUT, _STUB_INPUT_FIX))
+    return patch_stub_serving(source)
 
 
 def install_stub_fix() -> None:
@@ -296,23 +410,49 @@ class ServerConfig:
     max_queue: int = 64
 
 
+STATS = ("active", "pending_rows", "calls", "rows", "cancelled")
+STATS_MODEL = "gaf_stats"
+
+
 class GafTritonServer:
-    """The ``gaf`` model on a local Triton started by PyTriton, answering with ``service``."""
+    """The ``gaf`` model (and ``gaf_stats``) on a local Triton started by PyTriton,
+    answering with ``service``."""
 
     def __init__(self, service: GenerationService, config: ServerConfig) -> None:
         self.service = service
         self.config = config
+        self.cancelled = 0  # requests cancelled by their client (Triton's cancellation)
         self._triton = None
         self._logdir: tempfile.TemporaryDirectory | None = None
+        self._lock = threading.Lock()
+
+    def _await(self, job: Job, marker: str | None) -> object:
+        """``job.result()``; cancels the job once the stub has created ``marker`` (Triton
+        cancelled the request: its client cancelled or went away)."""
+        while True:
+            try:
+                return job.result(timeout=CANCEL_POLL_S)
+            except TimeoutError:
+                if marker is not None and os.path.exists(marker):
+                    marker = None
+                    job.cancel()
+                    with self._lock:
+                        self.cancelled += 1
+                    log.info("request %d cancelled by its client; its rows left the scheduler",
+                             job.ticket.id)
 
     def infer(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
         """PyTriton inference callable: a list of requests -> a list of output dicts. Every
         row of every request is submitted before any is awaited (they share calls)."""
-        jobs = [[self.service.submit(decode_request(row, req.parameters))
-                 for row in split_rows(req.data)] for req in requests]
+        markers, jobs = [], []
+        for req in requests:
+            params = dict(req.parameters or {})
+            markers.append(params.pop(CANCEL_PARAM, None))
+            jobs.append([self.service.submit(decode_request(row, params))
+                         for row in split_rows(req.data)])
         out = []
-        for req_jobs in jobs:
-            states = [job.result() for job in req_jobs]
+        for req_jobs, marker in zip(jobs, markers):
+            states = [self._await(job, marker) for job in req_jobs]
             latents = np.stack([s.numpy() for s in states]).astype(np.float32)
             images = (np.stack([to_images(s) for s in states])
                       if self.service.scheduler.config.mode != "latent"
@@ -323,13 +463,21 @@ class GafTritonServer:
     def _safe_infer(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
         try:
             return self.infer(requests)
-        except ConfigError as err:
+        except (GAFError, Cancelled) as err:  # bad request, overload, cancelled, shutdown
             from pytriton.exceptions import PyTritonBadParameterError
 
             raise PyTritonBadParameterError(str(err)) from None
 
+    def stats(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
+        """``gaf_stats``: the service's counters (see :data:`STATS`), one INT64 each."""
+        sched = self.service.scheduler
+        values = {"active": self.service.active, "pending_rows": sched.pending_rows(),
+                  "calls": sched.stats.calls, "rows": sched.stats.rows,
+                  "cancelled": self.cancelled}
+        return [{k: np.array([values[k]], np.int64) for k in STATS} for _ in requests]
+
     def start(self) -> None:
-        """Check ports and /dev/shm, then start Triton with the ``gaf`` model bound."""
+        """Check ports and /dev/shm, then start Triton with the models bound."""
         for port, what in ((self.config.http_port, "--http-port"),
                            (self.config.grpc_port, "--grpc-port"),
                            (self.config.metrics_port, "--metrics-port")):
@@ -343,7 +491,9 @@ class GafTritonServer:
         self._logdir = tempfile.TemporaryDirectory(prefix="gaf-triton-")
         cfg = TritonConfig(http_port=self.config.http_port, grpc_port=self.config.grpc_port,
                            metrics_port=self.config.metrics_port,
-                           log_file=Path(self._logdir.name) / "triton.log")
+                           log_file=Path(self._logdir.name) / "triton.log",
+                           exit_timeout_secs=EXIT_TIMEOUT_BASE_S + EXIT_TIMEOUT_PER_INSTANCE_S
+                           * (self.config.instances + 1))
         self._triton = Triton(config=cfg)
         inputs = [Tensor(name="classes", dtype=np.int32, shape=(-1,)),
                   Tensor(name="weights", dtype=np.float32, shape=(-1,), optional=True)]
@@ -360,6 +510,11 @@ class GafTritonServer:
                           inputs=inputs, outputs=outputs,
                           config=ModelConfig(max_batch_size=self.config.max_batch,
                                              batcher=batcher))
+        self._triton.bind(model_name=STATS_MODEL, infer_func=self.stats,
+                          inputs=[Tensor(name="unused", dtype=np.int32, shape=(1,),
+                                         optional=True)],
+                          outputs=[Tensor(name=k, dtype=np.int64, shape=(1,)) for k in STATS],
+                          config=ModelConfig(batching=False))
         self._triton.run()
 
     def alive(self) -> bool:
@@ -374,24 +529,45 @@ class GafTritonServer:
         return " | ".join(text.strip().splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Stop Triton and wait until every process it started is gone (the stubs' own
-        helper processes outlive Triton by a moment); its shared memory and workspace go
-        with it."""
+        """Stop Triton and wait until every process it started is gone (the stubs' helper
+        processes outlive Triton by a moment); its shared memory and workspace go with it."""
         if self._triton is not None:
-            started = descendants(os.getpid())
+            started = descendants(os.getpid()) - own_helpers()
             self._triton.stop()
             self._triton = None
             wait_gone(started)
+            remove_leftover_regions()
         if self._logdir is not None:
             self._logdir.cleanup()
             self._logdir = None
 
 
+def remove_leftover_regions(shm: Path = Path("/dev/shm")) -> None:
+    """Remove the Python backend's shared-memory regions of this process's Triton (named
+    ``pytrtion<this pid>-...`` by PyTriton) that outlived it: when Triton's exit timeout
+    expires (idle client connections) it exits without unloading the stubs, which then do
+    not remove their regions. Call once Triton and its stubs are gone."""
+    for region in shm.glob(f"pytrtion{os.getpid()}-*"):
+        log.info("removing shared memory %s left by Triton's stubs", region.name)
+        with contextlib.suppress(FileNotFoundError):
+            region.unlink()
+
+
+def own_helpers() -> set[int]:
+    """This process's own multiprocessing resource tracker: it lives as long as this
+    process (started by PyTriton's shared-memory client here), not as long as Triton."""
+    from multiprocessing import resource_tracker
+
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    return {pid} if pid else set()
+
+
 def serve_until_stopped(service: GenerationService, config: ServerConfig,
                         stop: threading.Event, ready: Callable[[str], None]) -> None:
     """Start the scheduler and Triton, call ``ready(message)`` once serving, and run until
-    ``stop`` is set (a signal) or Triton dies; then stop Triton and the service. Nothing is
-    left behind: Triton's processes, PyTriton's shared memory and workspace go with it."""
+    ``stop`` is set (a signal) or Triton dies; then close the service (requests in flight
+    get a "shutting down" error at once) and stop Triton. Nothing is left behind: Triton's
+    processes, PyTriton's shared memory and workspace go with it."""
     server = GafTritonServer(service, config)
     service.start()
     try:
@@ -404,5 +580,5 @@ def serve_until_stopped(service: GenerationService, config: ServerConfig,
                 raise RuntimeError(f"Triton stopped unexpectedly; its log ends: "
                                   f"{server.log_tail()}")
     finally:
-        server.stop()
         service.close()
+        server.stop()

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,12 +85,11 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server():
-    shm_start, ws_start = listing(Path("/dev/shm")), listing(WORKSPACES)
+    ws_start = listing(WORKSPACES)
     srv = Server()
-    srv.shm_start, srv.ws_start = shm_start, ws_start
+    srv.ws_start = ws_start
     try:
         srv.wait_ready()
-        srv.children = descendants(srv.proc.pid)
         yield srv
     finally:
         if srv.proc.poll() is None:  # a failed test left it running: stop it cleanly
@@ -99,6 +99,12 @@ def server():
             except subprocess.TimeoutExpired:
                 srv.proc.kill()
                 srv.proc.wait()
+
+
+def http_client(server):
+    """An HTTP client of ``server``; close it (``with``): Triton's stop waits for open
+    connections."""
+    return th.InferenceServerClient(f"localhost:{server.http}", network_timeout=REQUEST_TIMEOUT)
 
 
 def http_inputs(classes, weights=None, steps=None, seed=None, batch=None, steps_dtype="INT32"):
@@ -134,15 +140,13 @@ def reference(one_thread):
 
 
 def test_http_result_is_the_sample_result(server, reference):
-    client = th.InferenceServerClient(f"localhost:{server.http}",
-                                      network_timeout=REQUEST_TIMEOUT)
-    latents, images = good_http(client)
+    with http_client(server) as client:
+        latents, images = good_http(client)
     assert torch.equal(torch.from_numpy(latents.copy()), reference)
     assert np.array_equal(images, to_images(reference))
 
 
 def test_grpc_client(server, reference):
-    client = tg.InferenceServerClient(f"localhost:{server.grpc}")
     i = tg.InferInput("classes", [1, 2], "INT32")
     i.set_data_from_numpy(np.array([GOOD.classes], np.int32))
     ins = [i]
@@ -153,8 +157,10 @@ def test_grpc_client(server, reference):
         t = tg.InferInput(name, [1, len(value)], dt)
         t.set_data_from_numpy(np.array([value], np_dt))
         ins.append(t)
-    r = client.infer("gaf", ins, parameters={"solver": GOOD.solver},
-                     outputs=[tg.InferRequestedOutput("latents")], client_timeout=REQUEST_TIMEOUT)
+    with tg.InferenceServerClient(f"localhost:{server.grpc}") as client:
+        r = client.infer("gaf", ins, parameters={"solver": GOOD.solver},
+                         outputs=[tg.InferRequestedOutput("latents")],
+                         client_timeout=REQUEST_TIMEOUT)
     assert torch.equal(torch.from_numpy(r.as_numpy("latents")[0].copy()), reference)
 
 
@@ -174,13 +180,12 @@ def test_malformed_request_gets_an_error_and_serving_goes_on(server, reference, 
                                                               message):
     from tritonclient.utils import InferenceServerException
 
-    client = th.InferenceServerClient(f"localhost:{server.http}",
-                                      network_timeout=REQUEST_TIMEOUT)
-    with pytest.raises(InferenceServerException) as err:
-        client.infer("gaf", http_inputs(**inputs), parameters=params or None,
-                     timeout=REQUEST_TIMEOUT)
-    assert message in str(err.value)
-    assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
+    with http_client(server) as client:
+        with pytest.raises(InferenceServerException) as err:
+            client.infer("gaf", http_inputs(**inputs), parameters=params or None,
+                         timeout=REQUEST_TIMEOUT)
+        assert message in str(err.value)
+        assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
 
 
 def test_busy_port_refused_in_one_line(server):
@@ -197,15 +202,34 @@ def test_busy_port_refused_in_one_line(server):
     assert "Traceback" not in res.stderr
 
 
+def shm_mapped_by(pids: set[int]) -> set[str]:
+    """/dev/shm entries that processes ``pids`` have mapped (from /proc/PID/maps)."""
+    names = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        names |= {ln.split("/dev/shm/", 1)[1].split(" ")[0] for ln in maps.splitlines()
+                  if "/dev/shm/" in ln}
+    return names
+
+
 def test_sigterm_stops_cleanly_leaving_nothing(server):
-    """Last in this module: SIGTERM ends the server with exit 0 and 'stopped'; its Triton
-    processes, shared memory and PyTriton workspace are gone."""
-    children = server.children
+    """Last in this module: SIGTERM ends the server with exit 0 and 'stopped' within
+    seconds; its Triton processes, shared memory and PyTriton workspace are gone."""
+    children = descendants(server.proc.pid)
     assert children, "Triton should run as a child of the server"
-    shm_running, ws_running = listing(Path("/dev/shm")), listing(WORKSPACES)
+    shm_used = shm_mapped_by(children | {server.proc.pid})
+    assert any(n.startswith(f"pytrtion{server.proc.pid}-") for n in shm_used), shm_used
+    ws_running = listing(WORKSPACES)
     assert server.stop() == 0, server.stderr[-2000:]
     assert server.lines[-1] == "stopped"
+    # the server's own resource tracker exits (removing what it tracks) once it sees the
+    # server gone: wait for that (bounded), not for a time
+    deadline = time.monotonic() + START_TIMEOUT
+    while {pid for pid in children if is_running(pid)} and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not {pid for pid in children if is_running(pid)}, "a Triton process outlived it"
-    # what this server created (there while it ran, not before it started) is gone
-    assert not (listing(Path("/dev/shm")) & shm_running) - server.shm_start
+    assert not shm_used & listing(Path("/dev/shm"))
     assert not (listing(WORKSPACES) & ws_running) - server.ws_start

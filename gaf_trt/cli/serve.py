@@ -32,12 +32,15 @@ def serve(
     max_steps: int = typer.Option(1000, "--max-steps", help="Largest step count a request may ask."),
     max_images: int = typer.Option(16, "--max-images", help="Largest batch a request may ask."),
     max_rows: int = typer.Option(256, "--max-rows", help="Row budget of one network call."),
+    max_mask_pixels: int = typer.Option(4096 * 4096, "--max-mask-pixels", help="Largest mask "
+                                        "image (pixels) a request may send."),
     min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
                                   "rows, padded (results then do not depend on what else runs)."),
     threads: int = typer.Option(0, "--threads", help="torch intra-op threads on the CPU "
                                 "(0: torch's default)."),
 ) -> None:
     """Serve a model on Triton: step-level batching of many requests' solver loops."""
+    from gaf_trt.compose.solvers import MAX_STEPS
     from gaf_trt.engine.base import LoadRequest, load_backend, resolve_device
     from gaf_trt.errors import ConfigError
     from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits
@@ -59,9 +62,11 @@ def serve(
     missing = tr.pytriton_missing()
     if missing is not None:
         raise ConfigError(missing)
-    limits = ServeLimits(max_steps=check_positive("--max-steps", max_steps, 100_000),
+    limits = ServeLimits(max_steps=check_positive("--max-steps", max_steps, MAX_STEPS),
                          max_batch=check_positive("--max-images", max_images, 4096),
-                         max_rows=check_positive("--max-rows", max_rows, 1 << 16))
+                         max_rows=check_positive("--max-rows", max_rows, 1 << 16),
+                         max_mask_pixels=check_positive("--max-mask-pixels", max_mask_pixels,
+                                                        1 << 28))
     step = batching == "step"
     server_cfg = tr.ServerConfig(http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, instances=instances if step else 1,

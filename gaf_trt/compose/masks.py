@@ -139,14 +139,38 @@ def _read_gray(path: str, h: int, w: int) -> Tensor:
         raise ConfigError(f"mask image {path} is unreadable: {err}") from None
 
 
-def _custom(h: int, w: int, image: str | os.PathLike[str] | None = None) -> HardMasks:
-    """One region per distinct gray value (ascending) of an image resized (nearest) to H×W."""
+def gray_levels(gray: np.ndarray, h: int, w: int) -> Tensor:
+    """Gray levels of an 8-bit image given as an array ``[H0, W0]`` (uint8), resized
+    (nearest) to ``h x w`` exactly as a mask image file is: int64 ``[h, w]``."""
+    from PIL import Image
+
+    if not isinstance(gray, np.ndarray) or gray.dtype != np.uint8 or gray.ndim != 2 \
+            or 0 in gray.shape:
+        raise ConfigError(f"a mask image array must be uint8 [H, W], got "
+                          f"{getattr(gray, 'dtype', type(gray).__name__)} "
+                          f"{list(getattr(gray, 'shape', []))}")
+    if gray.size > MAX_MASK_PIXELS:
+        raise ConfigError(f"mask image is {gray.shape[1]}x{gray.shape[0]} pixels; at most "
+                          f"{MAX_MASK_PIXELS:,} are read: give a smaller image")
+    resized = Image.fromarray(np.ascontiguousarray(gray), mode="L").resize((w, h), Image.NEAREST)
+    return torch.from_numpy(np.asarray(resized, dtype=np.int64).copy())
+
+
+MaskImage = str | os.PathLike | np.ndarray  # a file, or an 8-bit gray array [H, W]
+
+
+def _custom(h: int, w: int, image: MaskImage | None = None) -> HardMasks:
+    """One region per distinct gray value (ascending) of an image (a file, or a uint8 array
+    ``[H0, W0]``) resized (nearest) to H×W."""
     if image is None:
         raise ConfigError("mask type 'custom' needs a mask image (--mask-img)")
-    path = os.fspath(image)
-    if not os.path.isfile(path):
-        raise ConfigError(f"mask image not found: {path}")
-    values = _read_gray(path, h, w)
+    if isinstance(image, np.ndarray):
+        values = gray_levels(image, h, w)
+    else:
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise ConfigError(f"mask image not found: {path}")
+        values = _read_gray(path, h, w)
     levels = torch.unique(values)  # ascending
     return torch.stack([(values == lv).float() for lv in levels]), [f"gray{int(v)}" for v in levels]
 
@@ -226,13 +250,14 @@ def presets_taking(option: str) -> list[str]:
     return [n for n in MASKS.names() if MASKS.get(n).takes(option)]
 
 
-def hard_masks(name: str, height: int, width: int, *, image: str | os.PathLike[str] | None = None,
+def hard_masks(name: str, height: int, width: int, *, image: MaskImage | None = None,
                regions: Sequence[str] | None = None) -> HardMasks:
     """The unsoftened masks ``[N, H, W]`` of a preset and their region names."""
     preset = MASKS.get(name)
     if height < 1 or width < 1:
         raise ConfigError(f"mask size must be positive, got {height}x{width}")
-    given = {k: v for k, v in (("image", image), ("regions", regions)) if v}
+    given = {k: v for k, v in (("image", image), ("regions", regions))
+             if v is not None and (isinstance(v, np.ndarray) or v)}
     for option in given:
         if not preset.takes(option):
             raise ConfigError(f"{OPTION_FLAGS[option]} is only used with mask type "
@@ -241,7 +266,7 @@ def hard_masks(name: str, height: int, width: int, *, image: str | os.PathLike[s
 
 
 def build(name: str, height: int, width: int, *, sigma: float = DEFAULT_SIGMA,
-          image: str | os.PathLike[str] | None = None,
+          image: MaskImage | None = None,
           regions: Sequence[str] | None = None) -> Tensor:
     """Softened masks ``[N, 1, H, W]`` of preset ``name`` on an ``H x W`` grid."""
     masks, _ = hard_masks(name, height, width, image=image, regions=regions)
@@ -262,5 +287,5 @@ def list_masks() -> list[tuple[str, str]]:
     return [(n, MASKS.get(n).describe) for n in MASKS.names()]
 
 
-__all__ = ["build", "soften", "hard_masks", "region_count", "list_masks", "presets_taking",
+__all__ = ["build", "soften", "gray_levels", "hard_masks", "region_count", "list_masks", "presets_taking",
            "MASKS", "AFHQ_REGIONS", "DEFAULT_SIGMA", "MAX_SIGMA", "OPTION_FLAGS"]

@@ -1,8 +1,8 @@
 """One generation request: its arguments, their validation, and its run through the sampling
 pipeline (the same code path as ``gaf-trt sample``, on whatever network it is given).
 
-A request is a composition (classes with weights, alpha or a mask preset), a solver, a step
-count, a seed and a batch. :func:`plan_request` validates it once against the model and the
+A request is a composition (classes -- ids or names -- with weights, alpha, a mask preset or
+a mask image), a solver, a step count, a seed and a batch. :func:`plan_request` validates it once against the model and the
 server's limits and raises :class:`~gaf_trt.errors.ConfigError` naming the bad value;
 :func:`run_request` draws the noise and integrates exactly as ``gaf-trt sample`` does
 (``gaf_trt.pipeline.sample.generate``), so the result is that of ``gaf-trt sample`` with the
@@ -37,6 +37,7 @@ class ServeLimits:
     max_batch: int = 16
     max_classes: int = 8
     max_rows: int = 256
+    max_mask_pixels: int = 4096 * 4096  # a mask image is resized to the latent grid anyway
 
 
 @dataclass
@@ -55,18 +56,23 @@ class ServeRequest:
     batch: int = 1
     t_eps: float | None = None
     output: str = "images"
+    mask_image: np.ndarray | None = None  # uint8 [H, W]: one region per gray level (custom)
     extra: dict[str, object] = field(default_factory=dict)  # unused keys, refused
 
     def sample_config(self) -> SampleConfig:
         """The ``gaf-trt sample`` arguments this request corresponds to."""
+        mask_type = self.mask_type
+        if mask_type is None and self.mask_image is not None:
+            mask_type = "custom"
         return SampleConfig(classes=[str(c) for c in self.classes], weights=self.weights,
-                            alpha=self.alpha, mask_type=self.mask_type, regions=self.regions,
+                            alpha=self.alpha, mask_type=mask_type, regions=self.regions,
                             sigma=self.sigma, steps=self.steps, solver=self.solver,
                             seed=self.seed, batch=self.batch, t_eps=self.t_eps,
                             skip=len(self.classes) > 1 or self._composing())
 
     def _composing(self) -> bool:
-        return any(v is not None for v in (self.weights, self.alpha, self.mask_type))
+        return any(v is not None for v in (self.weights, self.alpha, self.mask_type,
+                                           self.mask_image))
 
 
 def _check_int(name: str, value: object, lo: int, hi: int) -> int:
@@ -104,8 +110,8 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
     """Validate every argument of ``req`` against the model and ``limits``."""
     if req.extra:
         raise ConfigError(f"unknown request field(s) {sorted(req.extra)}; valid: classes, "
-                          "weights, alpha, mask_type, regions, sigma, steps, solver, seed, "
-                          "batch, t_eps, output")
+                          "weights, alpha, mask_type, mask_image, regions, sigma, steps, "
+                          "solver, seed, batch, t_eps, output")
     if not isinstance(req.classes, (list, tuple)):
         raise ConfigError(f"classes must be a list of class ids or names, got {req.classes!r}")
     if not req.classes:
@@ -131,11 +137,14 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         raise ConfigError(f"sigma must be in [0, {mask_lib.MAX_SIGMA:g}], got {req.sigma!r}")
     classes = resolve_classes(req.classes, config)
     masks = None
-    if req.mask_type is not None:
+    s = config.input_size
+    if req.mask_image is not None:
+        _check_mask_image(req.mask_image, req.mask_type, limits)
+        masks = mask_lib.build("custom", s, s, sigma=float(req.sigma), image=req.mask_image)
+    elif req.mask_type is not None:
         if mask_lib.MASKS.get(req.mask_type).takes("image"):
-            raise ConfigError(f"mask type {req.mask_type!r} needs an image file; the server "
-                              "takes the presets only")
-        s = config.input_size
+            raise ConfigError(f"mask type {req.mask_type!r} needs a mask image: send the input "
+                              "mask_image (uint8 [H, W], one region per gray level)")
         masks = mask_lib.build(req.mask_type, s, s, sigma=float(req.sigma), regions=req.regions)
     composition = None
     if len(classes) > 1 or any(v is not None for v in (weights, alpha, masks)):
@@ -146,6 +155,23 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         raise ConfigError(f"{len(classes)} class(es) x batch {req.batch} = {plan.rows} rows per "
                           f"evaluation; the server's row budget is {limits.max_rows}")
     return plan
+
+
+def _check_mask_image(image: object, mask_type: str | None, limits: ServeLimits) -> None:
+    """A mask image is uint8 ``[H, W]`` of at most ``limits.max_mask_pixels`` pixels and goes
+    with mask type ``custom`` (or none)."""
+    if mask_type not in (None, "custom"):
+        raise ConfigError(f"a mask image goes with mask type 'custom' (or none), not "
+                          f"{mask_type!r}")
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 2 \
+            or 0 in image.shape:
+        raise ConfigError(f"mask_image must be uint8 [H, W], got "
+                          f"{getattr(image, 'dtype', type(image).__name__)} "
+                          f"{list(getattr(image, 'shape', []))}")
+    if image.size > limits.max_mask_pixels:
+        raise ConfigError(f"mask_image is {image.shape[1]}x{image.shape[0]} = {image.size:,} "
+                          f"pixels; the server takes at most {limits.max_mask_pixels:,} (it is "
+                          "resized to the model's grid anyway)")
 
 
 def run_request(plan: RequestPlan, network: AnchorNetwork) -> Tensor:

@@ -1,14 +1,21 @@
 """Triton Inference Server front end (through PyTriton) of the generation service.
 
-One model, ``gaf``: each row of the batch dimension is one generation request. Input
-tensors (one value per row unless noted; all but ``classes`` optional):
+Model ``gaf``: each row of the batch dimension is one generation request. Input tensors (one
+value per row unless noted; all optional):
 
 - ``classes`` INT32 ``[n]`` (class ids); ``weights`` FP32 ``[n]``; ``alpha``, ``sigma``,
-  ``t_eps`` FP32; ``steps``, ``batch`` (images per request) INT32; ``seed`` INT64.
+  ``t_eps`` FP32; ``steps``, ``batch`` (images per request) INT32; ``seed`` INT64;
+  ``mask_image`` UINT8 ``[H, W]`` (one region per gray level, as ``--mask-type custom
+  --mask-img``; at most ``ServeLimits.max_mask_pixels``).
 
 String settings are request parameters (one per request): ``solver``, ``mask_type`` (a
-preset; image masks are not taken), ``output``. No BYTES tensors: the stub decodes them
-wrongly under numpy >= 2 (it crashes on them).
+preset), ``output``, and ``class_names`` (a JSON list of class names, instead of the
+``classes`` input). No BYTES tensors: the stub crashes decoding them under numpy >= 2 (its
+``as_numpy`` builds object arrays with the numpy 1.x ABI, and BYTES have no DLPack form).
+
+Model ``gaf_stats`` (no inputs): the service's counters ``active`` (requests admitted and
+not finished), ``pending_rows`` (rows waiting for the next network call), ``calls``, ``rows``
+and ``cancelled`` (requests cancelled by their client), INT64 ``[1]`` each.
 
 Outputs: ``images`` UINT8 ``[B, S, S, C]`` (pixel models) and ``latents`` FP32
 ``[B, C, S, S]``; a client asks for the one it wants.
@@ -32,6 +39,7 @@ size at the numpy 1.x offset and sends empty outputs).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -61,6 +69,7 @@ EXIT_TIMEOUT_BASE_S = 5
 EXIT_TIMEOUT_PER_INSTANCE_S = 2
 MIN_SHM_BYTES = 256 * 2 ** 20  # PyTriton's tensor store and the Python backend's shm regions
 STRING_FIELDS = ("solver", "mask_type", "output")
+NAMES_PARAM = "class_names"  # JSON list of class names: no BYTES tensors (see above)
 INT_FIELDS = ("steps", "seed", "batch")
 FLOAT_FIELDS = ("alpha", "sigma", "t_eps")
 
@@ -361,16 +370,35 @@ def wait_gone(pids: set[int], timeout: float = 30.0) -> None:
                 os.kill(p, signal.SIGKILL)
 
 
+def decode_names(text: object) -> list[str]:
+    """The classes of the parameter ``class_names``: a JSON list of class names (or ids)."""
+    try:
+        names = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, (str, int)) and not isinstance(
+            n, bool) for n in names):
+        raise ConfigError(f"parameter {NAMES_PARAM} must be a JSON list of class names, e.g. "
+                          f'\'["golden retriever", "3"]\', got {text!r}')
+    return [str(n) for n in names]
+
+
 def decode_request(row: Mapping[str, np.ndarray],
                    parameters: Mapping[str, object] | None = None) -> ServeRequest:
     """A :class:`ServeRequest` from the input tensors of one row (batch dimension removed)
     and the request's string parameters."""
-    if "classes" not in row:
-        raise ConfigError("a request needs the input 'classes'")
-    fields: dict[str, object] = {"classes": [int(c) for c in row["classes"].reshape(-1)]}
+    params = dict(parameters or {})
+    names = params.pop(NAMES_PARAM, None)
+    if ("classes" in row) == (names is not None):
+        raise ConfigError(f"give the classes either as the input 'classes' (ids) or as the "
+                          f"parameter '{NAMES_PARAM}' (a JSON list of names or ids), not "
+                          f"{'both' if names is not None else 'neither'}")
+    fields: dict[str, object] = {"classes": decode_names(names) if names is not None
+                                 else [int(c) for c in row["classes"].reshape(-1)]}
     if "weights" in row:
         fields["weights"] = [float(v) for v in np.asarray(row["weights"]).reshape(-1)]
-    params = dict(parameters or {})
+    if "mask_image" in row:
+        fields["mask_image"] = np.asarray(row["mask_image"])
     for name in STRING_FIELDS:
         if name in params:
             value = params.pop(name)
@@ -379,7 +407,7 @@ def decode_request(row: Mapping[str, np.ndarray],
             fields[name] = value
     if params:
         raise ConfigError(f"unknown request parameter(s) {sorted(params)}; valid: "
-                          f"{', '.join(STRING_FIELDS)}")
+                          f"{', '.join((*STRING_FIELDS, NAMES_PARAM))}")
     for name in INT_FIELDS:
         if name in row:
             fields[name] = int(_one(name, row[name]))
@@ -495,8 +523,9 @@ class GafTritonServer:
                            exit_timeout_secs=EXIT_TIMEOUT_BASE_S + EXIT_TIMEOUT_PER_INSTANCE_S
                            * (self.config.instances + 1))
         self._triton = Triton(config=cfg)
-        inputs = [Tensor(name="classes", dtype=np.int32, shape=(-1,)),
-                  Tensor(name="weights", dtype=np.float32, shape=(-1,), optional=True)]
+        inputs = [Tensor(name="classes", dtype=np.int32, shape=(-1,), optional=True),
+                  Tensor(name="weights", dtype=np.float32, shape=(-1,), optional=True),
+                  Tensor(name="mask_image", dtype=np.uint8, shape=(-1, -1), optional=True)]
         inputs += [Tensor(name=n, dtype=np.int64 if n == "seed" else np.int32, shape=(1,),
                           optional=True) for n in INT_FIELDS]
         inputs += [Tensor(name=n, dtype=np.float32, shape=(1,), optional=True)

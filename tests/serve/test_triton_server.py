@@ -138,6 +138,8 @@ def request_inputs(mod, req: ServeRequest, **extra):
     values = {"classes": req.classes, "steps": req.steps, "seed": req.seed, "batch": req.batch}
     if req.weights is not None:
         values["weights"] = req.weights
+    if req.alpha is not None:
+        values["alpha"] = req.alpha
     if req.mask_image is not None:
         values["mask_image"] = req.mask_image
     return make_inputs(mod, **values, **extra)

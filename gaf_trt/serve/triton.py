@@ -472,21 +472,30 @@ class GafTritonServer:
     def infer(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
         """PyTriton inference callable: a list of requests -> a list of output dicts. Every
         row of every request is submitted before any is awaited (they share calls)."""
-        markers, jobs = [], []
-        for req in requests:
-            params = dict(req.parameters or {})
-            markers.append(params.pop(CANCEL_PARAM, None))
-            jobs.append([self.service.submit(decode_request(row, params))
-                         for row in split_rows(req.data)])
-        out = []
-        for req_jobs, marker in zip(jobs, markers):
-            states = [self._await(job, marker) for job in req_jobs]
-            latents = np.stack([s.numpy() for s in states]).astype(np.float32)
-            images = (np.stack([to_images(s) for s in states])
-                      if self.service.scheduler.config.mode != "latent"
-                      else np.zeros((len(states), 0, 0, 0, 0), np.uint8))
-            out.append({"images": images, "latents": latents})
-        return out
+        markers: list[str | None] = []
+        jobs: list[list[Job]] = []
+        try:
+            for req in requests:
+                params = dict(req.parameters or {})
+                markers.append(params.pop(CANCEL_PARAM, None))
+                jobs.append([])
+                for row in split_rows(req.data):
+                    jobs[-1].append(self.service.submit(decode_request(row, params)))
+            return [self._outputs([self._await(job, marker) for job in req_jobs])
+                    for req_jobs, marker in zip(jobs, markers)]
+        except BaseException:  # the call fails as a whole: nothing of it runs on
+            for job in (j for req_jobs in jobs for j in req_jobs):
+                if not job.done():
+                    job.cancel()
+            raise
+
+    def _outputs(self, states: list) -> dict[str, np.ndarray]:
+        """Output tensors of one request from its rows' final states ``[B, C, S, S]``."""
+        latents = np.stack([s.numpy() for s in states]).astype(np.float32)
+        images = (np.stack([to_images(s) for s in states])
+                  if self.service.scheduler.config.mode != "latent"
+                  else np.zeros((len(states), 0, 0, 0, 0), np.uint8))
+        return {"images": images, "latents": latents}
 
     def _safe_infer(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
         try:

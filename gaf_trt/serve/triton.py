@@ -147,8 +147,8 @@ _STUB_SERVING_HELPER = '''
 
 
 # -- gaf-trt serving additions (gaf_trt/serve/triton.py): prompt shutdown, cancellation --
-_GAF_CANCEL_PARAM = "%s"
-_GAF_CANCEL_POLL_S = %r
+_GAF_CANCEL_PARAM = "@CANCEL_PARAM@"
+_GAF_CANCEL_POLL_S = @CANCEL_POLL_S@
 _gaf_cancel_files = {}  # id(triton request) -> path of the file marking it cancelled
 _gaf_cancel_state = {"dir": None, "next": 0}
 
@@ -179,7 +179,7 @@ def _gaf_register(triton_requests):
     """A cancel-marker path for each request (sent along as a request parameter)."""
     for request in triton_requests:
         _gaf_cancel_state["next"] += 1
-        name = "%%d-%%d" %% (os.getpid(), _gaf_cancel_state["next"])
+        name = f"{os.getpid()}-{_gaf_cancel_state['next']}"
         _gaf_cancel_files[id(request)] = str(_gaf_cancel_state["dir"] / name)
 
 
@@ -211,18 +211,17 @@ def _gaf_wait(future, triton_requests):
             path = _gaf_cancel_files.pop(id(request), None)
             if path is not None and os.path.exists(path):
                 os.unlink(path)
-''' % (CANCEL_PARAM, CANCEL_POLL_S)
+'''.replace("@CANCEL_PARAM@", CANCEL_PARAM).replace("@CANCEL_POLL_S@", repr(CANCEL_POLL_S))
+_WORKSPACE_LINE = ('            workspace_path = pathlib.Path(model_config["parameters"]'
+                   '["workspace-path"]["string_value"])\n')
 _STUB_SERVING_EDITS = (  # (original line(s), replacement) in the stub's model.py
-    ("            workspace_path = pathlib.Path(model_config[\"parameters\"][\"workspace-path\"]"
-     "[\"string_value\"])\n",
-     "            workspace_path = pathlib.Path(model_config[\"parameters\"][\"workspace-path\"]"
-     "[\"string_value\"])\n            _gaf_set_workspace(workspace_path)\n"),
+    (_WORKSPACE_LINE, _WORKSPACE_LINE + "            _gaf_set_workspace(workspace_path)\n"),
     ("            handle_responses_task_async_future = self._requests_server.push(",
-     "            _gaf_register(triton_requests)\n"
-     "            handle_responses_task_async_future = self._requests_server.push("),
+     ("            _gaf_register(triton_requests)\n"
+      "            handle_responses_task_async_future = self._requests_server.push(")),
     ("                triton_responses_or_error = handle_responses_concurrent_future.result()\n",
-     "                triton_responses_or_error = _gaf_wait(handle_responses_concurrent_future, "
-     "triton_requests)\n"),
+     ("                triton_responses_or_error = _gaf_wait(handle_responses_concurrent_future, "
+      "triton_requests)\n")),
     ("            parameters=json.loads(triton_request.parameters()),\n",
      "            parameters=_gaf_parameters(triton_request),\n"),
     ("        self._requests_server.shutdown()\n",

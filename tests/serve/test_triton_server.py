@@ -293,7 +293,7 @@ def test_client_cancel_frees_its_rows(server, reference):
         wait_for(lambda: (s := stats(server))["active"] == 1 and s["calls"] > before["calls"],
                  "the long request to run")
         call.cancel()
-        tag, error = done.get(timeout=REQUEST_TIMEOUT)
+        _tag, error = done.get(timeout=REQUEST_TIMEOUT)
         assert error is not None and "CANCELLED" in str(error).upper()
     wait_for(lambda: stats(server)["cancelled"] == before["cancelled"] + 1,
              "the server to see the cancellation")

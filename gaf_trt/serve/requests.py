@@ -143,8 +143,9 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         masks = mask_lib.build("custom", s, s, sigma=float(req.sigma), image=req.mask_image)
     elif req.mask_type is not None:
         if mask_lib.MASKS.get(req.mask_type).takes("image"):
-            raise ConfigError(f"mask type {req.mask_type!r} needs a mask image: send the input "
-                              "mask_image (uint8 [H, W], one region per gray level)")
+            raise ConfigError(f"mask type {req.mask_type!r} needs an image file's gray levels: "
+                              "send them as the input mask_image (uint8 [H, W], one region "
+                              "per gray level)")
         masks = mask_lib.build(req.mask_type, s, s, sigma=float(req.sigma), regions=req.regions)
     composition = None
     if len(classes) > 1 or any(v is not None for v in (weights, alpha, masks)):

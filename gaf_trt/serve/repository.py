@@ -146,7 +146,9 @@ class RepoOptions:
     def validate(self) -> RepoOptions:
         from gaf_trt.serve.scheduler import check_positive
 
-        NETWORK_BACKENDS.get(self.network_backend) if self.network_backend != "auto" else None
+        if self.network_backend != "auto" and self.network_backend not in NETWORK_BACKENDS:
+            raise ConfigError(f"unknown --network-backend {self.network_backend!r}; valid: auto, "
+                              f"{', '.join(NETWORK_BACKENDS.names())}")
         if self.device not in DEVICES:
             raise ConfigError(f"unknown --device {self.device!r}; valid: {', '.join(DEVICES)}")
         for name, value, hi in (("--instances", self.instances, 64),
@@ -422,6 +424,10 @@ def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryP
     if max_rows > capacity:
         raise ConfigError(f"--max-rows {max_rows} exceeds the engine's profile: its graphs take "
                           f"at most {capacity} rows per call (export --max-batch/--max-classes)")
+    needed = files_of(man, graphs=list(SPLIT_GRAPHS))
+    if backend == "tensorrt":
+        needed += [p["file"] for p in (plan_for(man, g) for g in SPLIT_GRAPHS) if p]
+    verify_files(engine, man, needed)  # sha256 of every file used, before reading any
     models = [NETWORK_BACKENDS.get(backend).make(engine, man, g, max_rows, kind)
               for g in SPLIT_GRAPHS]
     for m in models:
@@ -431,10 +437,6 @@ def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryP
     rows = min(m.config["max_batch_size"] for m in models)  # plans may take fewer
     for m in models:
         m.config["max_batch_size"] = rows
-    needed = files_of(man, graphs=list(SPLIT_GRAPHS))
-    if backend == "tensorrt":
-        needed += [plan_for(man, g)["file"] for g in SPLIT_GRAPHS]  # type: ignore[index]
-    verify_files(engine, man, needed)
     config = GAFConfig.from_dict(man["config"])
     limits = {"max_steps": opts.max_steps, "max_batch": opts.max_images,
               "max_classes": opts.max_classes, "max_rows": rows}

@@ -3,8 +3,6 @@ models per graph, the ``gaf_anchors`` ensemble and the ``gaf`` solver model)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 
@@ -30,7 +28,7 @@ def triton_repo(
     max_steps: int = typer.Option(1000, "--max-steps", help="Largest step count a request may ask."),
     max_images: int = typer.Option(16, "--max-images", help="Largest batch a request may ask."),
     max_classes: int = typer.Option(8, "--max-classes", help="Most classes a request may compose."),
-    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="Row budget of one network "
+    max_rows: int | None = typer.Option(None, "--max-rows", help="Row budget of one network "
                                            "call (default: the engine profile's largest)."),
     min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
                                  "rows, padded (results then do not depend on what else runs)."),

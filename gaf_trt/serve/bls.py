@@ -151,7 +151,7 @@ def execute_requests(service: GenerationService, requests: Sequence[Any]) -> lis
             for row in rows:
                 jobs.append(service.submit(decode_request(row, dict(params))))
             admitted.append((jobs, None))
-        except Exception as err:  # noqa: BLE001 - answered as this request's error
+        except Exception as err:  # answered as this request's error
             for job in jobs:
                 job.cancel()
             if not isinstance(err, GAFError):

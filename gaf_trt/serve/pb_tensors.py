@@ -61,6 +61,6 @@ def gaf_input_array(tensor):
         return tensor.as_numpy()
     try:
         capsule = tensor.to_dlpack()
-    except Exception:  # BYTES tensors have no DLPack form
+    except Exception:  # noqa: BLE001 - BYTES tensors have no DLPack form
         return tensor.as_numpy()
     return numpy.from_dlpack(_GafCapsule(capsule)).copy()

@@ -285,8 +285,7 @@ def _tensorrt(engine: Path, man: dict[str, Any], graph: str, batch: int,
         raise ConfigError("TensorRT plans run on the GPU; --device cpu needs "
                           "--network-backend onnxruntime or python")
     plan_rows = min(int(s[2][0]) for s in plan["shapes"].values())
-    if plan_rows < batch:
-        batch = plan_rows
+    batch = min(batch, plan_rows)
     name = GRAPH_PREFIX + graph
     head = {"platform": "tensorrt_plan", "default_model_filename": "model.plan"}
     return ModelFolder(name, _graph_config(name, man["graphs"][graph], batch, kind, head),
@@ -548,16 +547,18 @@ def _swap_in(staging: Path, real: Path) -> None:
     """Rename ``staging`` onto ``real``; an existing ``real`` is moved aside first and
     removed once the new one is in (restored if the rename fails)."""
     old = None
-    if real.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".old", dir=real.parent))
-        os.rmdir(old)
-        os.rename(real, old)
     try:
+        if real.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".old",
+                                        dir=real.parent))
+            os.rmdir(old)
+            os.rename(real, old)
         os.rename(staging, real)
     except OSError as err:
-        if old is not None:
+        if old is not None and old.exists() and not real.exists():
             os.rename(old, real)
-        raise ConfigError(f"cannot move the repository into {real}: {err.strerror or err}") \
+        raise ConfigError(f"cannot move the repository into {real} ({err.strerror or err}); "
+                          "REPO must be a folder that can be renamed (not a mount point)") \
             from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -21,8 +21,8 @@ from gaf_trt.io.files import file_sha256
 onnx = pytest.importorskip("onnx", reason="onnx is not installed")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
-from google.protobuf import text_format  # noqa: E402
-from tritonclient.grpc import model_config_pb2  # noqa: E402
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 runner = CliRunner()
 LEAVES = ("gaf_trunk", "gaf_j_head", "gaf_k_bank")

@@ -95,8 +95,8 @@ class Server:
             [str(TRITON / "bin" / "tritonserver"), f"--model-repository={repo}",
              f"--backend-directory={backends}", f"--cache-directory={TRITON / 'caches'}",
              f"--http-port={self.http}", f"--grpc-port={self.grpc}",
-             f"--metrics-port={self.metrics}", "--backend-config=python,shm-default-byte-size="
-             f"{4 << 20}", f"--backend-config=python,shm-region-prefix-name={SHM_PREFIX}",
+             f"--metrics-port={self.metrics}",
+             f"--backend-config=python,shm-default-byte-size={4 << 20}", f"--backend-config=python,shm-region-prefix-name={SHM_PREFIX}",
              "--exit-timeout-secs=10", "--disable-auto-complete-config"],
             cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
@@ -107,10 +107,11 @@ class Server:
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if self.client.is_server_ready():
-                    return
+                ready = self.client.is_server_ready()
             except Exception:  # noqa: BLE001 - not listening yet
-                pass
+                ready = False
+            if ready:
+                return
             time.sleep(0.2)  # polling interval only: readiness is the endpoint's answer
         tail = self.log.read_text(errors="replace")[-3000:]
         raise AssertionError(f"tritonserver not ready (exit {self.proc.poll()}): {tail}")

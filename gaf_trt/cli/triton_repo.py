@@ -21,8 +21,8 @@ def triton_repo(
                                           help="Instances of each network model."),
     max_batch: int = typer.Option(8, "--max-batch", help="Requests one solver execute takes "
                                   "(they share every network call)."),
-    max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting in the solver "
-                                  "model's queue; more are refused at once."),
+    max_queue: int = typer.Option(64, "--max-queue", help="Requests in flight (and waiting in "
+                                  "the solver model's queue); more are refused at once."),
     queue_delay_us: int = typer.Option(0, "--queue-delay-us", help="Network models' dynamic "
                                        "batcher: microseconds to wait for more calls."),
     max_steps: int = typer.Option(1000, "--max-steps", help="Largest step count a request may ask."),
@@ -32,6 +32,9 @@ def triton_repo(
                                            "call (default: the engine profile's largest)."),
     min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
                                  "rows, padded (results then do not depend on what else runs)."),
+    blocking_execute: bool = typer.Option(False, "--blocking-execute", help="Answer requests "
+                                          "before execute returns (Triton before 24.06); new "
+                                          "requests then wait for the running ones."),
 ) -> None:
     """Write a Triton model repository for an engine directory."""
     from gaf_trt.serve.repository import RepoOptions, build_repository
@@ -40,7 +43,7 @@ def triton_repo(
                        network_instances=network_instances, max_batch=max_batch,
                        max_queue=max_queue, queue_delay_us=queue_delay_us, max_steps=max_steps,
                        max_images=max_images, max_classes=max_classes, max_rows=max_rows,
-                       min_rows=min_rows)
+                       min_rows=min_rows, respond_later=not blocking_execute)
     plan = build_repository(engine_dir, repo, opts)
     typer.echo(f"{repo}: models {', '.join(plan.model_names)} ({plan.backend} network on "
                f"{plan.kind}); serve it with `tritonserver --model-repository {repo}`")

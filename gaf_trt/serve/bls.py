@@ -3,8 +3,12 @@
 - :class:`SolverModel` (model ``gaf``): decodes each request exactly as ``gaf-trt serve``
   does (:func:`gaf_trt.serve.triton.decode_request` / ``split_rows``: same inputs,
   parameters and outputs) and runs it on a :class:`~gaf_trt.serve.GenerationService` -- the
-  solver loop of ``gaf-trt sample`` (``run_request``), step-level batched: every request of
-  one ``execute`` shares each network call. The service's network is a
+  solver loop of ``gaf-trt sample`` (``run_request``), step-level batched. ``execute``
+  admits its requests and returns at once; each request is answered through its response
+  sender when done (Triton >= 24.06 allows that in the default mode), so requests of later
+  executes join the scheduler while earlier ones run and share their network calls, as in
+  ``gaf-trt serve`` (``--blocking-execute`` repositories answer within ``execute``
+  instead: then only the requests of one execute share calls). The service's network is a
   :class:`BlsAnchorNetwork`, an :class:`~gaf_trt.engine.base.AnchorNetwork` whose call is one
   BLS request to the repository's network model (``gaf_anchors``: ``(x, t, y) -> (J, K)``).
 - :class:`GraphModel`: one exported ONNX graph run with ONNX Runtime, for Triton builds
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -138,11 +143,9 @@ def _error_response(err: BaseException) -> Any:
     return utils.InferenceResponse(error=utils.TritonError(str(err) or type(err).__name__, code))
 
 
-def execute_requests(service: GenerationService, requests: Sequence[Any]) -> list[Any]:
-    """One response per request: every row of every request is admitted before any is
-    awaited (they share network calls); a bad request gets an error response and the
-    others are still answered."""
-    utils = pb()
+def admit(service: GenerationService, requests: Sequence[Any]
+          ) -> list[tuple[list[Job], BaseException | None]]:
+    """Submit every row of every request (bad ones: their error, nothing submitted)."""
     admitted: list[tuple[list[Job], BaseException | None]] = []
     for request in requests:
         jobs: list[Job] = []
@@ -157,22 +160,51 @@ def execute_requests(service: GenerationService, requests: Sequence[Any]) -> lis
             if not isinstance(err, GAFError):
                 log.exception("request could not be admitted")
             admitted.append(([], err))
+    return admitted
+
+
+def response_of(jobs: list[Job], error: BaseException | None, wanted: list[str],
+                latent: bool) -> Any:
+    """Wait for a request's rows; its response (outputs, or its error)."""
+    if error is None:
+        try:
+            states = [job.result() for job in jobs]
+        except Exception as err:  # noqa: BLE001 - the request's own failure
+            error = err
+            for job in jobs:
+                job.cancel()
+    if error is not None:
+        return _error_response(error)
+    return pb().InferenceResponse(output_tensors=_outputs(states, latent, wanted))
+
+
+def _wanted(request: Any) -> list[str]:
+    return [n for n in request.requested_output_names() if n in OUTPUTS] or list(OUTPUTS)
+
+
+def execute_requests(service: GenerationService, requests: Sequence[Any]) -> list[Any]:
+    """One response per request: every row of every request is admitted before any is
+    awaited (they share network calls); a bad request gets an error response and the
+    others are still answered."""
     latent = service.scheduler.config.mode == "latent"
-    responses = []
-    for request, (jobs, error) in zip(requests, admitted):
-        if error is None:
-            try:
-                states = [job.result() for job in jobs]
-            except Exception as err:  # noqa: BLE001 - the request's own failure
-                error = err
-                for job in jobs:
-                    job.cancel()
-        if error is not None:
-            responses.append(_error_response(error))
-            continue
-        wanted = [n for n in request.requested_output_names() if n in OUTPUTS] or list(OUTPUTS)
-        responses.append(utils.InferenceResponse(output_tensors=_outputs(states, latent, wanted)))
-    return responses
+    return [response_of(jobs, error, _wanted(request), latent)
+            for request, (jobs, error) in zip(requests, admit(service, requests))]
+
+
+def respond_later(service: GenerationService, requests: Sequence[Any]) -> None:
+    """Admit the requests and return at once; each is answered through its response
+    sender when its rows are done. So requests of later executes join the scheduler while
+    these run: step-level batching across arrivals, as in ``gaf-trt serve``."""
+    latent = service.scheduler.config.mode == "latent"
+    utils = pb()
+    for request, (jobs, error) in zip(requests, admit(service, requests)):
+        sender, wanted = request.get_response_sender(), _wanted(request)
+
+        def answer(sender=sender, jobs=jobs, error=error, wanted=wanted) -> None:
+            sender.send(response_of(jobs, error, wanted, latent),
+                        flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+        threading.Thread(target=answer, name="gaf-respond", daemon=True).start()
 
 
 class SolverModel:
@@ -186,8 +218,12 @@ class SolverModel:
         serve = ServeConfig(max_queue=int(record["max_queue"]), min_rows=int(record["min_rows"]),
                             limits=ServeLimits(**record["limits"]))
         self.service = GenerationService(self.network, serve).start()
+        self.respond_later = bool(record.get("respond_later", True))
 
-    def execute(self, requests: Sequence[Any]) -> list[Any]:
+    def execute(self, requests: Sequence[Any]) -> list[Any] | None:
+        if self.respond_later:
+            respond_later(self.service, requests)
+            return None
         return execute_requests(self.service, requests)
 
     def finalize(self) -> None:

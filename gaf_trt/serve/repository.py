@@ -142,6 +142,7 @@ class RepoOptions:
     max_classes: int = 8
     max_rows: int | None = None  # default: the engine profile's largest M
     min_rows: int = 16
+    respond_later: bool = True  # answer through response senders (Triton >= 24.06)
 
     def validate(self) -> RepoOptions:
         from gaf_trt.serve.scheduler import check_positive
@@ -442,7 +443,8 @@ def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryP
     model_record = {"format": "gaf-trt-triton-model", "config": config.to_dict(),
                     "network_model": ANCHORS_MODEL, "network_outputs": list(ANCHOR_OUTPUTS),
                     "limits": limits, "min_rows": min(opts.min_rows, rows),
-                    "max_queue": opts.max_batch}
+                    "max_queue": opts.max_queue if opts.respond_later else opts.max_batch,
+                    "respond_later": opts.respond_later}
     solver = ModelFolder(SOLVER_MODEL, solver_config(opts))
     solver.texts["model.py"] = SOLVER_SHIM
     solver.texts[MODEL_RECORD] = json.dumps(model_record, indent=2) + "\n"

@@ -3,8 +3,9 @@ of a ``gaf-trt triton-repo`` repository in-process (no server).
 
 It refuses what the real module refuses or gets wrong: tensors are numpy arrays (copied
 in), DLPack in and out; ``Tensor.as_numpy()`` raises under numpy >= 2, as the stub PyTriton
-bundles (numpy 1.x ABI) cannot give a correct array there; BLS ``exec()`` only while a model
-``execute`` runs; constructors take only their real keyword arguments, the right types,
+bundles (numpy 1.x ABI) cannot give a correct array there; BLS ``exec()`` only while a request
+is served (inside ``execute`` or before its response is sent); one final response per
+request; constructors take only their real keyword arguments, the right types,
 and a response list must match the request list. ``FakeTriton`` holds the "served" models
 (name -> Python model or function) and runs an ``execute`` as Triton does.
 """
@@ -21,6 +22,7 @@ import numpy as np
 TRITONSERVER_MEMORY_CPU = 0
 TRITONSERVER_MEMORY_CPU_PINNED = 1
 TRITONSERVER_MEMORY_GPU = 2
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
 
 class TritonModelException(Exception):
@@ -123,6 +125,30 @@ class InferenceResponse:
         return self._error
 
 
+class InferenceResponseSender:
+    """Sends a request's response later (Triton >= 24.06 in the default mode): exactly one
+    response, with the final flag; nothing after the final flag."""
+
+    def __init__(self) -> None:
+        self.response: InferenceResponse | None = None
+        self.final = threading.Event()
+
+    def send(self, response: InferenceResponse | None = None, flags: int = 0) -> None:
+        if self.final.is_set():
+            raise TritonModelException("the response of this request was already sent")
+        if response is not None:
+            if not isinstance(response, InferenceResponse):
+                raise TypeError("send takes an InferenceResponse")
+            if self.response is not None:
+                raise TritonModelException("a non-decoupled model sends one response")
+            self.response = response
+        if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
+            if self.response is None:
+                raise TritonModelException("a non-decoupled model must send a response")
+            SERVER.answered(self)
+            self.final.set()
+
+
 class InferenceRequest:
     """A request to a model: made by the harness (client requests) or by a model (BLS)."""
 
@@ -143,6 +169,7 @@ class InferenceRequest:
         self._inputs = _tensors(inputs, "inputs")
         self.preferred_memory = preferred_memory
         self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters)
+        self.sender: InferenceResponseSender | None = None
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -152,6 +179,12 @@ class InferenceRequest:
 
     def requested_output_names(self) -> list[str]:
         return self._outputs
+
+    def get_response_sender(self) -> InferenceResponseSender:
+        if self.sender is None:
+            self.sender = InferenceResponseSender()
+            SERVER.waiting(self.sender)
+        return self.sender
 
     def exec(self, decoupled: bool = False) -> InferenceResponse:
         return SERVER.infer(self)
@@ -173,9 +206,22 @@ class FakeTriton:
         self.models: dict[str, object] = {}
         self.calls: dict[str, int] = {}
         self._executing = 0
+        self._unanswered: set[InferenceResponseSender] = set()
         self._lock = threading.Lock()
 
-    def execute(self, model, requests: list[InferenceRequest]) -> list[InferenceResponse]:
+    def waiting(self, sender: InferenceResponseSender) -> None:
+        with self._lock:
+            self._unanswered.add(sender)
+
+    def answered(self, sender: InferenceResponseSender) -> None:
+        with self._lock:
+            self._unanswered.discard(sender)
+
+    def execute(self, model, requests: list[InferenceRequest],
+                wait: float | None = 120.0) -> list[InferenceResponse] | None:
+        """One execute. A model that returns None answers through the requests' response
+        senders: then wait (up to ``wait`` s) for every final response and return them, or,
+        with ``wait=None``, return None at once."""
         with self._lock:
             self._executing += 1
         try:
@@ -183,14 +229,26 @@ class FakeTriton:
         finally:
             with self._lock:
                 self._executing -= 1
+        if responses is None:
+            if any(r.sender is None for r in requests):
+                raise TritonModelException("execute returned None without taking the "
+                                           "response sender of every request")
+            if wait is None:
+                return None
+            for r in requests:
+                if not r.sender.final.wait(wait):
+                    raise TritonModelException(f"no final response within {wait} s")
+            responses = [r.sender.response for r in requests]
         if not isinstance(responses, list) or len(responses) != len(requests) or not all(
                 isinstance(r, InferenceResponse) for r in responses):
             raise TritonModelException("execute must return one InferenceResponse per request")
         return responses
 
     def infer(self, request: InferenceRequest) -> InferenceResponse:
-        if not self._executing:
-            raise TritonModelException("BLS requests are only allowed inside execute")
+        if not self._executing and not self._unanswered:
+            raise TritonModelException("BLS requests are only allowed while a request is "
+                                       "being served (inside execute, or before its response "
+                                       "is sent)")
         if request.model_name not in self.models:
             return InferenceResponse(error=TritonError(
                 f"Request for unknown model: '{request.model_name}' is not found", 2))

@@ -13,6 +13,7 @@ are made on the same graphs: results are compared bit for bit.
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -147,6 +148,48 @@ def test_network_error_fails_its_requests_and_the_model_goes_on(served, referenc
     assert torch.equal(latents(again)[0], reference(COMPOSED))
 
 
+def test_a_later_request_joins_while_the_first_runs(served, reference):
+    """execute returns at once and answers through the response senders, so a request of a
+    later execute enters the scheduler while the first one's network call is in flight
+    (step-level batching across arrivals); the order is made certain by holding that call."""
+    healthy = fake.SERVER.models["gaf_anchors"]
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(request):
+        entered.set()
+        assert gate.wait(120)
+        return healthy(request)
+
+    slow = ServeRequest(classes=[2], steps=12, solver="euler", seed=1)
+    quick = ServeRequest(classes=[6], steps=2, solver="euler", seed=3)
+    first, second = request_of(slow), request_of(quick)
+    fake.SERVER.models["gaf_anchors"] = held
+    try:
+        assert fake.SERVER.execute(served, [first], wait=None) is None
+        assert entered.wait(120)  # the first request's call is in the network
+        assert fake.SERVER.execute(served, [second], wait=None) is None
+        assert served.service.scheduler.wait_pending(1, timeout=120)  # the second waits in line
+        assert not first.sender.final.is_set()
+    finally:
+        gate.set()
+        fake.SERVER.models["gaf_anchors"] = healthy
+    assert first.sender.final.wait(120) and second.sender.final.wait(120)
+    assert torch.equal(latents(first.sender.response)[0], reference(slow))
+    assert torch.equal(latents(second.sender.response)[0], reference(quick))
+
+
+def test_blocking_execute_answers_before_returning(served, reference):
+    """``--blocking-execute`` (Triton before 24.06): execute returns the responses."""
+    req = request_of(COMPOSED)
+    served.respond_later = False
+    try:
+        (response,) = fake.SERVER.execute(served, [req])
+    finally:
+        served.respond_later = True
+    assert req.sender is None  # answered by execute's return value
+    assert torch.equal(latents(response)[0], reference(COMPOSED))
+
+
 def test_graph_model_refuses_a_missing_input(served):
     """A graph model asked without one of its inputs answers every request of the run
     with an error."""
@@ -159,8 +202,7 @@ def test_graph_model_refuses_a_missing_input(served):
 
 
 def test_fake_refuses_bls_outside_execute(served):
-    """The stand-in, like Triton, allows BLS only inside execute (so the solver model's
-    calls above did happen inside its execute)."""
+    """The stand-in, like Triton, allows BLS only while a request is being served."""
     req = fake.InferenceRequest("gaf_anchors", ["J"], [])
-    with pytest.raises(fake.TritonModelException, match="inside execute"):
+    with pytest.raises(fake.TritonModelException, match="only allowed while a request"):
         req.exec()

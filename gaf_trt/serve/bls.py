@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,14 @@ from gaf_trt.model.config import GAFConfig
 from gaf_trt.serve.pb_tensors import gaf_input_array, gaf_output_tensor
 from gaf_trt.serve.repository import GRAPH_RECORD, MODEL_RECORD
 from gaf_trt.serve.requests import ServeLimits, to_images
+from gaf_trt.serve.scheduler import Cancelled
 from gaf_trt.serve.service import GenerationService, Job, ServeConfig
 from gaf_trt.serve.triton import decode_request, split_rows
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("images", "latents")
+CANCEL_POLL_S = 0.25  # how often a waiting request checks whether its client cancelled it
 
 
 def pb() -> Any:
@@ -139,6 +141,7 @@ def _outputs(states: list[Tensor], latent: bool, wanted: list[str]) -> list[Any]
 def _error_response(err: BaseException) -> Any:
     utils = pb()
     code = utils.TritonError.INVALID_ARG if isinstance(err, GAFError) else \
+        utils.TritonError.CANCELLED if isinstance(err, Cancelled) else \
         utils.TritonError.INTERNAL
     return utils.InferenceResponse(error=utils.TritonError(str(err) or type(err).__name__, code))
 
@@ -163,12 +166,29 @@ def admit(service: GenerationService, requests: Sequence[Any]
     return admitted
 
 
+def _results(jobs: list[Job], cancelled: Callable[[], bool] | None) -> list[Tensor]:
+    """The final states of a request's rows; with ``cancelled`` (the client's cancellation,
+    checked every :data:`CANCEL_POLL_S`), a cancelled request's rows leave the scheduler."""
+    states = []
+    for job in jobs:
+        while True:
+            try:
+                states.append(job.result(None if cancelled is None else CANCEL_POLL_S))
+                break
+            except TimeoutError:
+                if cancelled is not None and cancelled():
+                    for j in jobs:
+                        j.cancel()
+                    raise Cancelled("the client cancelled the request") from None
+    return states
+
+
 def response_of(jobs: list[Job], error: BaseException | None, wanted: list[str],
-                latent: bool) -> Any:
+                latent: bool, cancelled: Callable[[], bool] | None = None) -> Any:
     """Wait for a request's rows; its response (outputs, or its error)."""
     if error is None:
         try:
-            states = [job.result() for job in jobs]
+            states = _results(jobs, cancelled)
         except Exception as err:  # noqa: BLE001 - the request's own failure
             error = err
             for job in jobs:
@@ -194,14 +214,16 @@ def execute_requests(service: GenerationService, requests: Sequence[Any]) -> lis
 def respond_later(service: GenerationService, requests: Sequence[Any]) -> None:
     """Admit the requests and return at once; each is answered through its response
     sender when its rows are done. So requests of later executes join the scheduler while
-    these run: step-level batching across arrivals, as in ``gaf-trt serve``."""
+    these run: step-level batching across arrivals, as in ``gaf-trt serve``. A request
+    its client cancels leaves the scheduler (its rows are freed) and is answered
+    ``CANCELLED``."""
     latent = service.scheduler.config.mode == "latent"
     utils = pb()
     for request, (jobs, error) in zip(requests, admit(service, requests)):
         sender, wanted = request.get_response_sender(), _wanted(request)
 
         def answer(sender=sender, jobs=jobs, error=error, wanted=wanted) -> None:
-            sender.send(response_of(jobs, error, wanted, latent),
+            sender.send(response_of(jobs, error, wanted, latent, sender.is_cancelled),
                         flags=utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
         threading.Thread(target=answer, name="gaf-respond", daemon=True).start()

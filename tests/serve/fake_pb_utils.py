@@ -132,6 +132,10 @@ class InferenceResponseSender:
     def __init__(self) -> None:
         self.response: InferenceResponse | None = None
         self.final = threading.Event()
+        self.cancelled = False  # set by a test: the client cancelled the request
+
+    def is_cancelled(self) -> bool:
+        return self.cancelled
 
     def send(self, response: InferenceResponse | None = None, flags: int = 0) -> None:
         if self.final.is_set():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -176,6 +177,38 @@ def test_a_later_request_joins_while_the_first_runs(served, reference):
     assert first.sender.final.wait(120) and second.sender.final.wait(120)
     assert torch.equal(latents(first.sender.response)[0], reference(slow))
     assert torch.equal(latents(second.sender.response)[0], reference(quick))
+
+
+def test_a_cancelled_request_is_answered_and_frees_its_rows(served, reference):
+    """A request whose client cancels it is answered CANCELLED at once (while its network
+    call is still held), and its rows leave the scheduler; the model goes on serving."""
+    healthy = fake.SERVER.models["gaf_anchors"]
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(request):
+        entered.set()
+        assert gate.wait(120)
+        return healthy(request)
+
+    doomed = request_of(ServeRequest(classes=[4], steps=50, solver="euler", seed=7))
+    fake.SERVER.models["gaf_anchors"] = held
+    try:
+        assert fake.SERVER.execute(served, [doomed], wait=None) is None
+        assert entered.wait(120)
+        doomed.sender.cancelled = True
+        assert doomed.sender.final.wait(120)
+        assert not gate.is_set()
+    finally:
+        gate.set()
+        fake.SERVER.models["gaf_anchors"] = healthy
+    error = doomed.sender.response.error()
+    assert error.code() == fake.TritonError.CANCELLED and "cancelled" in error.message()
+    deadline = time.monotonic() + 120  # its worker leaves at its next evaluation
+    while served.service.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert served.service.active == 0
+    (after,) = fake.SERVER.execute(served, [request_of(COMPOSED)])
+    assert torch.equal(latents(after)[0], reference(COMPOSED))
 
 
 def test_blocking_execute_answers_before_returning(served, reference):

@@ -406,11 +406,43 @@ def _check_split(engine: Path, man: dict[str, Any]) -> None:
                                  "the engine with this gaf-trt")
 
 
+def _network_models(engine: Path, man: dict[str, Any], backend: str, kind: str,
+                    opts: RepoOptions, max_rows: int) -> list[ModelFolder]:
+    """One network model per split graph, all with the same row capacity (the smallest:
+    TensorRT plans may take fewer rows than the profile)."""
+    models = [NETWORK_BACKENDS.get(backend).make(engine, man, g, max_rows, kind)
+              for g in SPLIT_GRAPHS]
+    rows = min(m.config["max_batch_size"] for m in models)
+    for m in models:
+        m.config["max_batch_size"] = rows
+        m.config["dynamic_batching"] = ({"max_queue_delay_microseconds": opts.queue_delay_us}
+                                        if opts.queue_delay_us else {})
+        m.config["instance_group"][0]["count"] = opts.network_instances
+    return models
+
+
+def _solver_model(man: dict[str, Any], opts: RepoOptions, rows: int) -> ModelFolder:
+    """The ``gaf`` model: its config, shim and record (model config, network, limits)."""
+    from gaf_trt.model.config import GAFConfig
+
+    limits = {"max_steps": opts.max_steps, "max_batch": opts.max_images,
+              "max_classes": opts.max_classes, "max_rows": rows}
+    record = {"format": "gaf-trt-triton-model",
+              "config": GAFConfig.from_dict(man["config"]).to_dict(),
+              "network_model": ANCHORS_MODEL, "network_outputs": list(ANCHOR_OUTPUTS),
+              "limits": limits, "min_rows": min(opts.min_rows, rows),
+              "max_queue": opts.max_queue if opts.respond_later else opts.max_batch,
+              "respond_later": opts.respond_later}
+    solver = ModelFolder(SOLVER_MODEL, solver_config(opts))
+    solver.texts["model.py"] = SOLVER_SHIM
+    solver.texts[MODEL_RECORD] = json.dumps(record, indent=2) + "\n"
+    return solver
+
+
 def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryPlan:
     """Read and verify the engine directory (manifest, sha256 of every file used) and build
     every model config, each validated against Triton's schema."""
     from gaf_trt.export.manifest import files_of, read_manifest, verify_files
-    from gaf_trt.model.config import GAFConfig
 
     opts = options.validate()
     engine = Path(engine_dir)
@@ -428,35 +460,19 @@ def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryP
     if backend == "tensorrt":
         needed += [p["file"] for p in (plan_for(man, g) for g in SPLIT_GRAPHS) if p]
     verify_files(engine, man, needed)  # sha256 of every file used, before reading any
-    models = [NETWORK_BACKENDS.get(backend).make(engine, man, g, max_rows, kind)
-              for g in SPLIT_GRAPHS]
+    network = _network_models(engine, man, backend, kind, opts, max_rows)
+    rows = network[0].config["max_batch_size"]
+    solver = _solver_model(man, opts, rows)
+    models = [solver, ModelFolder(ANCHORS_MODEL, anchors_config(man, rows)), *network]
     for m in models:
-        m.config["dynamic_batching"] = ({"max_queue_delay_microseconds": opts.queue_delay_us}
-                                        if opts.queue_delay_us else {})
-        m.config["instance_group"][0]["count"] = opts.network_instances
-    rows = min(m.config["max_batch_size"] for m in models)  # plans may take fewer
-    for m in models:
-        m.config["max_batch_size"] = rows
-    config = GAFConfig.from_dict(man["config"])
-    limits = {"max_steps": opts.max_steps, "max_batch": opts.max_images,
-              "max_classes": opts.max_classes, "max_rows": rows}
-    model_record = {"format": "gaf-trt-triton-model", "config": config.to_dict(),
-                    "network_model": ANCHORS_MODEL, "network_outputs": list(ANCHOR_OUTPUTS),
-                    "limits": limits, "min_rows": min(opts.min_rows, rows),
-                    "max_queue": opts.max_queue if opts.respond_later else opts.max_batch,
-                    "respond_later": opts.respond_later}
-    solver = ModelFolder(SOLVER_MODEL, solver_config(opts))
-    solver.texts["model.py"] = SOLVER_SHIM
-    solver.texts[MODEL_RECORD] = json.dumps(model_record, indent=2) + "\n"
-    all_models = [solver, ModelFolder(ANCHORS_MODEL, anchors_config(man, rows)), *models]
-    for m in all_models:
         validate_pbtxt(to_pbtxt(m.config), m.name)
     record = {"writer": "gaf-trt", "command": COMMAND, "format": FORMAT, "format_version": 1,
               "engine": {"path": str(engine.resolve()), "precision": man.get("precision"),
                          "created": man.get("created"), "source": man.get("source")},
               "network_backend": backend, "device": kind, "options": asdict(opts),
-              "models": [m.name for m in all_models], "limits": limits}
-    return RepositoryPlan(engine, man, backend, kind, all_models, record)
+              "models": [m.name for m in models],
+              "limits": json.loads(solver.texts[MODEL_RECORD])["limits"]}
+    return RepositoryPlan(engine, man, backend, kind, models, record)
 
 
 # --------------------------------------------------------------------------- writing

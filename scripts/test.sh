@@ -12,4 +12,6 @@ python3 -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton=
 # torch-fidelity (gaf-trt evaluate) without its torchvision: PyPI's torchvision is linked against
 # CUDA torch, fails to import beside the CPU wheel and then breaks diffusers' imports too.
 python3 -m pip install -q --disable-pip-version-check --no-deps 'torch-fidelity>=0.4'
-python3 -m pytest -q "$@"
+# Two workers (pytest-xdist; the machines have 2 cores): whole files per worker, the server and
+# cluster tests on one of them in turn (tests/conftest.py).
+python3 -m pytest -q -n 2 "$@"

@@ -8,6 +8,26 @@ import pytest
 import torch
 
 DATA = Path(__file__).parent / "data"
+
+#: Test files that start servers or clusters (Triton, Ray) or check what such processes leave
+#: in /dev/shm and ~/.cache: under pytest-xdist (scripts/test.sh runs two workers) they all run
+#: on one worker, one after the other, so that no check sees another server's files.
+SERIAL_FILES = ("tests/serve/", "tests/generate/test_ray.py",
+                "tests/reliability/test_generate_errors.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Whole test files per worker (as ``--dist loadfile``: module fixtures are built once),
+    with :data:`SERIAL_FILES` as one unit."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "serial-servers" if path.startswith(SERIAL_FILES) else path
+
+    return FileScheduling(config, log)
 REF_CKPT = DATA / "gaf_ref_small.pt"
 REF_EXPECTED = DATA / "gaf_ref_small_expected.pt"
 

@@ -88,6 +88,10 @@ app.command(cls=MultiValueCommand)(generate)
 from gaf_trt.cli.evaluate import evaluate  # noqa: E402
 
 app.command(cls=MultiValueCommand)(evaluate)
+
+from gaf_trt.cli.triton_repo import triton_repo  # noqa: E402
+
+app.command(name="triton-repo", cls=GafCommand)(triton_repo)
 # --- end of command registration --------------------------------------------------------------
 
 

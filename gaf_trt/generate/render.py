@@ -65,10 +65,9 @@ class Job:
 def _decoder(cfg: GenerateConfig, config: GAFConfig, device: str) -> Any:
     """The latent decoder, through the loader of ``gaf-trt sample`` (``--vae`` or the engine
     directory's VAE graph); None for pixel models."""
-    from gaf_trt.pipeline.sample import SampleConfig, _load_decoder
+    from gaf_trt.pipeline.artifacts import load_decoder
 
-    return _load_decoder(SampleConfig(classes=[], ckpt=cfg.ckpt, vae=cfg.vae,
-                                      backend=cfg.backend), config, device)
+    return load_decoder(cfg.ckpt, cfg.vae, cfg.backend, config, device)
 
 
 def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:

@@ -65,10 +65,10 @@ class GenerateResult:
 
 def job_identity(job: Job) -> dict[str, Any]:
     """Everything that fixes the bytes of the dataset (a rerun must match it exactly)."""
-    from gaf_trt.pipeline.sample import _artifact_record
+    from gaf_trt.pipeline.artifacts import artifact_record
 
     cfg = job.cfg
-    artifact = {k: v for k, v in _artifact_record(cfg.ckpt).items() if k != "path"}
+    artifact = {k: v for k, v in artifact_record(cfg.ckpt).items() if k != "path"}
     return {"checkpoint": artifact, "model": job.config.to_dict(),
             "conditions": [c.to_dict() for c in job.conditions], "per_class": cfg.per_class,
             "num": cfg.num, "num_samples": job.num_samples, "seed": cfg.seed,

@@ -265,18 +265,20 @@ RECORD_MARK = ("writer", "gaf-trt")
 #: The record each command writes into its output folder -> the command (the default when
 #: the record does not name it). A training run's record is its checkpoint.
 RECORD_FILES = {"run.json": "sample", "transport.json": "transport",
-                "manifest.json": "export"}
+                "manifest.json": "export", "gaf_repository.json": "triton-repo"}
 TRAINING_RECORD = "last.pt"
 #: How commands are named in messages.
 COMMAND_NAMES = {"sample": "gaf-trt sample", "transport": "gaf-trt transport",
                  "translate": "gaf-trt translate", "export": "gaf-trt export",
+                 "triton-repo": "gaf-trt triton-repo",
                  "training": "python -m gaf_trt.training train"}
 #: Records larger than this are not read (they are not ours).
 MAX_RECORD_BYTES = 16 << 20
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """A gaf-trt record (``run.json``, ``transport.json``, ``manifest.json``) as a dict, or
+    """A gaf-trt record (``run.json``, ``transport.json``, ``manifest.json``,
+    ``gaf_repository.json``) as a dict, or
     None when the file is absent, too large, not JSON or not written by gaf-trt."""
     try:
         if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:

@@ -27,13 +27,19 @@ from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition, permutations
 from gaf_trt.compose.sampling import sample, sample_pure
 from gaf_trt.compose.solvers import SOLVERS, StepCallback, check_steps, check_t_eps
-from gaf_trt.engine.base import (BACKENDS, AnchorNetwork, LoadRequest, Precision, load_backend,
-                                 resolve_device)
+from gaf_trt.engine.base import (
+    BACKENDS,
+    AnchorNetwork,
+    LoadRequest,
+    Precision,
+    load_backend,
+    resolve_device,
+)
 from gaf_trt.errors import ConfigError
 from gaf_trt.io import images as img
-from gaf_trt.io.files import OutputDir, check_output_dir, file_sha256, write_json
-from gaf_trt.model.checkpoint import resolve_path
+from gaf_trt.io.files import OutputDir, check_output_dir, write_json
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.pipeline.artifacts import artifact_record, load_decoder
 
 log = logging.getLogger(__name__)
 
@@ -187,28 +193,6 @@ def _mask_type(cfg: SampleConfig) -> str | None:
     return None
 
 
-def _load_decoder(cfg: SampleConfig, config: GAFConfig, device: str) -> Any:
-    """The latent decoder: ``--vae DIR`` (diffusers), else an engine directory's exported
-    VAE decoder graph; None for pixel models."""
-    if config.mode != "latent":
-        return None
-    if cfg.vae is None and Path(cfg.ckpt).is_dir():
-        from gaf_trt.export.manifest import read_manifest
-
-        if "vae_decoder" in read_manifest(cfg.ckpt)["graphs"]:
-            from gaf_trt.engine.loader import load_vae_decoder
-
-            backend = cfg.backend if cfg.backend in ("ort", "trt") else "auto"
-            return load_vae_decoder(cfg.ckpt, backend, device)
-    if cfg.vae is None:
-        raise ConfigError("this is a latent model: give the VAE with --vae DIR (a diffusers "
-                          "AutoencoderKL directory), or export its decoder into the engine "
-                          "directory (gaf-trt export --graphs split,fused,vae --vae DIR)")
-    from gaf_trt.model.vae import load_vae
-
-    return load_vae(cfg.vae, scale=config.vae_scale, device=device)
-
-
 def prepare_sample(cfg: SampleConfig) -> SamplePlan:
     """Validate every option and load the model; raises before anything is written."""
     t0 = time.perf_counter()
@@ -235,7 +219,7 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
         raise ConfigError("--skip without a composition generates nothing; drop --skip or "
                           "give a composition (--weight, --alpha, --mask-type, --mask-img or "
                           "--regions)")
-    decoder = _load_decoder(cfg, config, device)
+    decoder = load_decoder(cfg.ckpt, cfg.vae, cfg.backend, config, device)
     return SamplePlan(network, config, classes, composition, masks, decoder, device,
                       time.perf_counter() - t0)
 
@@ -555,20 +539,11 @@ class _Writer:
         return img.with_header(img.stack_rows(rows), [title], img.text_px(size or 128))
 
 
-def _artifact_record(artifact: str) -> dict[str, Any]:
-    path = resolve_path(artifact)
-    if path.is_dir():  # an engine directory: its manifest pins every file
-        manifest = path / "manifest.json"
-        return {"path": str(path), "manifest_sha256": file_sha256(manifest)
-                if manifest.is_file() else None}
-    return {"path": str(path), "sha256": file_sha256(path)}
-
-
 def _record(cfg: SampleConfig, plan: SamplePlan, timings: dict[str, float],
             files: list[str]) -> dict[str, Any]:
     return {
         "args": cfg.to_dict(),
-        "checkpoint": _artifact_record(cfg.ckpt),
+        "checkpoint": artifact_record(cfg.ckpt),
         "model": plan.config.to_dict(),
         "classes": plan.classes,
         "composition": plan.composition.mode.value if plan.composition else "pure",

@@ -5,13 +5,16 @@
 - :mod:`gaf_trt.serve.requests`: a request's arguments, validation and run through the
   ``gaf-trt sample`` pipeline;
 - :mod:`gaf_trt.serve.service`: :class:`GenerationService` (bounded admission, worker per
-  request, cancellation).
+  request, cancellation);
+- :mod:`gaf_trt.serve.repository` / :mod:`gaf_trt.serve.bls`: a Triton model repository from
+  an engine directory (``gaf-trt triton-repo``) and its Python-backend models.
 """
 
+from gaf_trt.serve.repository import RepoOptions, build_repository
 from gaf_trt.serve.requests import ServeLimits, ServeRequest, plan_request, run_request, to_images
 from gaf_trt.serve.scheduler import Cancelled, MinRowsNetwork, StepScheduler
 from gaf_trt.serve.service import GenerationService, Job, Overloaded, ServeConfig
 
-__all__ = ["Cancelled", "GenerationService", "Job", "Overloaded", "MinRowsNetwork",
-           "ServeConfig", "ServeLimits", "ServeRequest", "StepScheduler", "plan_request",
-           "run_request", "to_images"]
+__all__ = ["Cancelled", "GenerationService", "Job", "MinRowsNetwork", "Overloaded",
+           "RepoOptions", "ServeConfig", "ServeLimits", "ServeRequest", "StepScheduler",
+           "build_repository", "plan_request", "run_request", "to_images"]

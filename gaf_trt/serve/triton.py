@@ -77,54 +77,11 @@ FLOAT_FIELDS = ("alpha", "sigma", "t_eps")
 # output tensors, and what replaces it (see module docstring).
 _STUB_LINE = "                pb_utils.Tensor(name, value)\n"
 _STUB_FIX = "                _gaf_output_tensor(name, value)\n"
-_STUB_HELPER = '''
-
-import ctypes as _gaf_ctypes
-
-_GAF_USED_NAME = b"used_dltensor"  # kept alive: the capsule keeps a pointer to it
-_gaf_ctypes.pythonapi.PyCapsule_SetName.argtypes = [_gaf_ctypes.py_object, _gaf_ctypes.c_char_p]
-
-
-def _gaf_output_tensor(name, value):
-    """Output tensor of a numpy array. The stub is built against the numpy 1.x ABI: with
-    numpy >= 2, pb_utils.Tensor(name, array) reads a wrong element size (empty output), so
-    the array goes through DLPack; the stub owns the DLPack tensor afterwards, and the
-    capsule is marked consumed under the standard name so numpy does not report it."""
-    import numpy
-
-    if int(numpy.__version__.split(".")[0]) < 2 or value.dtype.hasobject:
-        return pb_utils.Tensor(name, value)
-    capsule = numpy.ascontiguousarray(value).__dlpack__()
-    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
-    _gaf_ctypes.pythonapi.PyCapsule_SetName(capsule, _GAF_USED_NAME)
-    return tensor
-
-
-class _GafCapsule:
-    def __init__(self, capsule):
-        self.capsule = capsule
-
-    def __dlpack__(self, *args, **kwargs):
-        return self.capsule
-
-    def __dlpack_device__(self):
-        return (1, 0)  # CPU
-
-
-def _gaf_input_array(tensor):
-    """A copy of an input tensor's data. Under numpy >= 2, as_numpy() builds the array with
-    the numpy 1.x layout (element size 0: every element reads as the first one), so the data
-    comes through DLPack."""
-    import numpy
-
-    if int(numpy.__version__.split(".")[0]) < 2:
-        return tensor.as_numpy()
-    try:
-        capsule = tensor.to_dlpack()
-    except Exception:  # BYTES tensors have no DLPack form
-        return tensor.as_numpy()
-    return numpy.from_dlpack(_GafCapsule(capsule)).copy()
-'''
+# The helpers come from gaf_trt/serve/pb_tensors.py, inserted as source (the stub-side proxy
+# does not import gaf_trt); the proxy calls them under its own names.
+_STUB_HELPER = ("\n\n" + (Path(__file__).with_name("pb_tensors.py")).read_text()
+                + "\n_gaf_output_tensor = gaf_output_tensor\n"
+                "_gaf_input_array = gaf_input_array\n")
 _STUB_ANCHOR = "import triton_python_backend_utils as pb_utils"
 _STUB_INPUT = "request[input_name] = input_tensor.as_numpy()"
 _STUB_INPUT_FIX = "request[input_name] = _gaf_input_array(input_tensor)"

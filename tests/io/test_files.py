@@ -216,3 +216,16 @@ def test_the_record_names_its_command_and_a_rerun_of_it_is_fine(tmp_path):
         check_output_dir(out, command="export")
     _record(tmp_path / "foreign", "transport.json", writer="someone else")
     check_output_dir(tmp_path / "foreign", command="sample")  # not ours: no owner
+
+
+def test_a_triton_repository_is_owned_by_triton_repo(tmp_path):
+    """Another command's --out into a `gaf-trt triton-repo` output is refused, naming it."""
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.io.files import check_owner, folder_owners, write_json
+
+    write_json(tmp_path / "gaf_repository.json", {"writer": "gaf-trt", "command": "triton-repo",
+                                                  "format": "gaf-trt-triton-repository"})
+    assert folder_owners(tmp_path) == {"triton-repo": "gaf_repository.json"}
+    check_owner(tmp_path, "triton-repo")  # its own rerun replaces it
+    with pytest.raises(ConfigError, match=r"holds the output of `gaf-trt triton-repo`"):
+        check_owner(tmp_path, "sample")

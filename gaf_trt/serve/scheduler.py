@@ -94,17 +94,13 @@ def check_positive(name: str, value: int, hi: int = 1 << 20) -> int:
     return value
 
 
-def calibrate_call_rows(network: AnchorNetwork, max_rows: int = DEFAULT_MAX_ROWS,
-                        min_rows: int = DEFAULT_MIN_ROWS, repeats: int = 3) -> int:
-    """The rows per call to aim for: the smallest of :data:`CALIBRATION_SIZES` (within
-    ``min_rows .. max_rows``) whose measured rows/s reaches :data:`CALIBRATION_SHARE` of the
-    best. Larger calls only add latency (on a CPU they are even slower per row once the
-    activations leave the cache). Each size: one warm-up call, then the median of
-    ``repeats`` timed calls of random rows ``x [M,C,S,S], t [M], y [M]``."""
+def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> dict[int, float]:
+    """Seconds of one network call of ``m`` random rows ``x [M,C,S,S], t [M], y [M]`` for
+    each ``m`` in ``sizes``: one warm-up call, then the fastest of ``repeats`` (the least
+    disturbed by other work on the machine)."""
     cfg = network.config
-    sizes = sorted({min(max(m, min_rows), max_rows) for m in CALIBRATION_SIZES})
     gen = torch.Generator().manual_seed(0)
-    speed = {}
+    out = {}
     for m in sizes:
         x = torch.randn(m, *cfg.sample_shape, generator=gen)
         t = torch.rand(m, generator=gen)
@@ -117,7 +113,18 @@ def calibrate_call_rows(network: AnchorNetwork, max_rows: int = DEFAULT_MAX_ROWS
                 float(j.reshape(-1)[0])  # waits for an asynchronous device
                 if i:
                     times.append(time.perf_counter() - start)
-        speed[m] = m / sorted(times)[len(times) // 2]
+        out[m] = min(times)
+    return out
+
+
+def calibrate_call_rows(network: AnchorNetwork, max_rows: int = DEFAULT_MAX_ROWS,
+                        min_rows: int = DEFAULT_MIN_ROWS, repeats: int = 3) -> int:
+    """The rows per call to aim for: the smallest of :data:`CALIBRATION_SIZES` (within
+    ``min_rows .. max_rows``) whose rows/s reaches :data:`CALIBRATION_SHARE` of the best
+    (:func:`call_times`). Larger calls only add latency (on a CPU they can even be slower
+    per row once the activations leave the cache)."""
+    sizes = sorted({min(max(m, min_rows), max_rows) for m in CALIBRATION_SIZES})
+    speed = {m: m / sec for m, sec in call_times(network, sizes, repeats).items()}
     best = max(speed.values())
     chosen = min(m for m in sizes if speed[m] >= CALIBRATION_SHARE * best)
     log.info("call size calibration (rows/s): %s -> %d rows per call",

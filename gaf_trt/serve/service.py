@@ -10,8 +10,9 @@ Modes (``ServeConfig.mode``), all on the same scheduler and so with the same bit
   network's rows-vs-time curve, :func:`~gaf_trt.serve.scheduler.calibrate_call_rows`);
 - ``request``: request-level batching (what a dynamic batcher in front of a whole-request
   model does): the requests waiting when the previous group has finished start together as
-  one group of at most ``group_size``; they share calls while they run, and newcomers wait
-  until the whole group is done;
+  one group of at most ``group_size``; each call carries one evaluation of every unfinished
+  member (as one batched sampling loop would, here even across solvers and step counts),
+  finished members leave, and newcomers wait until the whole group is done;
 - ``sequential``: one request at a time (``request`` with groups of one).
 """
 

@@ -67,6 +67,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-active", type=int, default=0,
                    help="step mode's extra variant: requests running at once (0: "
                         "call_rows / mean rows per request)")
+    p.add_argument("--curve-max", type=int, default=256,
+                   help="largest call timed for the network's rows-vs-time curve")
     p.add_argument("--call-rows", type=int, default=0,
                    help="step mode's rows per call (0: calibrated on the network)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
@@ -208,7 +210,7 @@ CURVE_SIZES = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256]
 
 def curve_seconds(curve: dict[int, float], calls: collections.Counter, min_rows: int) -> float:
     """Network seconds the call-size histogram ``calls`` would take on the measured
-    ``curve`` (call time per row count, linear between the measured sizes): the ceiling a
+    ``curve`` (call time per row count, linear between and beyond the measured sizes): the ceiling a
     mode's packing allows, free of thread hand-offs and of the machine's load."""
     sizes = sorted(curve)
     total = 0.0
@@ -257,9 +259,10 @@ def main() -> None:
               f"{r.pct(0.5) * 1000:.0f} | {r.pct(0.9) * 1000:.0f} | {r.pct(0.99) * 1000:.0f} | "
               f"{r.rows_per_call:.1f} | {r.requests_per_call:.1f} | {r.busy:.0%} | "
               f"{r.load:.1f} |")
-    curve = call_times(network, CURVE_SIZES, repeats=5)
+    sizes = [m for m in CURVE_SIZES if m <= args.curve_max]
+    curve = call_times(network, sizes, repeats=5)
     print("\nnetwork alone (fastest of 5 calls): " + ", ".join(
-        f"{m}: {curve[m] * 1000:.1f} ms" for m in CURVE_SIZES))
+        f"{m}: {curve[m] * 1000:.1f} ms" for m in sizes))
     ideal = {m: curve_seconds(curve, sat[m][len(sat[m]) // 2].calls, m.min_rows) for m in modes}
     print("network seconds of each mode's saturation calls on that curve (ceiling): " + ", ".join(
         f"{m.label} {ideal[m]:.2f} s" for m in modes))

@@ -16,8 +16,13 @@ export: they are not reported here (``benchmarks/serve_load.py`` measures them i
 Configurations (``gaf-trt serve`` options):
 
 - ``sequential``: ``--batching request --max-batch 1`` (one request at a time);
+
+The two baselines run with ``--min-rows 1`` (no padding, as in ``serve_load.py``: what a plain
+server does); step keeps the default 16 (results independent of what else runs).
 - ``request``: ``--batching request --max-batch G``: Triton's dynamic batcher hands one model
-  instance up to G whole requests; the next group starts when the whole group is done;
+  instance up to G whole requests; the next group starts when the whole group is done.
+  Triton batches only requests whose inputs have the same shape, consecutive in its queue:
+  requests of 1, 2 and 3 classes (``classes [1, k]``) are never in one group;
 - ``step``: ``--batching step --instances N``: N Triton instances each hold one request, and
   the server's scheduler packs all of their evaluations into shared network calls.
 
@@ -63,6 +68,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--group-size", type=int, default=8, help="request-level --max-batch")
     p.add_argument("--instances", type=int, default=16, help="step-level --instances")
     p.add_argument("--threads", type=int, default=1, help="server's torch threads")
+    p.add_argument("--baseline-min-rows", type=int, default=1,
+                   help="--min-rows of the request / sequential servers (1: no padding, "
+                        "as in benchmarks/serve_load.py; step keeps the default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start-timeout", type=float, default=300.0)
     p.add_argument("--modes", nargs="+", default=["step", "request", "sequential"],
@@ -90,8 +98,8 @@ class Server:
     def __init__(self, args: argparse.Namespace, mode: str) -> None:
         self.http, self.grpc, self.metrics = free_ports(3)
         batching = ["--batching", "step", "--instances", str(args.instances)] if mode == "step" \
-            else ["--batching", "request", "--max-batch",
-                  "1" if mode == "sequential" else str(args.group_size)]
+            else ["--batching", "request", "--min-rows", str(args.baseline_min_rows),
+                  "--max-batch", "1" if mode == "sequential" else str(args.group_size)]
         self.cmd = [sys.executable, "-m", "gaf_trt.cli", "serve", "--ckpt", args.ckpt,
                     "--device", "cpu", "--threads", str(args.threads),
                     "--http-port", str(self.http), "--grpc-port", str(self.grpc),

@@ -9,8 +9,10 @@ anchors come back. A request is *running* from its first evaluation until its wo
 waits. The scheduler forms a call (iteration-level scheduling, as Orca / vLLM do for tokens)
 when every running request is parked -- so one call carries one evaluation of every request
 in flight, instead of whatever happened to be waiting the instant the previous call ended --
-or as soon as the waiting rows reach ``call_rows``, the call size beyond which the network
-gains nothing per row (measured by :func:`calibrate_call_rows`); it takes the waiting
+or, in a large iteration, as soon as half of its rows wait (at least ``min_rows``: the two
+halves then alternate, one computing its solver step while the other's call runs), or as
+soon as the waiting rows reach ``call_rows``, the call size beyond which the network gets
+slower per row (measured by :func:`calibrate_call_rows`); it takes the waiting
 evaluations first come, first served, whole, up to ``call_rows`` rows, runs ONE network
 call and hands each evaluation its slice of ``(J, K)``. A request that arrives joins at the
 next call; one that finishes or is cancelled leaves at once (its waiting rows are dropped).
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MIN_ROWS = 16
 DEFAULT_MAX_ROWS = 256
 CALIBRATION_SIZES = (16, 32, 64, 128, 256)  # rows per call timed by calibrate_call_rows
-CALIBRATION_SHARE = 0.97  # the smallest call within timing noise of the best rows/s
+CALIBRATION_SHARE = 0.9  # calls down to this share of the best rows/s are still efficient
 PAD_T = 0.5  # time of padding rows (their outputs are discarded)
 
 
@@ -119,15 +121,16 @@ def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> di
 
 def calibrate_call_rows(network: AnchorNetwork, max_rows: int = DEFAULT_MAX_ROWS,
                         min_rows: int = DEFAULT_MIN_ROWS, repeats: int = 5) -> int:
-    """The rows per call to aim for: the call size of :data:`CALIBRATION_SIZES` (within
-    ``min_rows .. max_rows``) with the most rows/s (:func:`call_times`; the smallest within
-    :data:`CALIBRATION_SHARE` of the best). Larger calls are no faster per row (on a CPU
-    they are slower once the activations leave the cache) and only add latency; a smaller
-    cap would split iterations that fit one efficient call."""
+    """The rows per call to aim for: the largest of :data:`CALIBRATION_SIZES` (within
+    ``min_rows .. max_rows``) whose rows/s (:func:`call_times`) is still within
+    :data:`CALIBRATION_SHARE` of the best. Beyond it calls get slower per row (on a CPU once
+    the activations leave the cache), so a larger iteration is better split; below it, a
+    cap would split iterations that one efficient call serves (each split adds a call's
+    time to the latency of every request in the iteration)."""
     sizes = sorted({min(max(m, min_rows), max_rows) for m in CALIBRATION_SIZES})
     speed = {m: m / sec for m, sec in call_times(network, sizes, repeats).items()}
     best = max(speed.values())
-    chosen = min(m for m in sizes if speed[m] >= CALIBRATION_SHARE * best)
+    chosen = max(m for m in sizes if speed[m] >= CALIBRATION_SHARE * best)
     log.info("call size calibration (rows/s): %s -> %d rows per call",
              ", ".join(f"{m}: {v:.0f}" for m, v in speed.items()), chosen)
     return chosen
@@ -188,7 +191,8 @@ class StepScheduler:
         self.stats = SchedulerStats()
         self._pending: collections.deque[_Evaluation] = collections.deque()
         self._pending_rows = 0
-        self._running: set[int] = set()  # ids of the tickets between first evaluation and leave
+        self._running: dict[int, int] = {}  # ticket id -> rows per evaluation, until leave
+        self._running_rows = 0
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # any change (wait_pending)
         self._work = threading.Condition(lock)  # a call can be formed (the loop)
@@ -217,7 +221,8 @@ class StepScheduler:
         with self._cond:
             if ticket.cancelled or self._stopping:
                 raise Cancelled(f"request {ticket.id} cancelled")
-            self._running.add(ticket.id)
+            self._running_rows += x.shape[0] - self._running.get(ticket.id, 0)
+            self._running[ticket.id] = x.shape[0]
             self._pending.append(ev)
             self._pending_rows += x.shape[0]
             self._changed()
@@ -232,7 +237,7 @@ class StepScheduler:
         :class:`Cancelled` at its current or next evaluation."""
         with self._cond:
             ticket.cancelled = True
-            self._running.discard(ticket.id)
+            self._running_rows -= self._running.pop(ticket.id, 0)
             keep = collections.deque()
             for ev in self._pending:
                 if ev.ticket is ticket:
@@ -248,7 +253,7 @@ class StepScheduler:
         """The request's worker is done with the network (finished, failed or cancelled):
         the scheduler stops waiting for its next evaluation. Every worker calls it."""
         with self._cond:
-            self._running.discard(ticket.id)
+            self._running_rows -= self._running.pop(ticket.id, 0)
             self._changed()
 
     def ready(self) -> bool:
@@ -257,10 +262,15 @@ class StepScheduler:
             return self._ready()
 
     def _ready(self) -> bool:
-        """Whether to form a call now: rows wait and either every running request is parked
-        or ``call_rows`` rows wait (caller holds the lock)."""
-        return bool(self._pending) and (self._pending_rows >= self.call_rows
-                                        or len(self._pending) >= len(self._running))
+        """Whether to form a call now (caller holds the lock): rows wait, and every running
+        request is parked, or ``call_rows`` rows wait, or half of the running rows (and at
+        least ``min_rows``) wait -- then the other half does its solver arithmetic while
+        this call runs (two cohorts in a pipeline) instead of the network idling until the
+        last worker of a large iteration has parked."""
+        rows = self._pending_rows
+        return bool(self._pending) and (
+            len(self._pending) >= len(self._running) or rows >= self.call_rows
+            or (rows >= self.min_rows and 2 * rows >= self._running_rows))
 
     def _changed(self) -> None:
         """Wake the waiters after a change; the loop only when a call can be formed (caller

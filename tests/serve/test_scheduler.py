@@ -328,3 +328,21 @@ def test_calibrated_call_rows(digits):
     service.close()
     with pytest.raises(ConfigError, match="call_rows"):
         ServeConfig(call_rows=-1).validate()
+
+
+def test_half_of_a_large_iteration_forms_a_call(digits):
+    """Two cohorts in a pipeline: once half of the running rows (and at least min_rows)
+    wait, a call is formed without waiting for the rest of the iteration."""
+    sched = StepScheduler(digits, min_rows=2)
+    workers = [_Worker(sched, 2) for _ in range(3)]  # 6 running rows
+    assert sched.wait_pending(3, TIMEOUT) and sched.step() == 6
+    workers[0].go.set()
+    assert sched.wait_pending(1, TIMEOUT) and not sched.ready()  # 2 of 6 rows wait
+    workers[1].go.set()
+    assert sched.wait_pending(2, TIMEOUT) and sched.ready()  # 4 of 6
+    sched.start()
+    workers[2].go.set()
+    for w in workers:
+        w.thread.join(TIMEOUT)
+    assert sched.running() == 0 and all(w.error is None for w in workers)
+    sched.stop()

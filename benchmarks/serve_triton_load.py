@@ -26,7 +26,7 @@ server does); step keeps the default 16 (results independent of what else runs).
 - ``step``: ``--batching step --instances N``: N Triton instances each hold one request, and
   the server's scheduler packs all of their evaluations into shared network calls.
 
-    python benchmarks/serve_triton_load.py                      # ~4 min on 2 cores
+    python benchmarks/serve_triton_load.py                      # ~5 min on 2 cores
     python benchmarks/serve_triton_load.py --requests 90 --rates 0.5 0.8 --instances 32
 """
 

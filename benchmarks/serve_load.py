@@ -48,7 +48,13 @@ from dataclasses import dataclass
 import torch
 
 from gaf_trt.engine.base import LoadRequest, load_backend
-from gaf_trt.serve import GenerationService, Overloaded, ServeConfig, ServeLimits, ServeRequest
+from gaf_trt.serve import (
+    GenerationService,
+    Overloaded,
+    ServeConfig,
+    ServeLimits,
+    ServeRequest,
+)
 from gaf_trt.serve.scheduler import calibrate_call_rows, call_times, padded_rows
 
 WORKLOAD = [("ier", 8), ("euler", 20), ("heun", 10)]  # (solver, steps)

@@ -48,11 +48,12 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_load import WORKLOAD, workload  # noqa: E402
+from serve_load import WORKLOAD, workload
 
 READY = "serving model"
 ANSWER_TIMEOUT = 900.0  # a run whose answers stop coming fails instead of hanging
@@ -115,7 +116,7 @@ class Server:
             self.lines.put(line)
         self.lines.put("")
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         threading.Thread(target=self._pump, daemon=True).start()
@@ -150,7 +151,7 @@ class Server:
 
         def metric(name: str) -> float:
             return sum(float(v) for v in re.findall(
-                rf'^{name}{{[^}}]*model="gaf"[^}}]*}} (\S+)$', text, re.M))
+                rf'^{name}{{[^}}]*model="gaf"[^}}]*}} (\S+)$', text, re.MULTILINE))
         return metric("nv_inference_count"), metric("nv_inference_exec_count")
 
 

@@ -9,8 +9,9 @@ anchors come back. A request is *running* from its first evaluation until its wo
 waits. The scheduler forms a call (iteration-level scheduling, as Orca / vLLM do for tokens)
 when every running request is parked -- so one call carries one evaluation of every request
 in flight, instead of whatever happened to be waiting the instant the previous call ended --
-or, in a large iteration, as soon as half of its rows wait (at least ``min_rows``: the two
-halves then alternate, one computing its solver step while the other's call runs), or as
+or, in a large iteration, as soon as half of its rows wait and make at least half a
+``call_rows`` call (the two halves then alternate, one computing its solver step while
+the other's call runs), or as
 soon as the waiting rows reach ``call_rows``, the call size beyond which the network gets
 slower per row (measured by :func:`calibrate_call_rows`); it takes the waiting
 evaluations first come, first served, whole, up to ``call_rows`` rows, runs ONE network
@@ -263,14 +264,14 @@ class StepScheduler:
 
     def _ready(self) -> bool:
         """Whether to form a call now (caller holds the lock): rows wait, and every running
-        request is parked, or ``call_rows`` rows wait, or half of the running rows (and at
-        least ``min_rows``) wait -- then the other half does its solver arithmetic while
-        this call runs (two cohorts in a pipeline) instead of the network idling until the
-        last worker of a large iteration has parked."""
+        request is parked, or ``call_rows`` rows wait, or half of the running rows wait and
+        they make at least half a ``call_rows`` call (and ``min_rows``) -- then the other
+        half does its solver arithmetic while this call runs (two cohorts in a pipeline)
+        instead of the network idling until the last worker of a large iteration parks."""
         rows = self._pending_rows
         return bool(self._pending) and (
             len(self._pending) >= len(self._running) or rows >= self.call_rows
-            or (rows >= self.min_rows and 2 * rows >= self._running_rows))
+            or (2 * rows >= max(self._running_rows, self.call_rows) and rows >= self.min_rows))
 
     def _changed(self) -> None:
         """Wake the waiters after a change; the loop only when a call can be formed (caller

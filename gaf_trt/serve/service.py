@@ -27,7 +27,13 @@ from torch import Tensor
 
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
-from gaf_trt.serve.requests import RequestPlan, ServeLimits, ServeRequest, plan_request, run_request
+from gaf_trt.serve.requests import (
+    RequestPlan,
+    ServeLimits,
+    ServeRequest,
+    plan_request,
+    run_request,
+)
 from gaf_trt.serve.scheduler import (
     DEFAULT_MIN_ROWS,
     Cancelled,

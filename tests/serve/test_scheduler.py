@@ -9,6 +9,7 @@ import threading
 import pytest
 import torch
 
+from gaf_trt.errors import ConfigError
 from gaf_trt.serve import (
     Cancelled,
     GenerationService,
@@ -18,7 +19,6 @@ from gaf_trt.serve import (
     ServeRequest,
     StepScheduler,
 )
-from gaf_trt.errors import ConfigError
 from gaf_trt.serve.scheduler import calibrate_call_rows, pad_call, padded_rows
 from tests.helpers import rel_err
 from tests.serve.refs import min_rows_reference, sample_reference
@@ -331,9 +331,9 @@ def test_calibrated_call_rows(digits):
 
 
 def test_half_of_a_large_iteration_forms_a_call(digits):
-    """Two cohorts in a pipeline: once half of the running rows (and at least min_rows)
-    wait, a call is formed without waiting for the rest of the iteration."""
-    sched = StepScheduler(digits, min_rows=2)
+    """Two cohorts in a pipeline: once half of the running rows wait, and they make at
+    least half a call_rows call, a call is formed without waiting for the rest."""
+    sched = StepScheduler(digits, min_rows=2, call_rows=8)
     workers = [_Worker(sched, 2) for _ in range(3)]  # 6 running rows
     assert sched.wait_pending(3, TIMEOUT) and sched.step() == 6
     workers[0].go.set()

@@ -4,10 +4,19 @@ network evaluation of every in-flight request into one call.
 Each request runs the unchanged solver loop (``gaf_trt.sample`` via the sampling pipeline)
 in its own worker thread, on a :class:`TicketNetwork`: an :class:`AnchorNetwork` whose call
 hands its rows ``(x [M,C,S,S], t [M], y [M])`` to the scheduler and blocks until their
-anchors come back. The scheduler takes the evaluations waiting at that moment (first come,
-first served, whole evaluations, up to ``max_rows`` rows), runs ONE network call, and hands
-each evaluation its slice of ``(J, K)``. A request that arrives joins at the next call; one
-that finishes or is cancelled leaves at once (its waiting rows are dropped).
+anchors come back. A request is *running* from its first evaluation until its worker calls
+:meth:`StepScheduler.leave` (or it is cancelled); it is *parked* while one of its evaluations
+waits. The scheduler forms a call (iteration-level scheduling, as Orca / vLLM do for tokens)
+when every running request is parked -- so one call carries one evaluation of every request
+in flight, instead of whatever happened to be waiting the instant the previous call ended --
+or, in a large iteration, as soon as half of its rows wait and make at least half a
+``call_rows`` call (the two halves then alternate, one computing its solver step while
+the other's call runs), or as
+soon as the waiting rows reach ``call_rows``, the call size beyond which the network gets
+slower per row (measured by :func:`calibrate_call_rows`); it takes the waiting
+evaluations first come, first served, whole, up to ``call_rows`` rows, runs ONE network
+call and hands each evaluation its slice of ``(J, K)``. A request that arrives joins at the
+next call; one that finishes or is cancelled leaves at once (its waiting rows are dropped).
 
 Minimum rows (bit-identity): on CPU, torch's fp32 GEMM takes a different kernel for a very
 small number of rows (measured on the digits model: the time-embedder ``Linear`` of a call
@@ -26,6 +35,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIN_ROWS = 16
 DEFAULT_MAX_ROWS = 256
+CALIBRATION_SIZES = (16, 32, 64, 128, 256)  # rows per call timed by calibrate_call_rows
+CALIBRATION_SHARE = 0.9  # calls down to this share of the best rows/s are still efficient
 PAD_T = 0.5  # time of padding rows (their outputs are discarded)
 
 
@@ -85,6 +97,46 @@ def check_positive(name: str, value: int, hi: int = 1 << 20) -> int:
     return value
 
 
+def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> dict[int, float]:
+    """Seconds of one network call of ``m`` random rows ``x [M,C,S,S], t [M], y [M]`` for
+    each ``m`` in ``sizes``: one warm-up call, then the fastest of ``repeats`` (the least
+    disturbed by other work on the machine)."""
+    cfg = network.config
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for m in sizes:
+        x = torch.randn(m, *cfg.sample_shape, generator=gen)
+        t = torch.rand(m, generator=gen)
+        y = torch.randint(0, cfg.num_classes, (m,), generator=gen)
+        times = []
+        with torch.no_grad():
+            for i in range(repeats + 1):
+                start = time.perf_counter()
+                j, _ = network(x, t, y)
+                float(j.reshape(-1)[0])  # waits for an asynchronous device
+                if i:
+                    times.append(time.perf_counter() - start)
+        out[m] = min(times)
+    return out
+
+
+def calibrate_call_rows(network: AnchorNetwork, max_rows: int = DEFAULT_MAX_ROWS,
+                        min_rows: int = DEFAULT_MIN_ROWS, repeats: int = 5) -> int:
+    """The rows per call to aim for: the largest of :data:`CALIBRATION_SIZES` (within
+    ``min_rows .. max_rows``) whose rows/s (:func:`call_times`) is still within
+    :data:`CALIBRATION_SHARE` of the best. Beyond it calls get slower per row (on a CPU once
+    the activations leave the cache), so a larger iteration is better split; below it, a
+    cap would split iterations that one efficient call serves (each split adds a call's
+    time to the latency of every request in the iteration)."""
+    sizes = sorted({min(max(m, min_rows), max_rows) for m in CALIBRATION_SIZES})
+    speed = {m: m / sec for m, sec in call_times(network, sizes, repeats).items()}
+    best = max(speed.values())
+    chosen = max(m for m in sizes if speed[m] >= CALIBRATION_SHARE * best)
+    log.info("call size calibration (rows/s): %s -> %d rows per call",
+             ", ".join(f"{m}: {v:.0f}" for m, v in speed.items()), chosen)
+    return chosen
+
+
 @dataclass
 class Ticket:
     """One request's identity in the scheduler; ``cancelled`` is set when it is cancelled."""
@@ -108,13 +160,15 @@ class _Evaluation:
 
 @dataclass
 class SchedulerStats:
-    """Counters of the calls made so far: calls, real rows, padded rows, and how many
-    requests shared each call (``requests_per_call[n]`` = calls that served ``n``)."""
+    """Counters of the calls made so far: calls, real rows, padded rows, how many requests
+    shared each call (``requests_per_call[n]`` = calls that served ``n``) and how many real
+    rows each call had (``rows_per_call[m]`` = calls of ``m`` rows)."""
 
     calls: int = 0
     rows: int = 0
     padded: int = 0
     requests_per_call: collections.Counter = field(default_factory=collections.Counter)
+    rows_per_call: collections.Counter = field(default_factory=collections.Counter)
 
     @property
     def mean_rows(self) -> float:
@@ -122,19 +176,27 @@ class SchedulerStats:
 
 
 class StepScheduler:
-    """Owns ``network``; packs waiting evaluations into calls of at most ``max_rows`` rows
-    (padded to at least ``min_rows``). Run it with :meth:`start` (a background thread) or
-    drive it by hand with :meth:`step` (tests make the packing order certain that way)."""
+    """Owns ``network``; packs waiting evaluations into calls of at most ``call_rows`` rows
+    (an evaluation larger than that goes alone; none exceeds ``max_rows``), padded to at
+    least ``min_rows``. Run it with :meth:`start` (a background thread) or drive it by hand
+    with :meth:`step` (tests make the packing order certain that way)."""
 
     def __init__(self, network: AnchorNetwork, *, max_rows: int = DEFAULT_MAX_ROWS,
-                 min_rows: int = DEFAULT_MIN_ROWS) -> None:
+                 min_rows: int = DEFAULT_MIN_ROWS, call_rows: int | None = None) -> None:
         self.network = network
         self.config: GAFConfig = network.config
         self.max_rows = check_positive("max_rows", max_rows)
         self.min_rows = check_positive("min_rows", min_rows)
+        self.call_rows = min(self.max_rows, check_positive("call_rows", call_rows)
+                             if call_rows is not None else self.max_rows)
         self.stats = SchedulerStats()
         self._pending: collections.deque[_Evaluation] = collections.deque()
-        self._cond = threading.Condition()
+        self._pending_rows = 0
+        self._running: dict[int, int] = {}  # ticket id -> rows per evaluation, until leave
+        self._running_rows = 0
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # any change (wait_pending)
+        self._work = threading.Condition(lock)  # a call can be formed (the loop)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._next_id = 0
@@ -160,8 +222,11 @@ class StepScheduler:
         with self._cond:
             if ticket.cancelled or self._stopping:
                 raise Cancelled(f"request {ticket.id} cancelled")
+            self._running_rows += x.shape[0] - self._running.get(ticket.id, 0)
+            self._running[ticket.id] = x.shape[0]
             self._pending.append(ev)
-            self._cond.notify_all()
+            self._pending_rows += x.shape[0]
+            self._changed()
         ev.done.wait()
         if ev.error is not None:
             raise ev.error
@@ -173,20 +238,58 @@ class StepScheduler:
         :class:`Cancelled` at its current or next evaluation."""
         with self._cond:
             ticket.cancelled = True
+            self._running_rows -= self._running.pop(ticket.id, 0)
             keep = collections.deque()
             for ev in self._pending:
                 if ev.ticket is ticket:
                     ev.error = Cancelled(f"request {ticket.id} cancelled")
                     ev.done.set()
+                    self._pending_rows -= ev.x.shape[0]
                 else:
                     keep.append(ev)
             self._pending = keep
-            self._cond.notify_all()
+            self._changed()
+
+    def leave(self, ticket: Ticket) -> None:
+        """The request's worker is done with the network (finished, failed or cancelled):
+        the scheduler stops waiting for its next evaluation. Every worker calls it."""
+        with self._cond:
+            self._running_rows -= self._running.pop(ticket.id, 0)
+            self._changed()
+
+    def ready(self) -> bool:
+        """Whether the loop would form a call now (tests check the policy with it)."""
+        with self._cond:
+            return self._ready()
+
+    def _ready(self) -> bool:
+        """Whether to form a call now (caller holds the lock): rows wait, and every running
+        request is parked, or ``call_rows`` rows wait, or half of the running rows wait and
+        they make at least half a ``call_rows`` call (and ``min_rows``) -- then the other
+        half does its solver arithmetic while this call runs (two cohorts in a pipeline)
+        instead of the network idling until the last worker of a large iteration parks."""
+        rows = self._pending_rows
+        return bool(self._pending) and (
+            len(self._pending) >= len(self._running) or rows >= self.call_rows
+            or (2 * rows >= max(self._running_rows, self.call_rows) and rows >= self.min_rows))
+
+    def _changed(self) -> None:
+        """Wake the waiters after a change; the loop only when a call can be formed (caller
+        holds the lock), so a worker parking wakes no one until the iteration is complete."""
+        self._cond.notify_all()
+        if self._ready() or self._stopping:
+            self._work.notify()
 
     # -- scheduler side -----------------------------------------------------------------
     def pending_rows(self) -> int:
+        """Rows waiting for a call."""
         with self._cond:
-            return sum(ev.x.shape[0] for ev in self._pending)
+            return self._pending_rows
+
+    def running(self) -> int:
+        """Requests between their first evaluation and :meth:`leave`."""
+        with self._cond:
+            return len(self._running)
 
     def wait_pending(self, evaluations: int, timeout: float | None = None) -> bool:
         """Block until at least ``evaluations`` evaluations wait (tests order events with
@@ -194,21 +297,23 @@ class StepScheduler:
         with self._cond:
             return self._cond.wait_for(lambda: len(self._pending) >= evaluations, timeout)
 
-    def _take(self) -> list[_Evaluation]:
-        """Waiting evaluations, first come first served, up to ``max_rows`` rows (always at
+    def _take(self, limit: int) -> list[_Evaluation]:
+        """Waiting evaluations, first come first served, up to ``limit`` rows (always at
         least one). Caller holds the lock."""
         batch, rows = [], 0
-        while self._pending and (not batch or rows + self._pending[0].x.shape[0] <= self.max_rows):
+        while self._pending and (not batch or rows + self._pending[0].x.shape[0] <= limit):
             ev = self._pending.popleft()
             batch.append(ev)
             rows += ev.x.shape[0]
+        self._pending_rows -= rows
         return batch
 
-    def step(self) -> int:
-        """Run one packed network call over the evaluations waiting now; returns the number
-        of real rows served (0 when none waited)."""
+    def step(self, limit: int | None = None) -> int:
+        """Run one packed network call over the evaluations waiting now, up to ``limit``
+        rows (default: the row budget ``max_rows``); returns the number of real rows served
+        (0 when none waited). Tests drive the scheduler by hand with it."""
         with self._cond:
-            batch = self._take()
+            batch = self._take(self.max_rows if limit is None else limit)
         if not batch:
             return 0
         self._run(batch)
@@ -233,6 +338,7 @@ class StepScheduler:
         self.stats.rows += m
         self.stats.padded += padded_rows(m, self.min_rows) - m
         self.stats.requests_per_call[len({id(ev.ticket) for ev in batch})] += 1
+        self.stats.rows_per_call[m] += 1
         start = 0
         for ev in batch:
             n = ev.x.shape[0]
@@ -241,12 +347,14 @@ class StepScheduler:
             ev.done.set()
 
     def _loop(self) -> None:
+        """Form a call whenever :meth:`_ready`, of at most ``call_rows`` rows."""
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._pending or self._stopping)
+                self._work.wait_for(lambda: self._stopping or self._ready())
                 if self._stopping:
                     return
-            self.step()
+                batch = self._take(self.call_rows)
+            self._run(batch)
 
     def start(self) -> StepScheduler:
         """Run the packing loop in a background thread."""
@@ -263,7 +371,8 @@ class StepScheduler:
                 ev.error = Cancelled("the scheduler stopped")
                 ev.done.set()
             self._pending.clear()
-            self._cond.notify_all()
+            self._pending_rows = 0
+            self._changed()
         if self._thread is not None:
             self._thread.join()
             self._thread = None

@@ -6,11 +6,13 @@ Modes (``ServeConfig.mode``), all on the same scheduler and so with the same bit
 
 - ``step``: step-level batching; a request starts at once (or, with ``max_active``, as soon
   as fewer than that many run) and its evaluations share network calls with whatever else
-  is in flight;
+  is in flight, in calls of up to ``call_rows`` rows (0: measured at start from the
+  network's rows-vs-time curve, :func:`~gaf_trt.serve.scheduler.calibrate_call_rows`);
 - ``request``: request-level batching (what a dynamic batcher in front of a whole-request
   model does): the requests waiting when the previous group has finished start together as
-  one group of at most ``group_size``; they share calls while they run, and newcomers wait
-  until the whole group is done;
+  one group of at most ``group_size``; each call carries one evaluation of every unfinished
+  member (as one batched sampling loop would, here even across solvers and step counts),
+  finished members leave, and newcomers wait until the whole group is done;
 - ``sequential``: one request at a time (``request`` with groups of one).
 """
 
@@ -25,12 +27,19 @@ from torch import Tensor
 
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
-from gaf_trt.serve.requests import RequestPlan, ServeLimits, ServeRequest, plan_request, run_request
+from gaf_trt.serve.requests import (
+    RequestPlan,
+    ServeLimits,
+    ServeRequest,
+    plan_request,
+    run_request,
+)
 from gaf_trt.serve.scheduler import (
     DEFAULT_MIN_ROWS,
     Cancelled,
     StepScheduler,
     Ticket,
+    calibrate_call_rows,
     check_positive,
 )
 
@@ -53,6 +62,7 @@ class ServeConfig:
     mode: str = "step"
     group_size: int = 8  # ``request`` mode: requests started together
     max_active: int = 0  # ``step`` mode: requests running at once (0: all admitted)
+    call_rows: int | None = None  # rows per call aimed at (None: max_rows; 0: calibrated)
 
     def validate(self) -> ServeConfig:
         check_positive("max_queue", self.max_queue, 100_000)
@@ -61,6 +71,8 @@ class ServeConfig:
         check_positive("group_size", self.group_size, 100_000)
         if self.max_active != 0:
             check_positive("max_active", self.max_active, 100_000)
+        if self.call_rows not in (None, 0):
+            check_positive("call_rows", self.call_rows, 1 << 20)
         if self.mode not in MODES:
             raise ConfigError(f"unknown serving mode {self.mode!r}; valid: {', '.join(MODES)}")
         return self
@@ -105,8 +117,12 @@ class GenerationService:
 
     def __init__(self, network: AnchorNetwork, config: ServeConfig | None = None) -> None:
         self.config = (config or ServeConfig()).validate()
+        call_rows = self.config.call_rows
+        if call_rows == 0:
+            call_rows = calibrate_call_rows(network, self.config.limits.max_rows,
+                                            self.config.min_rows)
         self.scheduler = StepScheduler(network, max_rows=self.config.limits.max_rows,
-                                       min_rows=self.config.min_rows)
+                                       min_rows=self.config.min_rows, call_rows=call_rows)
         self._lock = threading.Lock()
         self._active = 0
         self._closed = False
@@ -208,6 +224,7 @@ class GenerationService:
             log.exception("request %d failed", job.ticket.id)
             error = err
         finally:
+            self.scheduler.leave(job.ticket)
             with self._group_cond:
                 self._active -= 1
                 if self._queued:

@@ -4,9 +4,12 @@ cancellation, admission. The packing order is made certain by driving the schedu
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
+from gaf_trt.errors import ConfigError
 from gaf_trt.serve import (
     Cancelled,
     GenerationService,
@@ -16,7 +19,7 @@ from gaf_trt.serve import (
     ServeRequest,
     StepScheduler,
 )
-from gaf_trt.serve.scheduler import pad_call, padded_rows
+from gaf_trt.serve.scheduler import calibrate_call_rows, pad_call, padded_rows
 from tests.helpers import rel_err
 from tests.serve.refs import min_rows_reference, sample_reference
 
@@ -243,3 +246,103 @@ def test_step_mode_max_active_admits_as_slots_free(digits, references):
             assert torch.equal(job.result(TIMEOUT), references[i])
     finally:
         service.close()
+
+
+class _Worker:
+    """A request's worker reduced to its network calls: ``evaluations`` evaluations of
+    ``rows`` rows through the scheduler, pausing before the second one until ``go`` is set
+    (a worker busy with its solver arithmetic), then :meth:`StepScheduler.leave`."""
+
+    def __init__(self, sched: StepScheduler, rows: int, evaluations: int = 2) -> None:
+        self.sched, self.ticket = sched, sched.ticket()
+        g = torch.Generator().manual_seed(rows)
+        self.x = torch.randn(rows, *sched.config.sample_shape, generator=g)
+        self.t, self.y = torch.rand(rows, generator=g), torch.randint(0, 10, (rows,), generator=g)
+        self.evaluations, self.go, self.error = evaluations, threading.Event(), None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        net = self.sched.network_for(self.ticket)
+        try:
+            for i in range(self.evaluations):
+                if i == 1:
+                    self.go.wait()
+                net(self.x, self.t, self.y)
+        except Cancelled as err:
+            self.error = err
+        finally:
+            self.sched.leave(self.ticket)
+
+
+def test_call_formed_when_every_running_request_is_parked(digits):
+    """Iteration-level scheduling: after a call, no new call is formed while a request of
+    that call is still busy (not parked on its next evaluation) -- unless ``call_rows`` rows
+    already wait; leaving or being cancelled stops the scheduler from waiting for it."""
+    sched = StepScheduler(digits, call_rows=4)
+    a, b = _Worker(sched, 2), _Worker(sched, 1)
+    assert sched.wait_pending(2, TIMEOUT) and sched.ready()
+    assert sched.step() == 3 and sched.running() == 2
+    b.go.set()  # b parks on its 2nd evaluation; a is busy (held before it)
+    assert sched.wait_pending(1, TIMEOUT)
+    assert not sched.ready()  # 1 row waits, a has not parked
+    c = _Worker(sched, 3)  # a newcomer: 1 + 3 rows reach call_rows = 4
+    assert sched.wait_pending(2, TIMEOUT) and sched.ready()
+    assert sched.step(limit=sched.call_rows) == 4
+    b.thread.join(TIMEOUT)  # b's second and last evaluation is done: it has left
+    sched.cancel(c.ticket)  # c was busy between evaluations: no longer waited for
+    a.go.set()
+    assert sched.wait_pending(1, TIMEOUT) and sched.ready()
+    sched.start()
+    for w in (a, b, c):
+        w.go.set()
+        w.thread.join(TIMEOUT)
+    assert isinstance(c.error, Cancelled) and a.error is None and b.error is None
+    assert sched.running() == 0 and sched.pending_rows() == 0
+    sched.stop()
+
+
+def test_loop_keeps_calls_within_call_rows(digits, references):
+    """With call_rows 8, the running loop splits the evaluations of five requests (31 rows
+    per iteration) into calls of at most 8 rows (a 16-row evaluation goes alone); every
+    result keeps its bits."""
+    service = GenerationService(digits, ServeConfig(call_rows=8))
+    try:
+        jobs = [service.submit(r) for r in MIX]
+        assert service.scheduler.wait_pending(len(MIX), TIMEOUT)
+        service.start()
+        for job, ref in zip(jobs, references):
+            assert torch.equal(job.result(TIMEOUT), ref)
+        sizes = service.scheduler.stats.rows_per_call
+        assert max(m for m in sizes if m != 16) <= 8 and sizes[16] == MIX[0].steps  # euler
+        assert service.scheduler.running() == 0
+    finally:
+        service.close()
+
+
+def test_calibrated_call_rows(digits):
+    """call_rows 0: measured from the network's rows-vs-time curve, within the bounds."""
+    assert calibrate_call_rows(digits, max_rows=32, min_rows=16, repeats=1) in (16, 32)
+    service = GenerationService(digits, ServeConfig(call_rows=0, limits=ServeLimits(max_rows=16)))
+    assert service.scheduler.call_rows == 16
+    service.close()
+    with pytest.raises(ConfigError, match="call_rows"):
+        ServeConfig(call_rows=-1).validate()
+
+
+def test_half_of_a_large_iteration_forms_a_call(digits):
+    """Two cohorts in a pipeline: once half of the running rows wait, and they make at
+    least half a call_rows call, a call is formed without waiting for the rest."""
+    sched = StepScheduler(digits, min_rows=2, call_rows=8)
+    workers = [_Worker(sched, 2) for _ in range(3)]  # 6 running rows
+    assert sched.wait_pending(3, TIMEOUT) and sched.step() == 6
+    workers[0].go.set()
+    assert sched.wait_pending(1, TIMEOUT) and not sched.ready()  # 2 of 6 rows wait
+    workers[1].go.set()
+    assert sched.wait_pending(2, TIMEOUT) and sched.ready()  # 4 of 6
+    sched.start()
+    workers[2].go.set()
+    for w in workers:
+        w.thread.join(TIMEOUT)
+    assert sched.running() == 0 and all(w.error is None for w in workers)
+    sched.stop()

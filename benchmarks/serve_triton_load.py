@@ -1,0 +1,285 @@
+"""Load test through Triton: `gaf-trt serve` in a subprocess, driven by a `tritonclient` gRPC
+client with open-loop Poisson arrivals; sequential vs request-level vs step-level batching.
+
+For each batching configuration the benchmark starts ``python -m gaf_trt.cli serve`` on free
+ports, waits for its "serving" line, and sends the same workload as
+``benchmarks/serve_load.py`` (single-image requests of 1-3 weighted classes cycling IER-8 /
+euler-20 / heun-10, each its own seed): first all at once (saturation), then Poisson arrivals
+at fractions of the step-level saturation rate (the step configuration runs first). Each
+request is one gRPC ``async_infer`` (non-blocking: arrivals never wait for answers). It
+reports throughput, p50 / p90 / p99 latency as the client sees them (send to answer), and
+the achieved requests per model execution from Triton's own metrics
+(``nv_inference_count / nv_inference_exec_count``). The rows and requests per *network call*
+of step-level batching happen inside the server's scheduler, which the server does not
+export: they are not reported here (``benchmarks/serve_load.py`` measures them in-process).
+
+Configurations (``gaf-trt serve`` options):
+
+- ``sequential``: ``--batching request --max-batch 1`` (one request at a time);
+
+The two baselines run with ``--min-rows 1`` (no padding, as in ``serve_load.py``: what a plain
+server does); step keeps the default 16 (results independent of what else runs).
+- ``request``: ``--batching request --max-batch G``: Triton's dynamic batcher hands one model
+  instance up to G whole requests; the next group starts when the whole group is done.
+  Triton batches only requests whose inputs have the same shape, consecutive in its queue:
+  requests of 1, 2 and 3 classes (``classes [1, k]``) are never in one group;
+- ``step``: ``--batching step --instances N``: N Triton instances each hold one request, and
+  the server's scheduler packs all of their evaluations into shared network calls.
+
+    python benchmarks/serve_triton_load.py                      # ~5 min on 2 cores
+    python benchmarks/serve_triton_load.py --requests 90 --rates 0.5 0.8 --instances 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import queue
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Self
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_load import WORKLOAD, workload
+
+READY = "serving model"
+ANSWER_TIMEOUT = 900.0  # a run whose answers stop coming fails instead of hanging
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", default="digits")
+    p.add_argument("--num-classes", type=int, default=10, help="classes of --ckpt")
+    p.add_argument("--requests", type=int, default=60, help="requests per run")
+    p.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.8],
+                   help="Poisson rates as fractions of the step-level saturation rate")
+    p.add_argument("--group-size", type=int, default=8, help="request-level --max-batch")
+    p.add_argument("--instances", type=int, default=16, help="step-level --instances")
+    p.add_argument("--threads", type=int, default=1, help="server's torch threads")
+    p.add_argument("--baseline-min-rows", type=int, default=1,
+                   help="--min-rows of the request / sequential servers (1: no padding, "
+                        "as in benchmarks/serve_load.py; step keeps the default 16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start-timeout", type=float, default=300.0)
+    p.add_argument("--modes", nargs="+", default=["step", "request", "sequential"],
+                   choices=["step", "request", "sequential"])
+    p.add_argument("--extra", default="", help="more `gaf-trt serve` options, one string")
+    return p.parse_args()
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free now (bound to port 0, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Server:
+    """``gaf-trt serve`` in a subprocess on free ports; a context manager that waits for its
+    "serving" line and stops it with SIGINT (its clean shutdown) on exit."""
+
+    def __init__(self, args: argparse.Namespace, mode: str) -> None:
+        self.http, self.grpc, self.metrics = free_ports(3)
+        batching = ["--batching", "step", "--instances", str(args.instances)] if mode == "step" \
+            else ["--batching", "request", "--min-rows", str(args.baseline_min_rows),
+                  "--max-batch", "1" if mode == "sequential" else str(args.group_size)]
+        self.cmd = [sys.executable, "-m", "gaf_trt.cli", "serve", "--ckpt", args.ckpt,
+                    "--device", "cpu", "--threads", str(args.threads),
+                    "--http-port", str(self.http), "--grpc-port", str(self.grpc),
+                    "--metrics-port", str(self.metrics), "--max-queue", "1024",
+                    *batching, *args.extra.split()]
+        self.timeout = args.start_timeout
+        self.proc: subprocess.Popen | None = None
+        self.lines: queue.Queue[str] = queue.Queue()
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def __enter__(self) -> Self:
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        threading.Thread(target=self._pump, daemon=True).start()
+        deadline, seen = time.monotonic() + self.timeout, []
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line and READY in line:
+                return self
+            if line:
+                seen.append(line.rstrip())
+            if line == "" or line is None or time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"the server did not start: {' | '.join(seen[-5:])}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def triton_counts(self) -> tuple[float, float]:
+        """Triton's (inferences, executions) of the ``gaf`` model so far."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics",
+                                      timeout=10).read().decode()
+
+        def metric(name: str) -> float:
+            return sum(float(v) for v in re.findall(
+                rf'^{name}{{[^}}]*model="gaf"[^}}]*}} (\S+)$', text, re.MULTILINE))
+        return metric("nv_inference_count"), metric("nv_inference_exec_count")
+
+
+def inputs_for(req, grpcclient) -> tuple[list, dict]:
+    """gRPC inputs and parameters of one request (batch dimension 1)."""
+    def tensor(name: str, value: np.ndarray, dtype: str):
+        t = grpcclient.InferInput(name, list(value.shape), dtype)
+        t.set_data_from_numpy(value)
+        return t
+    ins = [tensor("classes", np.array([req.classes], np.int32), "INT32"),
+           tensor("steps", np.array([[req.steps]], np.int32), "INT32"),
+           tensor("seed", np.array([[req.seed]], np.int64), "INT64")]
+    if req.weights is not None:
+        ins.append(tensor("weights", np.array([req.weights], np.float32), "FP32"))
+    return ins, {"solver": req.solver, "output": "latents"}
+
+
+@dataclass
+class RunResult:
+    mode: str
+    rate: float | None
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    per_exec: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
+
+
+def drive(server: Server, mode: str, requests, rate: float | None, seed: int) -> RunResult:
+    """Send ``requests`` (Poisson at ``rate`` req/s, or all at once) and wait for all."""
+    import tritonclient.grpc as grpcclient
+
+    prepared = [inputs_for(r, grpcclient) for r in requests]
+    rng = random.Random(seed)
+    result = RunResult(mode, rate, 0.0)
+    lock, left = threading.Lock(), threading.Semaphore(0)
+    count0, exec0 = server.triton_counts()
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}") as client:
+        outputs = [grpcclient.InferRequestedOutput("latents")]
+        start = due = time.perf_counter()
+        for inputs, params in prepared:
+            if rate is not None:
+                due += rng.expovariate(rate)
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            sent = time.perf_counter()
+
+            def done(result=None, error=None, sent=sent, out=result) -> None:  # tritonclient passes keywords
+                try:
+                    with lock:
+                        if error is not None:
+                            out.errors.append(str(error).splitlines()[0][:200])
+                        else:
+                            out.latencies.append(time.perf_counter() - sent)
+                finally:
+                    left.release()
+            client.async_infer("gaf", inputs, done, outputs=outputs, parameters=params)
+        for _ in prepared:
+            if not left.acquire(timeout=ANSWER_TIMEOUT):
+                raise RuntimeError(f"no answer within {ANSWER_TIMEOUT:.0f} s")
+        result.seconds = time.perf_counter() - start
+    count1, exec1 = server.triton_counts()
+    result.per_exec = (count1 - count0) / max(1.0, exec1 - exec0)
+    return result
+
+
+def loadavg() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def main() -> None:
+    args = parse_args()
+    requests = workload(args.requests, args.num_classes, args.seed)
+    print(f"# serve load test through Triton (gRPC, tritonclient), "
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {loadavg()}; {args.ckpt} on torch/cpu, {args.threads} thread(s)")
+    print(f"# {args.requests} single-image requests, 1-3 classes, "
+          f"{', '.join(f'{s}-{n}' for s, n in WORKLOAD)}; step: --instances {args.instances}; "
+          f"request: --max-batch {args.group_size}; sequential: --max-batch 1")
+    rows, sat, lone = [], {}, None
+    for mode in args.modes:
+        with Server(args, mode) as server:
+            print(f"# {mode}: {' '.join(server.cmd[1:])}", flush=True)
+            drive(server, mode, requests[:len(WORKLOAD)], None, args.seed)  # warm-up
+            if mode == args.modes[0]:
+                lone_runs = [drive(server, mode, [r], None, args.seed)
+                             for r in requests[:len(WORKLOAD)]]
+                lone = sum(r.latencies[0] for r in lone_runs) / len(lone_runs)
+            res = drive(server, mode, requests, None, args.seed)
+            sat[mode] = res.throughput
+            rows.append((res, loadavg()))
+            base = sat[args.modes[0]]
+            for frac in args.rates:
+                rows.append((drive(server, mode, requests, frac * base, args.seed + 1),
+                             loadavg()))
+    print(f"\nlone request latency ({args.modes[0]} server, mean of the three kinds): "
+          f"{lone * 1000:.0f} ms\n")
+    print("| mode | offered req/s | done | errors | req/s | p50 ms | p90 ms | p99 ms | "
+          "requests/execution | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r, load in rows:
+        offered = "all at once" if r.rate is None else f"{r.rate:.1f}"
+        print(f"| {r.mode} | {offered} | {len(r.latencies)} | {len(r.errors)} | "
+              f"{r.throughput:.1f} | {r.pct(0.5) * 1000:.0f} | {r.pct(0.9) * 1000:.0f} | "
+              f"{r.pct(0.99) * 1000:.0f} | {r.per_exec:.1f} | {load} |")
+    for r, _ in rows:
+        if r.errors:
+            print(f"errors of {r.mode} at {r.rate}: {sorted(set(r.errors))[:3]}")
+    ratios = [f"{m} / {n} = {sat[m] / sat[n]:.2f}x" for m, n in
+              (("step", "request"), ("step", "sequential"), ("request", "sequential"))
+              if m in sat and n in sat]
+    print(f"\nsaturation: {', '.join(ratios)}")
+    if "step" in sat and args.modes[0] == "step" and 0.5 in args.rates:
+        half = next(r for r, _ in rows if r.mode == "step" and r.rate is not None
+                    and abs(r.rate - 0.5 * sat["step"]) < 1e-9)
+        print(f"p99 at half the step-level saturation rate / lone latency = "
+              f"{half.pct(0.99) / lone:.2f}")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

@@ -34,6 +34,9 @@ def serve(
     max_rows: int = typer.Option(256, "--max-rows", help="Row budget of one network call."),
     max_mask_pixels: int = typer.Option(4096 * 4096, "--max-mask-pixels", help="Largest mask "
                                         "image (pixels) a request may send."),
+    call_rows: Optional[int] = typer.Option(None, "--call-rows", help="Rows a network call "
+                                            "aims at (default: --max-rows; 0: measured at start "
+                                            "from the network's rows-vs-time curve)."),
     min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
                                   "rows, padded (results then do not depend on what else runs)."),
     threads: int = typer.Option(0, "--threads", help="torch intra-op threads on the CPU "
@@ -52,6 +55,10 @@ def serve(
     for name, value, hi in (("--instances", instances, 64), ("--max-batch", max_batch, 1024),
                             ("--max-queue", max_queue, 100_000)):
         check_positive(name, value, hi)
+    if call_rows is not None and not 0 <= call_rows <= 1 << 16:
+        raise ConfigError(f"--call-rows must be 0 (measured at start) or 1..{1 << 16}, "
+                          f"got {call_rows}")
+    check_positive("--min-rows", min_rows, 4096)
     for port, what in ((http_port, "--http-port"), (grpc_port, "--grpc-port"),
                        (metrics_port, "--metrics-port")):
         tr.check_port_free(port, what)
@@ -72,7 +79,8 @@ def serve(
                                  metrics_port=metrics_port, instances=instances if step else 1,
                                  max_batch=1 if step else max_batch, max_queue=max_queue)
     service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch,
-                              min_rows=min_rows, limits=limits)
+                              min_rows=min_rows, limits=limits, call_rows=call_rows)
+    service_cfg.validate()  # before the network is loaded
     if threads:
         import torch
 

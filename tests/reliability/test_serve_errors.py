@@ -115,7 +115,9 @@ def test_serve_busy_port_refused_in_one_line(busy_port):
     (["--instances", "0"], "--instances must be an integer in 1..64, got 0"),
     (["--max-queue", "0"], "--max-queue must be an integer in 1..100000, got 0"),
     (["--http-port", "70000"], "--http-port must be a port number in 1..65535, got 70000"),
-], ids=["batching", "instances", "max-queue", "port-range"])
+    (["--call-rows", "-3"], "--call-rows must be 0 (measured at start) or 1..65536, got -3"),
+    (["--min-rows", "0"], "--min-rows must be an integer in 1..4096, got 0"),
+], ids=["batching", "instances", "max-queue", "port-range", "call-rows", "min-rows"])
 def test_serve_bad_options(args, needle):
     assert_bad_input(invoke(gaf_app(), ["serve", *args]), needle)
 

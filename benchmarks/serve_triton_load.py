@@ -9,22 +9,22 @@ at fractions of the step-level saturation rate (the step configuration runs firs
 request is one gRPC ``async_infer`` (non-blocking: arrivals never wait for answers). It
 reports throughput, p50 / p90 / p99 latency as the client sees them (send to answer), and
 the achieved requests per model execution from Triton's own metrics
-(``nv_inference_count / nv_inference_exec_count``). The rows and requests per *network call*
-of step-level batching happen inside the server's scheduler, which the server does not
-export: they are not reported here (``benchmarks/serve_load.py`` measures them in-process).
+(``nv_inference_count / nv_inference_exec_count``), and the rows per *network call* of the
+server's scheduler from its ``gaf_stats`` model (calls and rows counted before and after
+each run).
 
 Configurations (``gaf-trt serve`` options):
 
 - ``sequential``: ``--batching request --max-batch 1`` (one request at a time);
-
-The two baselines run with ``--min-rows 1`` (no padding, as in ``serve_load.py``: what a plain
-server does); step keeps the default 16 (results independent of what else runs).
 - ``request``: ``--batching request --max-batch G``: Triton's dynamic batcher hands one model
   instance up to G whole requests; the next group starts when the whole group is done.
   Triton batches only requests whose inputs have the same shape, consecutive in its queue:
   requests of 1, 2 and 3 classes (``classes [1, k]``) are never in one group;
 - ``step``: ``--batching step --instances N``: N Triton instances each hold one request, and
   the server's scheduler packs all of their evaluations into shared network calls.
+
+The two baselines run with ``--min-rows 1`` (no padding, as in ``serve_load.py``: what a plain
+server does); step keeps the default 16 (results independent of what else runs).
 
     python benchmarks/serve_triton_load.py                      # ~5 min on 2 cores
     python benchmarks/serve_triton_load.py --requests 90 --rates 0.5 0.8 --instances 32
@@ -155,6 +155,15 @@ class Server:
         return metric("nv_inference_count"), metric("nv_inference_exec_count")
 
 
+    def service_counts(self) -> tuple[int, int]:
+        """The serving process's (network calls, rows) so far (model ``gaf_stats``)."""
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{self.grpc}") as client:
+            r = client.infer("gaf_stats", [])
+        return int(r.as_numpy("calls")[0]), int(r.as_numpy("rows")[0])
+
+
 def inputs_for(req, grpcclient) -> tuple[list, dict]:
     """gRPC inputs and parameters of one request (batch dimension 1)."""
     def tensor(name: str, value: np.ndarray, dtype: str):
@@ -177,6 +186,7 @@ class RunResult:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     per_exec: float = 0.0
+    rows_per_call: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -196,6 +206,7 @@ def drive(server: Server, mode: str, requests, rate: float | None, seed: int) ->
     result = RunResult(mode, rate, 0.0)
     lock, left = threading.Lock(), threading.Semaphore(0)
     count0, exec0 = server.triton_counts()
+    calls0, rows0 = server.service_counts()
     with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}") as client:
         outputs = [grpcclient.InferRequestedOutput("latents")]
         start = due = time.perf_counter()
@@ -223,6 +234,8 @@ def drive(server: Server, mode: str, requests, rate: float | None, seed: int) ->
         result.seconds = time.perf_counter() - start
     count1, exec1 = server.triton_counts()
     result.per_exec = (count1 - count0) / max(1.0, exec1 - exec0)
+    calls1, rows1 = server.service_counts()
+    result.rows_per_call = (rows1 - rows0) / max(1, calls1 - calls0)
     return result
 
 
@@ -259,13 +272,13 @@ def main() -> None:
     print(f"\nlone request latency ({args.modes[0]} server, mean of the three kinds): "
           f"{lone * 1000:.0f} ms\n")
     print("| mode | offered req/s | done | errors | req/s | p50 ms | p90 ms | p99 ms | "
-          "requests/execution | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "requests/execution | rows/call | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r, load in rows:
         offered = "all at once" if r.rate is None else f"{r.rate:.1f}"
         print(f"| {r.mode} | {offered} | {len(r.latencies)} | {len(r.errors)} | "
               f"{r.throughput:.1f} | {r.pct(0.5) * 1000:.0f} | {r.pct(0.9) * 1000:.0f} | "
-              f"{r.pct(0.99) * 1000:.0f} | {r.per_exec:.1f} | {load} |")
+              f"{r.pct(0.99) * 1000:.0f} | {r.per_exec:.1f} | {r.rows_per_call:.1f} | {load} |")
     for r, _ in rows:
         if r.errors:
             print(f"errors of {r.mode} at {r.rate}: {sorted(set(r.errors))[:3]}")

@@ -140,6 +140,9 @@ def check_output_dir(out: str | os.PathLike[str], what: str = "--out", *,
     real = resolve_output(p, what)
     if real.exists() and not real.is_dir():
         raise ConfigError(f"{what} {p} is an existing file, not a folder")
+    if real == Path(real.anchor):
+        raise ConfigError(f"{what} {p} is the filesystem root; give a folder of its own "
+                          "(a run replaces its files there, and its lock lives beside it)")
     probe = real
     while not probe.exists():
         probe = probe.parent

@@ -103,7 +103,9 @@ def load_image(path: Path, size: int, channels: int) -> Tensor:
     """One image as ``[C, size, size]`` in ``[0, 1]`` (center crop to square, then resize)."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    from gaf_trt.io.images import open_image
+
+    with open_image(path) as im:
         im = im.convert("L" if channels == 1 else "RGB")
         w, h = im.size
         s = min(w, h)
@@ -115,8 +117,9 @@ def load_image(path: Path, size: int, channels: int) -> Tensor:
 
 
 def folder_dataset(root: str | Path, size: int, channels: int) -> TensorDataset:
-    """Every readable image under ``root/<class>/``; unreadable files are skipped and counted."""
-    from PIL import UnidentifiedImageError
+    """Every readable image under ``root/<class>/``; unreadable files (and images over
+    Pillow's decompression-bomb limit) are skipped and counted."""
+    from PIL import Image, UnidentifiedImageError
 
     items, classes = _scan_folder(Path(root))
     images, labels, skipped = [], [], 0
@@ -124,7 +127,8 @@ def folder_dataset(root: str | Path, size: int, channels: int) -> TensorDataset:
         try:
             images.append(load_image(path, size, channels))
             labels.append(label)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError):
             skipped += 1
     if skipped:
         log.warning("skipped %d unreadable image file(s) under %s", skipped, root)

@@ -229,3 +229,9 @@ def test_a_triton_repository_is_owned_by_triton_repo(tmp_path):
     check_owner(tmp_path, "triton-repo")  # its own rerun replaces it
     with pytest.raises(ConfigError, match=r"holds the output of `gaf-trt triton-repo`"):
         check_owner(tmp_path, "sample")
+
+
+@pytest.mark.parametrize("root", ["/", "/tmp/.."])
+def test_the_filesystem_root_is_no_output_folder(root):
+    with pytest.raises(ConfigError, match="is the filesystem root"):
+        check_output_dir(root)

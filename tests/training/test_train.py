@@ -151,3 +151,22 @@ def test_bad_config_values():
     with pytest.raises(ConfigError, match="bad value 'fast' for lr"):
         build_config("digits", overrides=["lr=fast"])
     assert build_config("imagenet").input_size == 32
+
+
+def test_a_decompression_bomb_is_skipped_not_raised(tmp_path, caplog, recwarn):
+    """An image over Pillow's bomb limit (200 M pixels) in a class folder is skipped and
+    counted like any unreadable file, with no warning line of Pillow's."""
+    from PIL import Image
+
+    from gaf_trt.training.data import folder_dataset
+    from tests.reliability.test_bounds import png_bomb
+
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        Image.new("L", (20, 20), 50).save(root / cls / "0.png")
+    png_bomb(root / "a" / "bomb.png")
+    ds = folder_dataset(root, 16, 1)
+    assert len(ds) == 2 and ds.skipped == 1
+    assert "skipped 1 unreadable" in caplog.text
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]

@@ -76,10 +76,12 @@ def serve(
                                                         1 << 28))
     step = batching == "step"
     server_cfg = tr.ServerConfig(http_port=http_port, grpc_port=grpc_port,
-                                 metrics_port=metrics_port, instances=instances if step else 1,
+                                 metrics_port=metrics_port,
+                                 instances=instances if step else tr.REQUEST_INSTANCES,
                                  max_batch=1 if step else max_batch, max_queue=max_queue)
     service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch,
-                              min_rows=min_rows, limits=limits, call_rows=call_rows)
+                              min_rows=min_rows, limits=limits, call_rows=call_rows,
+                              mode="step" if step else "request", group_size=max_batch)
     service_cfg.validate()  # before the network is loaded
     if threads:
         import torch

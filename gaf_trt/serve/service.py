@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -187,22 +188,29 @@ class GenerationService:
     def submit(self, request: ServeRequest) -> Job:
         """Validate and admit ``request``; raises ``ConfigError`` for a bad request and
         :class:`Overloaded` when ``max_queue`` requests are already in."""
-        plan = self.plan(request)
+        return self.submit_all([request])[0]
+
+    def submit_all(self, requests: Sequence[ServeRequest]) -> list[Job]:
+        """Validate and admit ``requests`` together (all or none): in ``request`` mode they
+        enter the waiting line at once, so an idle dispatcher starts them as one group (a
+        Triton batch is one group). Raises as :meth:`submit`."""
+        plans = [self.plan(r) for r in requests]
         with self._lock:
             if self._closed:
                 raise Overloaded("the service is shutting down")
-            if self._active >= self.config.max_queue:
+            if self._active + len(plans) > self.config.max_queue:
                 raise Overloaded(f"server busy: {self._active} requests in flight "
                                  f"(--max-queue {self.config.max_queue}); retry later")
-            self._active += 1
-        job = Job(self, plan, self.scheduler.ticket())
+            self._active += len(plans)
+        jobs = [Job(self, plan, self.scheduler.ticket()) for plan in plans]
         if not self._queued:
-            self._launch(job)
+            for job in jobs:
+                self._launch(job)
         else:
             with self._group_cond:
-                self._waiting.append(job)
+                self._waiting.extend(jobs)
                 self._group_cond.notify_all()
-        return job
+        return jobs
 
     def _cancel(self, job: Job) -> None:
         with self._group_cond:

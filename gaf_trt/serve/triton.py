@@ -23,10 +23,16 @@ Outputs: ``images`` UINT8 ``[B, S, S, C]`` (pixel models) and ``latents`` FP32
 Triton's dynamic batcher queues requests (bounded: past ``max_queue`` waiting requests one is
 rejected at once) and hands each free model instance one request; every request goes to the
 :class:`~gaf_trt.serve.GenerationService`, whose scheduler packs the network calls of all
-instances' requests (step-level batching). Request-level batching (the switch): one
-instance taking up to ``max_batch`` requests per execute -- Triton's dynamic batcher alone
-decides what runs together, and the next batch waits for the whole previous one (a bad
-request then fails the requests batched with it).
+instances' requests (step-level batching). Request-level batching (the switch): Triton's
+dynamic batcher alone decides what runs together (up to ``max_batch`` requests per execute),
+and the service (``request`` mode) starts each batch as one group once the whole previous
+one is done (a bad request then fails the requests batched with it). That mode has
+:data:`REQUEST_INSTANCES` instances, not one: with a bounded queue (``max_queue``) Triton
+does not prefetch, and its batcher hands a batch only to an instance already back waiting;
+the "execution done" wake-up it gets comes before the instance is back, so with one
+instance every next batch waited for the batcher's 500 ms timed re-check
+(``DynamicBatchScheduler::WaitForPayloadSlotAvailable`` in triton-inference-server/core;
+~0.1-0.5 s between queued requests). With two, the other instance is always back waiting.
 
 Two facts of the Triton build PyTriton bundles are handled here so that the user sets
 nothing: its Python-backend stub loads ``libpython`` through the dynamic loader (so the
@@ -394,6 +400,11 @@ class ServerConfig:
     max_queue: int = 64
 
 
+# Triton instances of request-level batching: one executes while the other waits for the
+# next batch (see the module docstring); the service runs one batch at a time.
+REQUEST_INSTANCES = 2
+
+
 STATS = ("active", "pending_rows", "calls", "rows", "cancelled")
 STATS_MODEL = "gaf_stats"
 
@@ -427,20 +438,24 @@ class GafTritonServer:
 
     def infer(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
         """PyTriton inference callable: a list of requests -> a list of output dicts. Every
-        row of every request is submitted before any is awaited (they share calls)."""
+        row of every request is submitted, together (one group in ``request`` mode), before
+        any is awaited (they share calls)."""
         markers: list[str | None] = []
-        jobs: list[list[Job]] = []
+        decoded: list[list[ServeRequest]] = []
+        for req in requests:
+            params = dict(req.parameters or {})
+            markers.append(params.pop(CANCEL_PARAM, None))
+            decoded.append([decode_request(row, params) for row in split_rows(req.data)])
+        flat = self.service.submit_all([r for rows in decoded for r in rows])
+        jobs, start = [], 0
+        for rows in decoded:
+            jobs.append(flat[start:start + len(rows)])
+            start += len(rows)
         try:
-            for req in requests:
-                params = dict(req.parameters or {})
-                markers.append(params.pop(CANCEL_PARAM, None))
-                jobs.append([])
-                for row in split_rows(req.data):
-                    jobs[-1].append(self.service.submit(decode_request(row, params)))
             return [self._outputs([self._await(job, marker) for job in req_jobs])
                     for req_jobs, marker in zip(jobs, markers)]
         except BaseException:  # the call fails as a whole: nothing of it runs on
-            for job in (j for req_jobs in jobs for j in req_jobs):
+            for job in flat:
                 if not job.done():
                     job.cancel()
             raise

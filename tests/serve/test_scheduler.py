@@ -219,6 +219,27 @@ def test_request_mode_groups_wait_for_the_whole_group(digits, references):
         service.close()
 
 
+def test_request_mode_submit_all_is_one_group(digits, references):
+    """Requests submitted together (one Triton batch) start as one group even when the
+    dispatcher is already idle-waiting; admission is all or none."""
+    service = GenerationService(digits, ServeConfig(mode="request", group_size=3, max_queue=3))
+    try:
+        service.start(run_scheduler=False)  # dispatcher waiting; scheduler stepped by hand
+        with pytest.raises(Overloaded, match="max-queue 3"):
+            service.submit_all([MIX[1]] * 4)
+        with pytest.raises(ConfigError):
+            service.submit_all([MIX[1], ServeRequest(classes=[12])])
+        assert service.active == 0
+        jobs = service.submit_all([MIX[2], MIX[1]])
+        assert service.scheduler.wait_pending(2, TIMEOUT)
+        assert service.scheduler.pending_rows() == 3 + 2  # both in the first group
+        service.scheduler.start()
+        for job, i in zip(jobs, (2, 1)):
+            assert torch.equal(job.result(TIMEOUT), references[i])
+    finally:
+        service.close()
+
+
 def test_cancel_a_waiting_request(digits):
     """In request mode a cancelled request leaves the waiting line at once."""
     service = GenerationService(digits, ServeConfig(mode="sequential", max_queue=2))

@@ -357,13 +357,26 @@ def _solver_inputs() -> list[dict[str, Any]]:
     return ins
 
 
+def _solver_batching(opts: RepoOptions) -> dict[str, Any]:
+    """The solver model's dynamic batching. Answering later (the default), ``execute``
+    returns at once and the model's own service refuses past ``--max-queue`` requests in
+    flight, so Triton's queue stays unbounded: a bounded one (``max_queue_size``) turns off
+    Triton's prefetching, and its batcher then waits up to 500 ms for an instance to be back
+    before it hands over a queued request (triton core: ``PriorityQueue``,
+    ``PayloadSlotAvailable``, ``WaitForPayloadSlotAvailable``). With ``--blocking-execute``
+    requests wait in Triton's queue, so its bound is what refuses them at once."""
+    if opts.respond_later:
+        return {}
+    return {"default_queue_policy": {"max_queue_size": opts.max_queue}}
+
+
 def solver_config(opts: RepoOptions) -> dict[str, Any]:
     return {
         "name": SOLVER_MODEL, "backend": "python", "max_batch_size": opts.max_batch,
         "input": _solver_inputs(),
         "output": [{"name": "images", "data_type": Enum("TYPE_UINT8"), "dims": [-1, -1, -1, -1]},
                    {"name": "latents", "data_type": Enum("TYPE_FP32"), "dims": [-1, -1, -1, -1]}],
-        "dynamic_batching": {"default_queue_policy": {"max_queue_size": opts.max_queue}},
+        "dynamic_batching": _solver_batching(opts),
         "instance_group": [{"count": opts.instances, "kind": Enum("KIND_CPU")}],
     }
 

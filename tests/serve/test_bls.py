@@ -211,6 +211,44 @@ def test_a_cancelled_request_is_answered_and_frees_its_rows(served, reference):
     assert torch.equal(latents(after)[0], reference(COMPOSED))
 
 
+def test_past_max_queue_a_request_is_refused_at_once(served, reference):
+    """Answering later, the model's own service bounds the requests in flight (Triton's
+    queue is unbounded): past ``max_queue`` a request is answered "server busy" at once,
+    while the admitted ones are held in the network; then it serves again."""
+    from gaf_trt.serve.service import GenerationService, ServeConfig
+
+    healthy, busy_service = fake.SERVER.models["gaf_anchors"], served.service
+    entered, gate = threading.Event(), threading.Event()
+
+    def held(request):
+        entered.set()
+        assert gate.wait(120)
+        return healthy(request)
+
+    served.service = GenerationService(served.network, ServeConfig(
+        max_queue=2, limits=busy_service.config.limits)).start()
+    admitted = [request_of(ServeRequest(classes=[c], steps=2, solver="euler", seed=c))
+                for c in (2, 5)]
+    extra = request_of(ServeRequest(classes=[9], steps=2, solver="euler", seed=9))
+    fake.SERVER.models["gaf_anchors"] = held
+    try:
+        assert fake.SERVER.execute(served, admitted, wait=None) is None
+        assert entered.wait(120)
+        assert fake.SERVER.execute(served, [extra], wait=None) is None
+        assert extra.sender.final.wait(120)
+        assert not gate.is_set()  # refused while the two admitted ones are still held
+        assert "server busy" in extra.sender.response.error().message()
+    finally:
+        gate.set()
+        fake.SERVER.models["gaf_anchors"] = healthy
+    for req in admitted:
+        assert req.sender.final.wait(120) and not req.sender.response.has_error()
+    served.service.close()
+    served.service = busy_service
+    (after,) = fake.SERVER.execute(served, [request_of(COMPOSED)])
+    assert torch.equal(latents(after)[0], reference(COMPOSED))
+
+
 def test_blocking_execute_answers_before_returning(served, reference):
     """``--blocking-execute`` (Triton before 24.06): execute returns the responses."""
     req = request_of(COMPOSED)

@@ -54,7 +54,9 @@ def test_configs_follow_triton_schema_and_the_engine(written, digits_engine):
     cfg = configs(written)
     assert set(cfg) == {"gaf", "gaf_anchors", *LEAVES}
     assert cfg["gaf"].backend == "python" and cfg["gaf"].max_batch_size == 8
-    assert cfg["gaf"].dynamic_batching.default_queue_policy.max_queue_size == 64
+    # answering later: the model's service bounds the requests in flight, not Triton's queue
+    # (a bounded queue stalls Triton's hand-over of queued requests by up to 500 ms)
+    assert not cfg["gaf"].dynamic_batching.HasField("default_queue_policy")
     assert [i.name for i in cfg["gaf"].input][:2] == ["classes", "weights"]
     assert {o.name for o in cfg["gaf"].output} == {"images", "latents"}
     ens = cfg["gaf_anchors"]
@@ -196,3 +198,12 @@ def test_bad_input_is_one_error_line(digits_engine, tmp_path):
     line = one_error(runner.invoke(app, ["triton-repo", str(altered), str(tmp_path / "r")]))
     assert "altered since export" in line
     assert not (tmp_path / "r").exists()
+
+
+def test_blocking_execute_keeps_triton_queue_bound():
+    """With ``--blocking-execute`` requests wait in Triton's queue: its bound refuses them."""
+    from gaf_trt.serve.repository import RepoOptions, solver_config
+
+    blocking = solver_config(RepoOptions(respond_later=False, max_queue=7))
+    assert blocking["dynamic_batching"] == {"default_queue_policy": {"max_queue_size": 7}}
+    assert solver_config(RepoOptions(max_queue=7))["dynamic_batching"] == {}

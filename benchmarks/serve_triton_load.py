@@ -41,7 +41,6 @@ import queue
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -51,6 +50,8 @@ from dataclasses import dataclass, field
 from typing import Self
 
 import numpy as np
+
+from gaf_trt.serve.triton import free_ports
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_load import WORKLOAD, workload
@@ -78,18 +79,6 @@ def parse_args() -> argparse.Namespace:
                    choices=["step", "request", "sequential"])
     p.add_argument("--extra", default="", help="more `gaf-trt serve` options, one string")
     return p.parse_args()
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free now (bound to port 0, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Server:

@@ -259,6 +259,19 @@ def prepare_child_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free now (each bound to port 0 on the loopback, then
+    released): for tests and benchmarks that start servers side by side."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def check_port_free(port: int, what: str) -> None:
     """Refuse at once a port that is taken (Triton would only time out after ~60 s)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:

@@ -6,8 +6,6 @@ down. One server for the module, stopped with SIGTERM at its end."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,7 +14,6 @@ import torch
 from gaf_trt.serve import ServeRequest
 from tests.serve.refs import min_rows_reference
 from tests.serve.test_triton_server import (
-    START_TIMEOUT,
     Server,
     http_client,
     infer_latents,
@@ -44,13 +41,7 @@ def server():
         srv.wait_ready()
         yield srv
     finally:
-        if srv.proc.poll() is None:
-            srv.proc.send_signal(signal.SIGTERM)
-            try:
-                srv.proc.wait(START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                srv.proc.kill()
-                srv.proc.wait()
+        srv.close()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sysconfig
 import time
@@ -32,7 +31,7 @@ import torch
 import gaf_trt
 from gaf_trt.engine.base import LoadRequest, load_backend
 from gaf_trt.serve import MinRowsNetwork, ServeRequest, to_images
-from gaf_trt.serve.triton import descendants, is_running
+from gaf_trt.serve.triton import descendants, free_ports, is_running
 from tests.serve.refs import sample_reference
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -52,17 +51,6 @@ STUB = TRITON / "python_backend_stubs" / f"{os.sys.version_info[0]}.{os.sys.vers
 COMPOSED = ServeRequest(classes=[3, 7], weights=[1.0, 2.0], steps=4, solver="ier", seed=5,
                         batch=2)
 MASKED = ServeRequest(classes=[1, 8], mask_type="horizontal_2", steps=3, solver="euler", seed=9)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def backend_dir(root: Path) -> Path:

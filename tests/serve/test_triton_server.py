@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import torch
 
 from gaf_trt.pipeline.sample import generate, prepare_sample
 from gaf_trt.serve import MinRowsNetwork, ServeRequest, to_images
-from gaf_trt.serve.triton import STATS, descendants, is_running
+from gaf_trt.serve.triton import STATS, descendants, free_ports, is_running
 from tests.serve.refs import min_rows_reference
 
 pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed (README: "
@@ -40,17 +39,6 @@ LONG_STEPS = 10_000  # --max-steps (the pipeline's own bound): see long_request
 MASK_PIXELS = 4096  # --max-mask-pixels (64 x 64)
 
 GOOD = ServeRequest(classes=[3, 7], weights=[1.0, 2.0], steps=4, solver="ier", seed=5, batch=2)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def listing(path: Path) -> set[str]:
@@ -92,6 +80,15 @@ class Server:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(START_TIMEOUT)
 
+    def close(self) -> None:
+        """Stop it if a test left it running (SIGTERM, then SIGKILL after the timeout)."""
+        if self.proc.poll() is None:
+            try:
+                self.stop()
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -101,13 +98,7 @@ def server():
         srv.wait_ready()
         yield srv
     finally:
-        if srv.proc.poll() is None:  # a failed test left it running: stop it cleanly
-            srv.proc.send_signal(signal.SIGTERM)
-            try:
-                srv.proc.wait(START_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                srv.proc.kill()
-                srv.proc.wait()
+        srv.close()  # a failed test left it running: stop it cleanly
 
 
 def http_client(server):

@@ -189,13 +189,12 @@ def response_of(jobs: list[Job], error: BaseException | None, wanted: list[str],
     if error is None:
         try:
             states = _results(jobs, cancelled)
-        except Exception as err:  # noqa: BLE001 - the request's own failure
+            return pb().InferenceResponse(output_tensors=_outputs(states, latent, wanted))
+        except Exception as err:  # noqa: BLE001 - the request's own failure: answered
             error = err
             for job in jobs:
                 job.cancel()
-    if error is not None:
-        return _error_response(error)
-    return pb().InferenceResponse(output_tensors=_outputs(states, latent, wanted))
+    return _error_response(error)
 
 
 def _wanted(request: Any) -> list[str]:

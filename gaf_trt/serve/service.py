@@ -195,21 +195,20 @@ class GenerationService:
         enter the waiting line at once, so an idle dispatcher starts them as one group (a
         Triton batch is one group). Raises as :meth:`submit`."""
         plans = [self.plan(r) for r in requests]
-        with self._lock:
+        jobs = [Job(self, plan, self.scheduler.ticket()) for plan in plans]
+        with self._group_cond:  # admitted and in line in one hold: close() sees them
             if self._closed:
                 raise Overloaded("the service is shutting down")
             if self._active + len(plans) > self.config.max_queue:
                 raise Overloaded(f"server busy: {self._active} requests in flight "
                                  f"(--max-queue {self.config.max_queue}); retry later")
             self._active += len(plans)
-        jobs = [Job(self, plan, self.scheduler.ticket()) for plan in plans]
-        if not self._queued:
-            for job in jobs:
-                self._launch(job)
-        else:
-            with self._group_cond:
+            if self._queued:
                 self._waiting.extend(jobs)
                 self._group_cond.notify_all()
+        if not self._queued:  # a closed scheduler cancels them at their first evaluation
+            for job in jobs:
+                self._launch(job)
         return jobs
 
     def _cancel(self, job: Job) -> None:

@@ -349,12 +349,13 @@ def decode_names(text: object) -> list[str]:
     """The classes of the parameter ``class_names``: a JSON list of class names (or ids)."""
     try:
         names = json.loads(text) if isinstance(text, str) else None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # deep nesting raises RecursionError
         names = None
     if not isinstance(names, list) or not all(isinstance(n, (str, int)) and not isinstance(
             n, bool) for n in names):
+        shown = repr(text) if len(repr(text)) <= 200 else repr(text)[:200] + "..."
         raise ConfigError(f"parameter {NAMES_PARAM} must be a JSON list of class names, e.g. "
-                          f'\'["golden retriever", "3"]\', got {text!r}')
+                          f'\'["golden retriever", "3"]\', got {shown}')
     return [str(n) for n in names]
 
 
@@ -398,6 +399,12 @@ def split_rows(request: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]
     if len(sizes) != 1:
         raise ConfigError(f"inputs disagree on the batch size: {sorted(sizes)}")
     n = sizes.pop()
+    if n == 0:
+        raise ConfigError("a request needs at least one row (its batch dimension is 0)")
+    if "batch" in request and len({int(b) for b in np.asarray(request["batch"]).reshape(-1)}) > 1:
+        raise ConfigError("all rows of one request must ask for the same batch (images per "
+                          f"row), got {np.asarray(request['batch']).reshape(-1).tolist()}; "
+                          "send rows of other batches as requests of their own")
     return [{k: v[i] for k, v in request.items()} for i in range(n)]
 
 

@@ -240,6 +240,23 @@ def test_request_mode_submit_all_is_one_group(digits, references):
         service.close()
 
 
+@pytest.mark.parametrize("mode,max_active", [("request", 0), ("step", 1)])
+def test_close_racing_a_submit_never_strands_it(digits, mode, max_active):
+    """close() landing while a request is being admitted (here: while its ticket is made)
+    refuses it, or cancels it; it never waits in a line nobody reads."""
+    service = GenerationService(digits, ServeConfig(mode=mode, max_active=max_active)).start()
+    make_ticket = service.scheduler.ticket
+
+    def ticket_then_close():
+        service.close()
+        return make_ticket()
+
+    service.scheduler.ticket = ticket_then_close
+    with pytest.raises(Overloaded, match="shutting down"):
+        service.submit(MIX[1])
+    assert service.active == 0 and not service._waiting
+
+
 def test_cancel_a_waiting_request(digits):
     """In request mode a cancelled request leaves the waiting line at once."""
     service = GenerationService(digits, ServeConfig(mode="sequential", max_queue=2))

@@ -12,7 +12,7 @@ same arguments.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from torch import Tensor
@@ -106,8 +106,20 @@ class RequestPlan:
         return n * self.request.batch
 
 
+SCALAR_FIELDS = ("steps", "seed", "batch", "alpha", "sigma", "t_eps")
+
+
+def python_scalars(req: ServeRequest) -> ServeRequest:
+    """``req`` with numpy scalars (``np.int32(8)``, ``np.float32(1.0)``) of its scalar fields
+    as Python numbers, so in-process callers and decoded requests validate alike."""
+    changes = {f: getattr(req, f).item() for f in SCALAR_FIELDS
+               if isinstance(getattr(req, f), np.generic)}
+    return replace(req, **changes) if changes else req
+
+
 def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> RequestPlan:
     """Validate every argument of ``req`` against the model and ``limits``."""
+    req = python_scalars(req)
     if req.extra:
         raise ConfigError(f"unknown request field(s) {sorted(req.extra)}; valid: classes, "
                           "weights, alpha, mask_type, mask_image, regions, sigma, steps, "

@@ -29,3 +29,17 @@ def test_bad_class_names_are_one_short_error(text):
     with pytest.raises(ConfigError, match="must be a JSON list of class names") as err:
         decode_request({"steps": np.array([2], np.int32)}, {"class_names": text})
     assert len(str(err.value)) < 400
+
+
+def test_numpy_scalars_validate_like_python_numbers(digits):
+    """An in-process caller may pass numpy scalars; they plan as the Python numbers do."""
+    from gaf_trt.serve import ServeRequest
+    from gaf_trt.serve.requests import ServeLimits, plan_request
+
+    req = ServeRequest(classes=[3, 7], weights=[1.0, 2.0], steps=np.int32(4),
+                       sigma=np.float32(1.0), seed=np.int64(5), batch=np.int32(2))
+    plan = plan_request(req, digits.config, ServeLimits())
+    assert (plan.sample.steps, plan.sample.seed, plan.sample.batch) == (4, 5, 2)
+    assert type(plan.sample.steps) is int and plan.sample.sigma == 1.0
+    with pytest.raises(ConfigError, match="steps must be an integer in 1..1000, got 0"):
+        plan_request(ServeRequest(classes=[3], steps=np.int32(0)), digits.config, ServeLimits())

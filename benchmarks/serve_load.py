@@ -164,13 +164,7 @@ def run(network, m: Mode, requests: list[ServeRequest], rate: float | None,
             latencies.append(time.perf_counter() - t0)
 
     start = time.perf_counter()
-    due = start
-    for req in requests:
-        if rate is not None:
-            due += rng.expovariate(rate)
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
+    for req in paced(requests, rate, rng):
         t0 = time.perf_counter()
         try:
             job = service.submit(req)
@@ -190,6 +184,20 @@ def run(network, m: Mode, requests: list[ServeRequest], rate: float | None,
     return RunResult(m.label, rate, len(latencies), refused, seconds, latencies,
                      stats.rows / calls, per_call, timed.seconds / seconds, os.getloadavg()[0],
                      stats.rows_per_call)
+
+
+def paced(items, rate: float | None, rng: random.Random):
+    """Yield ``items`` at open-loop Poisson arrival times of ``rate`` per second (each due
+    time counted from the previous one, never from when the caller finished); all at once
+    when ``rate`` is None."""
+    due = time.perf_counter()
+    for item in items:
+        if rate is not None:
+            due += rng.expovariate(rate)
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        yield item
 
 
 def lone_latency(network, m: Mode, requests: list[ServeRequest], args) -> float:

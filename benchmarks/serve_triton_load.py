@@ -54,7 +54,7 @@ import numpy as np
 from gaf_trt.serve.triton import free_ports
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve_load import WORKLOAD, workload
+from serve_load import WORKLOAD, paced, workload
 
 READY = "serving model"
 ANSWER_TIMEOUT = 900.0  # a run whose answers stop coming fails instead of hanging
@@ -198,13 +198,8 @@ def drive(server: Server, mode: str, requests, rate: float | None, seed: int) ->
     calls0, rows0 = server.service_counts()
     with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}") as client:
         outputs = [grpcclient.InferRequestedOutput("latents")]
-        start = due = time.perf_counter()
-        for inputs, params in prepared:
-            if rate is not None:
-                due += rng.expovariate(rate)
-                pause = due - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
+        start = time.perf_counter()
+        for inputs, params in paced(prepared, rate, rng):
             sent = time.perf_counter()
 
             def done(result=None, error=None, sent=sent, out=result) -> None:  # tritonclient passes keywords

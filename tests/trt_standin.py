@@ -276,9 +276,11 @@ def make_trt(version: str = "10.13.0.35", cuda: FakeCuda | None = None, *,
 
         return onnx.load(path).SerializeToString()
 
-    class OnnxParser:
-        def __init__(self, network, logger):
-            self.network, self.logger = network, _check_logger(logger)
+    class _ParserErrors:
+        """``num_errors`` / ``get_error(i)`` as TensorRT's ONNX parser and refitter have."""
+
+        def __init__(self, logger):
+            self.logger = _check_logger(logger)
             self.errors: list[str] = []
 
         @property
@@ -287,6 +289,11 @@ def make_trt(version: str = "10.13.0.35", cuda: FakeCuda | None = None, *,
 
         def get_error(self, i):
             return self.errors[i]
+
+    class OnnxParser(_ParserErrors):
+        def __init__(self, network, logger):
+            super().__init__(logger)
+            self.network = network
 
         def parse_from_file(self, path):
             call("parse", Path(path).name)
@@ -527,17 +534,10 @@ def make_trt(version: str = "10.13.0.35", cuda: FakeCuda | None = None, *,
             call("refit", self.loaded[0])
             return True
 
-    class OnnxParserRefitter:
+    class OnnxParserRefitter(_ParserErrors):
         def __init__(self, refitter, logger):
-            self.refitter, self.logger = refitter, _check_logger(logger)
-            self.errors: list[str] = []
-
-        @property
-        def num_errors(self):
-            return len(self.errors)
-
-        def get_error(self, i):
-            return self.errors[i]
+            super().__init__(logger)
+            self.refitter = refitter
 
         def refit_from_file(self, path):
             try:

@@ -12,6 +12,7 @@ are made on the same graphs: results are compared bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -149,10 +150,10 @@ def test_network_error_fails_its_requests_and_the_model_goes_on(served, referenc
     assert torch.equal(latents(again)[0], reference(COMPOSED))
 
 
-def test_a_later_request_joins_while_the_first_runs(served, reference):
-    """execute returns at once and answers through the response senders, so a request of a
-    later execute enters the scheduler while the first one's network call is in flight
-    (step-level batching across arrivals); the order is made certain by holding that call."""
+@contextlib.contextmanager
+def held_network():
+    """Hold every network call (``gaf_anchors``) until the block ends: yields ``(entered,
+    gate)``, ``entered`` set once a call is waiting; on exit the calls go on."""
     healthy = fake.SERVER.models["gaf_anchors"]
     entered, gate = threading.Event(), threading.Event()
 
@@ -161,19 +162,27 @@ def test_a_later_request_joins_while_the_first_runs(served, reference):
         assert gate.wait(120)
         return healthy(request)
 
+    fake.SERVER.models["gaf_anchors"] = held
+    try:
+        yield entered, gate
+    finally:
+        gate.set()
+        fake.SERVER.models["gaf_anchors"] = healthy
+
+
+def test_a_later_request_joins_while_the_first_runs(served, reference):
+    """execute returns at once and answers through the response senders, so a request of a
+    later execute enters the scheduler while the first one's network call is in flight
+    (step-level batching across arrivals); the order is made certain by holding that call."""
     slow = ServeRequest(classes=[2], steps=12, solver="euler", seed=1)
     quick = ServeRequest(classes=[6], steps=2, solver="euler", seed=3)
     first, second = request_of(slow), request_of(quick)
-    fake.SERVER.models["gaf_anchors"] = held
-    try:
+    with held_network() as (entered, gate):
         assert fake.SERVER.execute(served, [first], wait=None) is None
         assert entered.wait(120)  # the first request's call is in the network
         assert fake.SERVER.execute(served, [second], wait=None) is None
         assert served.service.scheduler.wait_pending(1, timeout=120)  # the second waits in line
         assert not first.sender.final.is_set()
-    finally:
-        gate.set()
-        fake.SERVER.models["gaf_anchors"] = healthy
     assert first.sender.final.wait(120) and second.sender.final.wait(120)
     assert torch.equal(latents(first.sender.response)[0], reference(slow))
     assert torch.equal(latents(second.sender.response)[0], reference(quick))
@@ -182,25 +191,13 @@ def test_a_later_request_joins_while_the_first_runs(served, reference):
 def test_a_cancelled_request_is_answered_and_frees_its_rows(served, reference):
     """A request whose client cancels it is answered CANCELLED at once (while its network
     call is still held), and its rows leave the scheduler; the model goes on serving."""
-    healthy = fake.SERVER.models["gaf_anchors"]
-    entered, gate = threading.Event(), threading.Event()
-
-    def held(request):
-        entered.set()
-        assert gate.wait(120)
-        return healthy(request)
-
     doomed = request_of(ServeRequest(classes=[4], steps=50, solver="euler", seed=7))
-    fake.SERVER.models["gaf_anchors"] = held
-    try:
+    with held_network() as (entered, gate):
         assert fake.SERVER.execute(served, [doomed], wait=None) is None
         assert entered.wait(120)
         doomed.sender.cancelled = True
         assert doomed.sender.final.wait(120)
         assert not gate.is_set()
-    finally:
-        gate.set()
-        fake.SERVER.models["gaf_anchors"] = healthy
     error = doomed.sender.response.error()
     assert error.code() == fake.TritonError.CANCELLED and "cancelled" in error.message()
     deadline = time.monotonic() + 120  # its worker leaves at its next evaluation
@@ -217,30 +214,19 @@ def test_past_max_queue_a_request_is_refused_at_once(served, reference):
     while the admitted ones are held in the network; then it serves again."""
     from gaf_trt.serve.service import GenerationService, ServeConfig
 
-    healthy, busy_service = fake.SERVER.models["gaf_anchors"], served.service
-    entered, gate = threading.Event(), threading.Event()
-
-    def held(request):
-        entered.set()
-        assert gate.wait(120)
-        return healthy(request)
-
+    busy_service = served.service
     served.service = GenerationService(served.network, ServeConfig(
         max_queue=2, limits=busy_service.config.limits)).start()
     admitted = [request_of(ServeRequest(classes=[c], steps=2, solver="euler", seed=c))
                 for c in (2, 5)]
     extra = request_of(ServeRequest(classes=[9], steps=2, solver="euler", seed=9))
-    fake.SERVER.models["gaf_anchors"] = held
-    try:
+    with held_network() as (entered, gate):
         assert fake.SERVER.execute(served, admitted, wait=None) is None
         assert entered.wait(120)
         assert fake.SERVER.execute(served, [extra], wait=None) is None
         assert extra.sender.final.wait(120)
         assert not gate.is_set()  # refused while the two admitted ones are still held
         assert "server busy" in extra.sender.response.error().message()
-    finally:
-        gate.set()
-        fake.SERVER.models["gaf_anchors"] = healthy
     for req in admitted:
         assert req.sender.final.wait(120) and not req.sender.response.has_error()
     served.service.close()

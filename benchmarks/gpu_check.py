@@ -28,13 +28,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gaf_trt import ComposedField, Composition, integrate, load_model, masks, sample  # noqa: E402
 from gaf_trt.cli.bench import GRID_FLAGS  # noqa: E402
 from gaf_trt.cli.multivalue import expand_multi  # noqa: E402
-from gaf_trt import ComposedField, Composition, integrate, load_model, masks, sample  # noqa: E402
 from gaf_trt.compose.capture import CapturedLoop  # noqa: E402
-from gaf_trt.engine.base import Precision  # noqa: E402
 from gaf_trt.engine.torch_backend import engine_from_model  # noqa: E402
 from gaf_trt.errors import NonFiniteError  # noqa: E402
+from gaf_trt.precision import Precision  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 OUT = Path(os.environ.get("OUT") or "/tmp/gaf_gpu_check")

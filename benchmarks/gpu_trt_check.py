@@ -69,10 +69,10 @@ def export_step(model, folder: Path, precision, opset: int = 18) -> tuple[Path, 
     """The fused ``step_velocity`` graph of ``model`` at ``precision``; returns (path, spec)."""
     import onnx
 
-    from gaf_trt.engine.base import Precision
     from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
     from gaf_trt.export.onnx_export import check_by_path, export_onnx, save_model
     from gaf_trt.export.precision import reduce_precision
+    from gaf_trt.precision import Precision
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = GRAPH_GROUPS.get("fused")(model, Limits(4096, 256))[0]
@@ -114,7 +114,7 @@ def eager(model, args, dtype) -> torch.Tensor:
 
 def cpu_precision(tmp: Path) -> dict:
     from gaf_trt import load_model
-    from gaf_trt.engine.base import Precision
+    from gaf_trt.precision import Precision
 
     rows = {}
     cases = [("fixture (D64 depth2, 3x8x8)", load_model(FIXTURE), 4, 2),
@@ -146,9 +146,9 @@ def cpu_precision(tmp: Path) -> dict:
 def trt_fixture(tmp: Path, summary: list[str]) -> None:
     from gaf_trt import ComposedField, Composition, sample
     from gaf_trt.compose.capture import CapturedLoop
-    from gaf_trt.engine.base import Precision
     from gaf_trt.engine.loader import load_engine
     from gaf_trt.export.build import ExportConfig, ProfileSpec, export_engine
+    from gaf_trt.precision import Precision
 
     expected = torch.load(ROOT / "tests" / "data" / "gaf_ref_small_expected.pt",
                           weights_only=True)
@@ -252,9 +252,9 @@ def trt_xl(tmp: Path, summary: list[str], deadline: float) -> None:
     import onnx
 
     from gaf_trt import ComposedField, Composition, integrate
-    from gaf_trt.engine.base import Precision
     from gaf_trt.export.onnx_export import check_by_path, save_model
     from gaf_trt.export.precision import reduce_precision
+    from gaf_trt.precision import Precision
 
     model = random_model("XL/2", 32, 4, 1000)
     cfg = model.config

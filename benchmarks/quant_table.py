@@ -34,9 +34,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gaf_trt.engine.base import LoadRequest, Precision, load_backend  # noqa: E402
+from gaf_trt.engine.base import LoadRequest, load_backend  # noqa: E402
 from gaf_trt.engine.loader import load_engine  # noqa: E402
 from gaf_trt.io.files import write_json  # noqa: E402
+from gaf_trt.precision import Precision  # noqa: E402
 
 
 def speed(a: argparse.Namespace) -> dict:

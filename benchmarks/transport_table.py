@@ -21,8 +21,8 @@ import time
 import torch
 
 from gaf_trt.compose import transport as tr
-from gaf_trt.engine.base import Precision
 from gaf_trt.pipeline.transport import ModelSource, image_metrics, load
+from gaf_trt.precision import Precision
 
 
 def parse_args() -> argparse.Namespace:

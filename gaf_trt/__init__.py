@@ -8,6 +8,7 @@ Public API (docs/design.md; README)::
     x = gaf_trt.integrate(field, x, steps=20, solver="heun", reverse=True)
 """
 
+from gaf_trt._version import __version__
 from gaf_trt.compose import (
     SOLVERS,
     ComposedField,
@@ -18,12 +19,10 @@ from gaf_trt.compose import (
     sample_pure,
 )
 from gaf_trt.compose.transport import barycentric, cycle, interpolation, translate
-from gaf_trt.engine.base import Precision
 from gaf_trt.engine.loader import load_engine
 from gaf_trt.errors import CheckpointError, ConfigError, GAFError, NonFiniteError
 from gaf_trt.model import GAF, GAFConfig, load_model, save_safetensors
-
-__version__ = "0.1.0"
+from gaf_trt.precision import Precision
 
 __all__ = [
     "GAF",

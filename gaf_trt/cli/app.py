@@ -13,7 +13,6 @@ from gaf_trt.cli.errors import OneLineErrorGroup, run_app
 from gaf_trt.cli.multivalue import MultiValueCommand
 
 
-
 class GafGroup(OneLineErrorGroup):
     """The ``gaf-trt`` group: one error line per failure, bare flags in its own help."""
 
@@ -35,7 +34,7 @@ def package_version() -> str:
     try:
         return version("gaf-trt")
     except PackageNotFoundError:
-        from gaf_trt import __version__
+        from gaf_trt._version import __version__
 
         return __version__
 
@@ -68,7 +67,7 @@ from gaf_trt.cli.bench import BenchCommand, bench  # noqa: E402
 
 app.command(cls=BenchCommand)(bench)
 
-from gaf_trt.cli.transport import transport, translate  # noqa: E402
+from gaf_trt.cli.transport import translate, transport  # noqa: E402
 
 app.command(cls=MultiValueCommand)(transport)
 app.command(cls=GafCommand)(translate)

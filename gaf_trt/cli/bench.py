@@ -13,7 +13,7 @@ import typer
 
 from gaf_trt.cli.multivalue import MultiValueCommand
 from gaf_trt.compose.solvers import SOLVERS
-from gaf_trt.engine.base import Precision
+from gaf_trt.precision import Precision
 
 GRID_FLAGS = frozenset({"--backend", "--precision", "--batch", "-b", "--classes", "--steps",
                         "--solver"})

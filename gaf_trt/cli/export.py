@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.engine.base import Precision
+from gaf_trt.precision import Precision
 
 
 def export(
@@ -58,7 +58,12 @@ def export(
 ) -> None:
     """Export a checkpoint to an engine directory (or build its plans with --from-onnx)."""
     from gaf_trt.errors import ConfigError
-    from gaf_trt.export.build import ExportConfig, ProfileSpec, build_from_onnx, export_engine
+    from gaf_trt.export.build import (
+        ExportConfig,
+        ProfileSpec,
+        build_from_onnx,
+        export_engine,
+    )
     from gaf_trt.export.graphs import parse_groups
 
     profile = ProfileSpec(min_batch, opt_batch, max_batch, max_classes,

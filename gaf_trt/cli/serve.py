@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.engine.base import BACKENDS, Precision
+from gaf_trt.engine.base import BACKENDS
+from gaf_trt.precision import Precision
 
 
 def serve(
@@ -44,7 +45,8 @@ def serve(
 ) -> None:
     """Serve a model on Triton: step-level batching of many requests' solver loops."""
     from gaf_trt.compose.solvers import MAX_STEPS
-    from gaf_trt.engine.base import LoadRequest, load_backend, resolve_device
+    from gaf_trt.device import resolve_device
+    from gaf_trt.engine.base import LoadRequest, load_backend
     from gaf_trt.errors import ConfigError
     from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits
     from gaf_trt.serve import triton as tr

@@ -9,7 +9,8 @@ import typer
 
 from gaf_trt.cli.progress import progress_factory, shown
 from gaf_trt.compose.solvers import SOLVERS
-from gaf_trt.engine.base import BACKENDS, Precision
+from gaf_trt.engine.base import BACKENDS
+from gaf_trt.precision import Precision
 
 _CKPT_HELP = ("Checkpoint (.pt / .safetensors), bundled model name (digits), or an engine "
               "directory for --backend.")
@@ -88,7 +89,11 @@ def transport(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Transport experiments: class cycles, interpolation chains, barycentric grids."""
-    from gaf_trt.pipeline.transport import TransportConfig, prepare_transport, run_transport
+    from gaf_trt.pipeline.transport import (
+        TransportConfig,
+        prepare_transport,
+        run_transport,
+    )
 
     cfg = TransportConfig(
         mode=mode, classes=list(classes or []), out=str(out), steps=steps, solver=solver,
@@ -129,7 +134,11 @@ def translate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Translate an image: invert it with the source class, generate with the target class."""
-    from gaf_trt.pipeline.transport import TranslateConfig, prepare_translate, run_translate
+    from gaf_trt.pipeline.transport import (
+        TranslateConfig,
+        prepare_translate,
+        run_translate,
+    )
 
     cfg = TranslateConfig(
         image=str(image), source=source, target=target, out=str(out), steps=steps,

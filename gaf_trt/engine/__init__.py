@@ -9,9 +9,7 @@ from gaf_trt.engine.base import (
     Backend,
     FusedComposedStep,
     LoadRequest,
-    Precision,
     load_backend,
-    resolve_device,
 )
 from gaf_trt.engine.torch_backend import TorchEngine
 from gaf_trt.engine import ort_backend, trt_backend  # noqa: F401,E402 - register ort, trt
@@ -19,4 +17,4 @@ from gaf_trt.engine.loader import load_engine  # noqa: E402
 from gaf_trt.engine import auto  # noqa: F401,E402 - registers "auto" (after the others)
 
 __all__ = ["BACKENDS", "AnchorNetwork", "Backend", "FusedComposedStep", "LoadRequest",
-           "Precision", "TorchEngine", "load_backend", "load_engine", "resolve_device"]
+           "TorchEngine", "load_backend", "load_engine"]

@@ -33,13 +33,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gaf_trt.device import resolve_device
 from gaf_trt.engine.base import (
     BACKENDS,
     AnchorNetwork,
     Backend,
     LoadRequest,
     load_backend,
-    resolve_device,
 )
 from gaf_trt.engine.torch_backend import best_compile_options
 from gaf_trt.errors import ConfigError

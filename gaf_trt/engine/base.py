@@ -12,44 +12,20 @@ when present. This layer sits below ``compose/`` and never imports it.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.precision import Precision
 from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
 
-
-class Precision(str, enum.Enum):
-    """Compute precision of an engine (the solver state stays float32). ``int8`` / ``fp8``
-    are quantised engines (Q/DQ graphs, ``gaf_trt.export.quantize``): exported engine
-    directories only, no torch dtype."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
-    BF16 = "bf16"
-    INT8 = "int8"
-    FP8 = "fp8"
-
-    @property
-    def quantized(self) -> bool:
-        return self in (Precision.INT8, Precision.FP8)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        if self.quantized:
-            raise ConfigError(f"precision {self.value} is a quantised engine (gaf-trt export "
-                              f"--precision {self.value}), run with --backend ort or trt; "
-                              "the torch backend runs fp32, bf16 or fp16")
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.value]
 
 
 @runtime_checkable
@@ -79,28 +55,6 @@ class FusedComposedStep(Protocol):
     def composed_anchors(self, x: Tensor, t: Tensor, classes: Tensor,
                          coef: Tensor) -> tuple[Tensor, Tensor]: ...
 
-
-def resolve_device(device: str) -> str:
-    """The one device resolution (sampling, bench, training): ``auto`` -> ``cuda`` when
-    available else ``cpu``; explicit choices are validated."""
-    if not isinstance(device, str) or not device.strip():
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
-    device = device.strip()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available; use cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
-                              "device(s) are visible")
-    elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or auto")
-    return device
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, Precision, load_backend
+from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, load_backend
 from gaf_trt.errors import ConfigError
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     (trt), ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files
     used).
     """
-    from gaf_trt.engine.base import resolve_device
+    from gaf_trt.device import resolve_device
     from gaf_trt.export.manifest import check_precision, read_manifest
 
     if backend not in ENGINE_BACKENDS:
@@ -117,8 +118,13 @@ def load_vae_decoder(folder: str | os.PathLike[str], backend: str = "auto",
                      device: str = "auto", **options: Any) -> EngineVAEDecoder:
     """Open the ``vae_decoder`` graph (``--graphs vae``) of an engine directory with ``ort``
     or ``trt`` (``auto``: TensorRT when its plan and TensorRT are here on CUDA)."""
-    from gaf_trt.engine.base import resolve_device
-    from gaf_trt.export.manifest import EngineDirError, files_of, read_manifest, verify_files
+    from gaf_trt.device import resolve_device
+    from gaf_trt.export.manifest import (
+        EngineDirError,
+        files_of,
+        read_manifest,
+        verify_files,
+    )
 
     folder = Path(folder)
     man = read_manifest(folder)

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest, resolve_device
+from gaf_trt.device import resolve_device
+from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
 from gaf_trt.errors import ConfigError
 from gaf_trt.export.runtime import (
     TORCH_DTYPES,

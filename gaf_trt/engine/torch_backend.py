@@ -30,11 +30,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest, Precision, resolve_device
+from gaf_trt.device import resolve_device
+from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.checkpoint import load_model
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.model.gaf import GAF
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 

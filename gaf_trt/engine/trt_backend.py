@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest, resolve_device
+from gaf_trt.device import resolve_device
+from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.export.manifest import (
     REBUILD_HINT,

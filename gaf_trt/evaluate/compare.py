@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from gaf_trt.engine.base import BACKENDS, Precision
+from gaf_trt.engine.base import BACKENDS
 from gaf_trt.errors import ConfigError
 from gaf_trt.generate import GenerateConfig, run_generate
 from gaf_trt.generate.store import FINAL_NPZ
+from gaf_trt.precision import Precision
 
 PERCENTILES = (50, 90, 99)
 

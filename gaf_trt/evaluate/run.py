@@ -153,7 +153,7 @@ def chosen_metrics(cfg: EvaluateConfig) -> list[str]:
 
 def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """Validate, read both sides, compute the chosen metrics; returns the report."""
-    from gaf_trt.engine.base import resolve_device
+    from gaf_trt.device import resolve_device
 
     names = chosen_metrics(cfg)
     device = resolve_device(cfg.device)

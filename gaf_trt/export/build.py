@@ -19,10 +19,15 @@ from typing import Any
 
 import torch
 
-from gaf_trt.engine.base import Precision
 from gaf_trt.errors import ConfigError
 from gaf_trt.export import parity as parity_lib
-from gaf_trt.export.graphs import GRAPH_GROUPS, GraphSpec, Limits, parse_groups, vae_spec
+from gaf_trt.export.graphs import (
+    GRAPH_GROUPS,
+    GraphSpec,
+    Limits,
+    parse_groups,
+    vae_spec,
+)
 from gaf_trt.export.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -42,8 +47,14 @@ from gaf_trt.export.onnx_export import (
     export_onnx,
     save_model,
 )
-from gaf_trt.export.shared_weights import SHARED_FILE, ParamIndex, share_graphs, untranspose
+from gaf_trt.export.shared_weights import (
+    SHARED_FILE,
+    ParamIndex,
+    share_graphs,
+    untranspose,
+)
 from gaf_trt.io.files import OutputDir, file_sha256, write_json
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +169,10 @@ class ExportResult:
 def _versions() -> dict[str, str]:
     import onnx
 
-    import gaf_trt
+    from gaf_trt._version import __version__
 
     v = {"exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__,
-         "onnx": onnx.__version__, "gaf_trt": gaf_trt.__version__}
+         "onnx": onnx.__version__, "gaf_trt": __version__}
     for mod in ("onnxscript", "onnxruntime", "onnxconverter_common"):
         try:
             v[mod] = __import__(mod).__version__

@@ -242,7 +242,7 @@ class RelPath(Spec):
 
 
 def _precisions() -> list[str]:
-    from gaf_trt.engine.base import Precision
+    from gaf_trt.precision import Precision
 
     return [p.value for p in Precision]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gaf_trt.engine.base import Precision
 from gaf_trt.errors import GAFError
 from gaf_trt.export.graphs import GraphSpec
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 

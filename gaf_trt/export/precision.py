@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gaf_trt.engine.base import Precision
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 

@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gaf_trt.engine.base import Precision
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.export.precision import node_scopes
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ from torch import Tensor
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition
 from gaf_trt.compose.solvers import SOLVERS, check_steps
-from gaf_trt.engine.base import BACKENDS, Precision
+from gaf_trt.engine.base import BACKENDS
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.precision import Precision
 
 MAX_SEED = 2 ** 63 - 1
 MAX_SAMPLES = 10_000_000

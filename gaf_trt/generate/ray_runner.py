@@ -88,8 +88,8 @@ class ShardWorker:
     def __init__(self, cfg: dict[str, Any], digest: str, on_files: Any = None) -> None:
         import torch
 
-        from gaf_trt.engine.base import Precision
         from gaf_trt.generate.render import prepare_job
+        from gaf_trt.precision import Precision
 
         if not torch.cuda.is_available():
             torch.set_num_threads(1)  # a CPU fraction: one thread

@@ -22,7 +22,8 @@ from gaf_trt.compose import (
     integrate,
     sample,
 )
-from gaf_trt.engine.base import AnchorNetwork, LoadRequest, load_backend, resolve_device
+from gaf_trt.device import resolve_device
+from gaf_trt.engine.base import AnchorNetwork, LoadRequest, load_backend
 from gaf_trt.generate.job import (
     Condition,
     GenerateConfig,

@@ -38,14 +38,8 @@ from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.capture import CapturedLoop
 from gaf_trt.compose.composition import ComposedField, Composition
 from gaf_trt.compose.solvers import SOLVERS, integrate
-from gaf_trt.engine.base import (
-    BACKENDS,
-    AnchorNetwork,
-    LoadRequest,
-    Precision,
-    load_backend,
-    resolve_device,
-)
+from gaf_trt.device import resolve_device
+from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, load_backend
 from gaf_trt.engine.torch_backend import (
     best_compile_options,
     engine_from_model,
@@ -56,6 +50,7 @@ from gaf_trt.export.manifest import EngineDirError
 from gaf_trt.model.checkpoint import load_model
 from gaf_trt.model.config import DIT_PRESETS, GAFConfig, preset_config
 from gaf_trt.model.gaf import GAF
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 

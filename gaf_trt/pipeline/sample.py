@@ -27,19 +27,14 @@ from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition, permutations
 from gaf_trt.compose.sampling import sample, sample_pure
 from gaf_trt.compose.solvers import SOLVERS, StepCallback, check_steps, check_t_eps
-from gaf_trt.engine.base import (
-    BACKENDS,
-    AnchorNetwork,
-    LoadRequest,
-    Precision,
-    load_backend,
-    resolve_device,
-)
+from gaf_trt.device import resolve_device
+from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, load_backend
 from gaf_trt.errors import ConfigError
 from gaf_trt.io import images as img
 from gaf_trt.io.files import OutputDir, check_output_dir, write_json
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.artifacts import artifact_record, load_decoder
+from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 

@@ -72,8 +72,13 @@ def train_cmd(
 def _train_with_progress(run: Callable[..., Any], iters: int) -> Any:
     """``run(progress=...)`` under a progress bar on stderr."""
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f} vcos {task.fields[vcos]:.3f} "
@@ -108,7 +113,7 @@ def precompute_cmd(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Encode an image folder into a latent cache (latent mean x scale, labels, class names)."""
-    from gaf_trt.engine.base import resolve_device
+    from gaf_trt.device import resolve_device
     from gaf_trt.training.precompute import precompute
 
     info = precompute(images, vae, out, size=size, batch=batch, scale=scale,

@@ -231,7 +231,7 @@ def _check_schedule(cfg: TrainConfig) -> None:
 
 
 def _check_bookkeeping(cfg: TrainConfig) -> None:
-    from gaf_trt.engine.base import resolve_device
+    from gaf_trt.device import resolve_device
 
     for name in ("log_every", "ckpt_every", "preview_every"):
         _need(getattr(cfg, name) >= 0, name, getattr(cfg, name), ">= 0 (0 turns it off)")

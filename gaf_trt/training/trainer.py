@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from gaf_trt.engine.base import resolve_device
+from gaf_trt.device import resolve_device
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.io.files import DirLock, atomic_write, check_output_dir, check_owner
 from gaf_trt.model.gaf import GAF
@@ -110,7 +110,7 @@ def init_distributed(device: str) -> DistInfo:
 
 def rank_device(device: str, info: DistInfo) -> str:
     """Under DDP each rank takes the GPU of its ``LOCAL_RANK`` when ``device`` (already
-    resolved by :func:`~gaf_trt.engine.base.resolve_device`) names no index."""
+    resolved by :func:`~gaf_trt.device.resolve_device`) names no index."""
     if device == "cuda" and info.world > 1:
         return f"cuda:{info.local_rank}"
     return device

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from gaf_trt.cli import app
 from gaf_trt.cli.bench import BenchCommand, bench
 from gaf_trt.cli.errors import OneLineErrorGroup
-from gaf_trt.engine.base import Precision
 from gaf_trt.engine.torch_backend import precision_support
 from gaf_trt.model import GAF, preset_config
 from gaf_trt.pipeline.bench import BenchGrid, macs_per_sample, preset_model, run_bench
+from gaf_trt.precision import Precision
 
 runner = CliRunner()
 REQUIRED = {"backend", "precision", "batch", "classes", "steps", "solver", "images_per_s",

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from gaf_trt import ConfigError, sample
-from gaf_trt.engine import BACKENDS, LoadRequest, Precision, load_backend, resolve_device
+from gaf_trt.device import resolve_device
+from gaf_trt.engine import BACKENDS, LoadRequest, load_backend
+from gaf_trt.precision import Precision
 from tests.helpers import rel_err
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gaf_trt import ConfigError, sample
-from gaf_trt.engine import LoadRequest, Precision, load_backend
+from gaf_trt.engine import LoadRequest, load_backend
 from gaf_trt.engine.auto import resolve_auto
 from gaf_trt.engine.torch_backend import (
     TorchEngine,
@@ -22,6 +22,7 @@ from gaf_trt.engine.torch_backend import (
     engine_from_model,
     precision_support,
 )
+from gaf_trt.precision import Precision
 from tests.helpers import rel_err
 
 BF16_TOL = 2e-2

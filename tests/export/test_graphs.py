@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from gaf_trt.engine.base import Precision
 from gaf_trt.errors import ConfigError
+from gaf_trt.precision import Precision
 from tests.export.shared import need_onnx, tiny_model
 
 need_onnx()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gaf_trt.engine.base import Precision
+from gaf_trt.precision import Precision
 from tests.export.shared import need_onnx, tiny_model
 
 need_onnx()

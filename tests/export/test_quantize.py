@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from gaf_trt.engine.base import Precision
 from gaf_trt.errors import ConfigError
+from gaf_trt.precision import Precision
 from tests.export.shared import REF_CKPT, need_onnx, tiny_model
 
 need_onnx()

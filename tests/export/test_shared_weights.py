@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from gaf_trt.engine.base import Precision
+from gaf_trt.precision import Precision
 from tests.export.shared import need_onnx, tiny_model
 from tests.helpers import rel_err
 

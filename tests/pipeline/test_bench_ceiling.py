@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from gaf_trt.engine.base import Precision
 from gaf_trt.pipeline.bench import assign_ceilings, gemm_probes
+from gaf_trt.precision import Precision
 
 FP32, BF16 = Precision.FP32, Precision.BF16
 

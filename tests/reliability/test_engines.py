@@ -404,8 +404,8 @@ def test_load_engine_defaults_to_the_engines_precision(ref_engine):
 def test_without_precision_commands_run_at_the_engines_own(ref_engine, tmp_path):
     """No --precision: an engine directory runs at the precision it was exported at (its
     manifest says fp16 here), a checkpoint at fp32, an explicit value is kept as given."""
-    from gaf_trt.engine.base import Precision
     from gaf_trt.engine.loader import default_precision
+    from gaf_trt.precision import Precision
 
     eng = tmp_path / "eng16"
     shutil.copytree(ref_engine, eng)

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import AnchorNetwork, FusedComposedStep
+from gaf_trt.engine.base import (
+    AnchorNetwork,
+    FusedComposedStep,
+    call_fused,
+    call_network,
+    network_device,
+)
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.model.gaf import broadcast_time
@@ -156,6 +162,7 @@ class ComposedField:
         self.network = network
         self.composition = composition
         self.fused = isinstance(network, FusedComposedStep)
+        self.device = network_device(network)  # rows go there, results come back to x's
         self._labels: dict[tuple[int, torch.device], Tensor] = {}
         self._classes: dict[torch.device, Tensor] = {}
         self._coeffs: dict[torch.device, Tensor] = {}
@@ -183,7 +190,7 @@ class ComposedField:
     def anchors(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Per-class anchors ``(J, K)``, each ``[N, B, C, S, S]`` float32."""
         n, b = self.composition.num_classes, x.shape[0]
-        j, k = self.network(*self._batch(x, t))
+        j, k = call_network(self.network, *self._batch(x, t), device=self.device)
         return (j.float().view(n, b, *x.shape[1:]), k.float().view(n, b, *x.shape[1:]))
 
     def _blend(self, per_class: Tensor) -> Tensor:
@@ -197,7 +204,8 @@ class ComposedField:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         """Composed velocity ``Σ c_i ⊙ (K_i − J_i)``, ``[B, C, S, S]``."""
         if self.fused:
-            return self.network.composed_velocity(*self._fused_args(x, t)).float()
+            return call_fused(self.network.composed_velocity, self.device,
+                              *self._fused_args(x, t)).float()
         j, k = self.anchors(x, t)
         return self._blend(k - j)
 
@@ -205,7 +213,7 @@ class ComposedField:
 
     def _blended_anchors(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         if self.fused:
-            j, k = self.network.composed_anchors(*self._fused_args(x, t))
+            j, k = call_fused(self.network.composed_anchors, self.device, *self._fused_args(x, t))
             return j.float(), k.float()
         j, k = self.anchors(x, t)
         return self._blend(j), self._blend(k)
@@ -232,12 +240,14 @@ class ClassBatchField:
         check_class_ids(labels, network.config)
         self.network = network
         self.labels = tuple(int(c) for c in labels)
+        self.device = network_device(network)
         self._y: dict[torch.device, Tensor] = {}
 
     def anchors(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         if x.device not in self._y:
             self._y[x.device] = torch.tensor(self.labels, dtype=torch.long, device=x.device)
-        j, k = self.network(x, broadcast_time(t, x.shape[0], x.device).float(), self._y[x.device])
+        j, k = call_network(self.network, x, broadcast_time(t, x.shape[0], x.device).float(),
+                            self._y[x.device], device=self.device)
         return j.float(), k.float()
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:

@@ -8,6 +8,13 @@ engines all satisfy it, so compositions and solvers never know what they run on.
 An engine that can run the whole composed step itself (a fused graph) also satisfies
 :class:`FusedComposedStep` on plain tensors; :class:`~gaf_trt.compose.ComposedField` uses it
 when present. This layer sits below ``compose/`` and never imports it.
+
+Devices: a network computes on :func:`network_device` (its ``device`` attribute, else its
+parameters' device, else the CPU). Callers hand it rows through :func:`call_network` /
+:func:`call_fused`, which move the inputs to that device and the results back to the device
+of the caller's state, so a solver state on the CPU can drive a CUDA network and the
+other way round. When both are the same, nothing moves (no copy, no host synchronisation:
+a captured CUDA-graph loop stays capturable).
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from gaf_trt.errors import ConfigError
@@ -55,6 +63,44 @@ class FusedComposedStep(Protocol):
     def composed_anchors(self, x: Tensor, t: Tensor, classes: Tensor,
                          coef: Tensor) -> tuple[Tensor, Tensor]: ...
 
+
+def network_device(network: object) -> torch.device:
+    """The device ``network`` computes on: its ``device`` attribute when it declares one, else
+    the device of its first parameter (an ``nn.Module``), else the CPU."""
+    device = getattr(network, "device", None)
+    if device is None and isinstance(network, torch.nn.Module):
+        param = next(network.parameters(), None)
+        device = param.device if param is not None else None
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def _to(tensors: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor, ...]:
+    return tuple(a if a.device == device else a.to(device) for a in tensors)
+
+
+def call_network(network: AnchorNetwork, x: Tensor, t: Tensor, y: Tensor,
+                 device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """``network(x [M,C,S,S], t [M], y [M]) -> (J, K)`` run on the network's device
+    (``device``: :func:`network_device`, given when the caller has it cached); ``J, K``
+    ``[M,C,S,S]`` come back on ``x``'s device."""
+    home = x.device
+    device = network_device(network) if device is None else device
+    if device == home:
+        return network(x, t, y)
+    j, k = network(*_to((x, t, y), device))
+    return j.to(home), k.to(home)
+
+
+def call_fused(method: Callable[..., Any], device: torch.device, x: Tensor,
+               *args: Tensor) -> Any:
+    """A :class:`FusedComposedStep` method (``composed_velocity`` / ``composed_anchors``) on
+    ``x [B,C,S,S]`` and its other tensor arguments, run on ``device`` (the network's); the
+    result (a tensor or a pair) comes back on ``x``'s device."""
+    home = x.device
+    if device == home:
+        return method(x, *args)
+    out = method(*_to((x, *args), device))
+    return tuple(o.to(home) for o in out) if isinstance(out, tuple) else out.to(home)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import AnchorNetwork
+from gaf_trt.engine.base import AnchorNetwork, call_network
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 
@@ -73,7 +73,7 @@ def pad_call(network: AnchorNetwork, x: Tensor, t: Tensor, y: Tensor,
         x = torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
         t = torch.cat([t, t.new_full((extra,), PAD_T)])
         y = torch.cat([y, y.new_zeros((extra,))])
-    j, k = network(x, t, y)
+    j, k = call_network(network, x, t, y)
     return j[:m], k[:m]
 
 

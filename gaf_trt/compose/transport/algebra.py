@@ -27,6 +27,7 @@ from gaf_trt.compose.transport.legs import (
     require_distinct,
     reverse_leg,
 )
+from gaf_trt.engine.base import call_network, network_device
 from gaf_trt.errors import ConfigError
 
 
@@ -176,6 +177,7 @@ class CellwiseField:
 
     def __init__(self, network: AnchorNetwork, classes: Sequence[int], weights: Tensor) -> None:
         self.network = network
+        self.device = network_device(network)
         self.classes = check_classes(classes, network)
         if weights.dim() != 2 or weights.shape[0] != len(self.classes):
             raise ConfigError(f"weights must be [N={len(self.classes)}, B], "
@@ -189,7 +191,7 @@ class CellwiseField:
         y = torch.tensor(self.classes, dtype=torch.long, device=x.device).repeat_interleave(b)
         tt = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1).expand(b)
         xn = x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])
-        j, k = self.network(xn, tt.repeat(n), y)
+        j, k = call_network(self.network, xn, tt.repeat(n), y, device=self.device)
         shape = (n, b, *x.shape[1:])
         return j.float().view(shape), k.float().view(shape)
 

@@ -22,6 +22,7 @@ from gaf_trt.compose.transport.legs import (
     mse,
     reverse_leg,
 )
+from gaf_trt.engine.base import call_network
 
 
 # --------------------------------------------------------------------------- translation
@@ -64,7 +65,7 @@ def _snapshot_steps(steps: int, count: int) -> set[int]:
 def _anchors(network: AnchorNetwork, c: int, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
     b = x.shape[0]
     y = torch.full((b,), c, dtype=torch.long, device=x.device)
-    j, k = network(x, torch.full((b,), t, dtype=torch.float32, device=x.device), y)
+    j, k = call_network(network, x, torch.full((b,), t, dtype=torch.float32, device=x.device), y)
     what = f"anchors of class {c} at t={t:.3f}"
     return check_finite(j.float(), what), check_finite(k.float(), what)
 

@@ -38,6 +38,7 @@ from gaf_trt.generate.job import (
 from gaf_trt.io import images as img
 from gaf_trt.io.files import check_output_dir
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.records import GENERATE
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
 
     t0 = time.perf_counter()
     check_bounds(cfg)
-    check_output_dir(cfg.out)
+    check_output_dir(cfg.out, command=GENERATE.command)
     device = resolve_device(device if device is not None else cfg.device)
     network = load_backend(cfg.backend, LoadRequest(
         artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,

@@ -176,7 +176,7 @@ def test_other_arguments_refused(tmp_path):
 
 
 def test_concurrent_run_refused(tmp_path):
-    from gaf_trt.io.files import DirLock
+    from gaf_trt.io.lock import DirLock
 
     out = tmp_path / "ds"
     with DirLock(out), pytest.raises(ConfigError, match="another gaf-trt run"):

@@ -92,12 +92,6 @@ def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
                plan_shards(n, cfg.shard_size), time.perf_counter() - t0)
 
 
-def to_uint8_hwc(images: Tensor) -> np.ndarray:
-    """``[B, C, H, W]`` in ``[-1, 1]`` -> ``[B, H, W, 3]`` uint8 (grey images repeated)."""
-    x = img.to_rgb01(images).permute(0, 2, 3, 1).numpy()
-    return (x * 255 + 0.5).clip(0, 255).astype(np.uint8)
-
-
 @torch.no_grad()
 def _integrate_rows(job: Job, noise: Tensor, conds: list[int]) -> Tensor:
     """Final states ``[B, C, S, S]`` (CPU float32) of one micro-batch: pure rows in one
@@ -131,6 +125,6 @@ def render(job: Job, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         z = _integrate_rows(job, noise, conds)
         decoded = z.clamp(-1, 1) if job.decoder is None else \
             job.decoder.decode(z.to(job.device)).float().cpu()
-        images.append(to_uint8_hwc(decoded))
+        images.append(img.to_uint8_hwc(decoded))
         labels.append(np.array([job.conditions[k].label for k in conds], dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels)

@@ -22,6 +22,7 @@ from gaf_trt.compose.composition import Composition
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
+from gaf_trt.io import images as img
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.sample import MAX_SEED, SampleConfig, SamplePlan, generate, resolve_classes
 
@@ -200,10 +201,10 @@ def run_request(plan: RequestPlan, network: AnchorNetwork) -> Tensor:
 
 
 def to_images(state: Tensor) -> np.ndarray:
-    """State ``[B, C, S, S]`` in ``[-1, 1]`` -> uint8 ``[B, S, S, C]`` (the rounding of the
-    PNGs ``gaf-trt sample`` writes, before their upscaling)."""
-    x = ((state.float().clamp(-1, 1) + 1) / 2).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    """State ``[B, C, S, S]`` in ``[-1, 1]`` -> uint8 ``[B, S, S, C]``: the rounding of the
+    PNGs ``gaf-trt sample`` writes, before their upscaling
+    (:func:`gaf_trt.io.images.to_uint8_hwc` with the channels as they are)."""
+    return img.to_uint8_hwc(state, rgb=False)
 
 
 def request_from_mapping(fields: dict[str, object]) -> ServeRequest:

@@ -81,7 +81,7 @@ def test_images_match_an_independent_sample(reference):
     """Sample 13 (class 6) equals gaf_trt.sample from noise (seed, 13), up to one grey level
     (the batch differs, so the last float bits may)."""
     import gaf_trt
-    from gaf_trt.generate.render import to_uint8_hwc
+    from gaf_trt.io.images import to_uint8_hwc
 
     out, _ = reference
     model = gaf_trt.load_model("digits")

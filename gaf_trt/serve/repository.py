@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gaf_trt.checks import positive_int
+from gaf_trt.checks import choice, int_in, positive_int
 from gaf_trt.errors import ConfigError
 from gaf_trt.io.files import OutputDir, check_output_dir, write_json
 from gaf_trt.records import TRITON_REPO
@@ -99,11 +99,8 @@ class RepoOptions:
     respond_later: bool = True  # answer through response senders (Triton >= 24.06)
 
     def validate(self) -> RepoOptions:
-        if self.network_backend != "auto" and self.network_backend not in NETWORK_BACKENDS:
-            raise ConfigError(f"unknown --network-backend {self.network_backend!r}; valid: auto, "
-                              f"{', '.join(NETWORK_BACKENDS.names())}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"unknown --device {self.device!r}; valid: {', '.join(DEVICES)}")
+        choice("--network-backend", self.network_backend, ["auto", *NETWORK_BACKENDS.names()])
+        choice("--device", self.device, DEVICES)
         for name, value, hi in (("--instances", self.instances, 64),
                                 ("--network-instances", self.network_instances, 64),
                                 ("--max-batch", self.max_batch, 1024),
@@ -115,10 +112,7 @@ class RepoOptions:
             positive_int(name, value, hi)
         if self.max_rows is not None:
             positive_int("--max-rows", self.max_rows, 1 << 16)
-        if isinstance(self.queue_delay_us, bool) or not isinstance(self.queue_delay_us, int) \
-                or not 0 <= self.queue_delay_us <= 10_000_000:
-            raise ConfigError(f"--queue-delay-us must be an integer in 0..10000000, got "
-                              f"{self.queue_delay_us!r}")
+        int_in("--queue-delay-us", self.queue_delay_us, 0, 10_000_000)
         return self
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from torch import Tensor
 
+from gaf_trt.checks import int_in
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
@@ -76,12 +77,6 @@ class ServeRequest:
                                            self.mask_image))
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
-    return int(value)
-
-
 def _check_numbers(name: str, values: object) -> list[float]:
     if not isinstance(values, (list, tuple)) or not all(
             isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
@@ -129,11 +124,11 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         raise ConfigError(f"classes must be a list of class ids or names, got {req.classes!r}")
     if not req.classes:
         raise ConfigError("give at least one class")
-    _check_int("classes (count)", len(req.classes), 1, limits.max_classes)
+    int_in("classes (count)", len(req.classes), 1, limits.max_classes)
     SOLVERS.get(req.solver)
     check_steps(req.steps, limits.max_steps)
-    _check_int("batch", req.batch, 1, limits.max_batch)
-    _check_int("seed", req.seed, 0, MAX_SEED)
+    int_in("batch", req.batch, 1, limits.max_batch)
+    int_in("seed", req.seed, 0, MAX_SEED)
     if req.output not in OUTPUTS:
         raise ConfigError(f"unknown output {req.output!r}; valid: {', '.join(OUTPUTS)}")
     if req.output == "images" and config.mode == "latent":

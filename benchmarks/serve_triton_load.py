@@ -51,7 +51,7 @@ from typing import Self
 
 import numpy as np
 
-from gaf_trt.serve.triton import free_ports
+from gaf_trt.serve.host import free_ports
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_load import WORKLOAD, paced, workload

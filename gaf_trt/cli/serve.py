@@ -44,37 +44,39 @@ def serve(
                                 "(0: torch's default)."),
 ) -> None:
     """Serve a model on Triton: step-level batching of many requests' solver loops."""
+    from gaf_trt.checks import positive_int
     from gaf_trt.compose.solvers import MAX_STEPS
     from gaf_trt.device import resolve_device
     from gaf_trt.engine.base import LoadRequest, load_backend
     from gaf_trt.errors import ConfigError
     from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits
     from gaf_trt.serve import triton as tr
-    from gaf_trt.serve.scheduler import check_positive
+    from gaf_trt.serve.host import check_port_free, check_shm
+    from gaf_trt.serve.pytriton_patch import pytriton_missing
 
     if batching not in ("step", "request"):
         raise ConfigError(f"unknown --batching {batching!r}; valid: request, step")
     for name, value, hi in (("--instances", instances, 64), ("--max-batch", max_batch, 1024),
                             ("--max-queue", max_queue, 100_000)):
-        check_positive(name, value, hi)
+        positive_int(name, value, hi)
     if call_rows is not None and not 0 <= call_rows <= 1 << 16:
         raise ConfigError(f"--call-rows must be 0 (measured at start) or 1..{1 << 16}, "
                           f"got {call_rows}")
-    check_positive("--min-rows", min_rows, 4096)
+    positive_int("--min-rows", min_rows, 4096)
     for port, what in ((http_port, "--http-port"), (grpc_port, "--grpc-port"),
                        (metrics_port, "--metrics-port")):
-        tr.check_port_free(port, what)
+        check_port_free(port, what)
     if len({http_port, grpc_port, metrics_port}) != 3:
         raise ConfigError(f"--http-port, --grpc-port and --metrics-port must differ, got "
                           f"{http_port}, {grpc_port}, {metrics_port}")
-    tr.check_shm()
-    missing = tr.pytriton_missing()
+    check_shm()
+    missing = pytriton_missing()
     if missing is not None:
         raise ConfigError(missing)
-    limits = ServeLimits(max_steps=check_positive("--max-steps", max_steps, MAX_STEPS),
-                         max_batch=check_positive("--max-images", max_images, 4096),
-                         max_rows=check_positive("--max-rows", max_rows, 1 << 16),
-                         max_mask_pixels=check_positive("--max-mask-pixels", max_mask_pixels,
+    limits = ServeLimits(max_steps=positive_int("--max-steps", max_steps, MAX_STEPS),
+                         max_batch=positive_int("--max-images", max_images, 4096),
+                         max_rows=positive_int("--max-rows", max_rows, 1 << 16),
+                         max_mask_pixels=positive_int("--max-mask-pixels", max_mask_pixels,
                                                         1 << 28))
     step = batching == "step"
     server_cfg = tr.ServerConfig(http_port=http_port, grpc_port=grpc_port,
@@ -88,7 +90,7 @@ def serve(
     if threads:
         import torch
 
-        torch.set_num_threads(check_positive("--threads", threads, 1024))
+        torch.set_num_threads(positive_int("--threads", threads, 1024))
     network = load_backend(backend, LoadRequest(
         artifact=engine if engine is not None else ckpt, device=resolve_device(device),
         precision=precision))

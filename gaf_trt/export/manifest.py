@@ -34,10 +34,11 @@ from typing import Any
 
 from gaf_trt.errors import GAFError
 from gaf_trt.io.files import file_sha256
+from gaf_trt.records import EXPORT
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+MANIFEST = EXPORT.record
 FORMAT = "gaf-trt-engine"
 FORMAT_VERSION = 1
 REBUILD_HINT = "rebuild the plans on this machine with `gaf-trt export --from-onnx {dir}`"

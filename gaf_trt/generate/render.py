@@ -38,6 +38,7 @@ from gaf_trt.generate.job import (
 from gaf_trt.io import images as img
 from gaf_trt.io.files import check_output_dir
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.records import GENERATE
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
 
     t0 = time.perf_counter()
     check_bounds(cfg)
-    check_output_dir(cfg.out)
+    check_output_dir(cfg.out, command=GENERATE.command)
     device = resolve_device(device if device is not None else cfg.device)
     network = load_backend(cfg.backend, LoadRequest(
         artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
@@ -89,12 +90,6 @@ def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
     decoder = _decoder(cfg, config, device)
     return Job(cfg, network, config, conditions, decoder, device, n,
                plan_shards(n, cfg.shard_size), time.perf_counter() - t0)
-
-
-def to_uint8_hwc(images: Tensor) -> np.ndarray:
-    """``[B, C, H, W]`` in ``[-1, 1]`` -> ``[B, H, W, 3]`` uint8 (grey images repeated)."""
-    x = img.to_rgb01(images).permute(0, 2, 3, 1).numpy()
-    return (x * 255 + 0.5).clip(0, 255).astype(np.uint8)
 
 
 @torch.no_grad()
@@ -130,6 +125,6 @@ def render(job: Job, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         z = _integrate_rows(job, noise, conds)
         decoded = z.clamp(-1, 1) if job.decoder is None else \
             job.decoder.decode(z.to(job.device)).float().cpu()
-        images.append(to_uint8_hwc(decoded))
+        images.append(img.to_uint8_hwc(decoded))
         labels.append(np.array([job.conditions[k].label for k in conds], dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels)

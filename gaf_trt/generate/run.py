@@ -19,7 +19,9 @@ from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.generate import store
 from gaf_trt.generate.job import GenerateConfig
 from gaf_trt.generate.render import Job, prepare_job, render
-from gaf_trt.io.files import DirLock
+from gaf_trt.io.files import check_owner
+from gaf_trt.io.lock import DirLock
+from gaf_trt.records import GENERATE
 from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,8 @@ class Driver:
     def open(self) -> list[tuple[int, int]]:
         """Lock, check, verify; returns the pending shards."""
         self._lock.acquire()
-        try:
+        try:  # one folder, one command's output (checked again under the lock)
+            check_owner(self.out, GENERATE.command)
             store.check_same_job(self.out, self.identity)
             for s, e in self.job.shards:
                 seal = store.read_seal(self.out, self.digest, s, e)

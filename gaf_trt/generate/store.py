@@ -29,8 +29,9 @@ import numpy as np
 
 from gaf_trt.errors import ConfigError
 from gaf_trt.io.files import atomic_write, file_sha256, write_json
+from gaf_trt.records import GENERATE
 
-RECORD = "dataset.json"
+RECORD = GENERATE.record
 FINAL_NPZ = "samples.npz"
 LABELS_TXT = "labels.txt"
 PNG_DIR = "png"

@@ -1,4 +1,6 @@
-"""Generic file helpers: atomic writes, JSON records, hashes, output-directory locks.
+"""Generic file helpers: atomic writes, JSON records, hashes, output folders (their owner
+check and the one staging-and-rename, :class:`OutputDir`; their lock is
+:class:`~gaf_trt.io.lock.DirLock`).
 
 Every artifact gaf-trt writes (checkpoints, images, engines, manifests, run records) goes
 through :func:`atomic_write`: readers never see half a file, and a killed writer leaves only
@@ -15,6 +17,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from gaf_trt.errors import ConfigError
+from gaf_trt.io.lock import DirLock, resolve_output
+from gaf_trt.records import OWNERS, TRAINING
 
 #: Temp files of :func:`atomic_write` are named ``.{target}.{random}.gaftmp``.
 TMP_SUFFIX = ".gaftmp"
@@ -96,44 +102,13 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 # --------------------------------------------------------------------------- output folders
 
 
-def resolve_output(out: str | os.PathLike[str], what: str = "--out") -> Path:
-    """The real path of an output folder (symbolic links followed), or a
-    :class:`~gaf_trt.errors.ConfigError` when a link on the way loops or leads nowhere (a
-    dangling link is refused rather than followed to a place outside the path given)."""
-    from gaf_trt.errors import ConfigError
-
-    p = Path(out)
-    try:
-        real = p.resolve()
-    except (RuntimeError, OSError) as err:  # "Symlink loop", ELOOP, ENAMETOOLONG
-        raise ConfigError(f"{what} {p} cannot be resolved ({_reason(err)}); give a real "
-                          "folder") from None
-    probe = p
-    while True:  # the given path and every parent that is a link must lead somewhere
-        if probe.is_symlink() and not probe.exists():
-            raise ConfigError(f"{what} {p}: {probe} is a dangling symbolic link (to "
-                              f"{os.readlink(probe)}); give a real folder")
-        if probe == probe.parent:
-            break
-        probe = probe.parent
-    return real
-
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror.lower()
-    text = str(err).strip()
-    return text.splitlines()[0].lower() if text else type(err).__name__
-
-
 def check_output_dir(out: str | os.PathLike[str], what: str = "--out", *,
-                     command: str | None = None) -> Path:
+                     command: str | None = None, replace: bool = False) -> Path:
     """Validate an output folder before any work: not empty, not a file, no looping or
     dangling link, creatable and writable, and (with ``command``) not holding another
-    command's output (see :func:`check_owner`). Raises
+    command's output (see :func:`check_owner`; with ``replace``, also
+    :func:`check_replaceable`). Raises
     :class:`~gaf_trt.errors.ConfigError` naming the path."""
-    from gaf_trt.errors import ConfigError
-
     if str(out).strip() == "":
         raise ConfigError(f"{what} is empty; give an output folder")
     p = Path(out)
@@ -152,111 +127,9 @@ def check_output_dir(out: str | os.PathLike[str], what: str = "--out", *,
         raise ConfigError(f"{what} {p} is not writable (no write permission on {probe})")
     if command is not None:
         check_owner(real, command, what, shown=p)
+        if replace:
+            check_replaceable(real, command, what, shown=p)
     return p
-
-
-class DirLock:
-    """An exclusive, non-blocking lock on a folder, held for one run; nothing of it stays
-    behind once the run ends (finished or failed).
-
-    Design: ``flock`` on a lock file ``.{name}.lock`` beside the (resolved) folder, which the
-    holder *removes before it releases the lock*; whoever takes the lock then checks that the
-    file it locked is still the one at that path (same device and inode) and otherwise
-    retries with the new file. So a finished run leaves no file, and two runs can never both
-    believe they hold the lock: a rival that opened the old file before it was removed finds
-    it unlinked after taking the lock, and tries again (then meets the new holder, or nobody).
-    Only a run killed with SIGKILL leaves the (empty) file; the next run takes it and removes
-    it. The file lives beside the folder, not in a per-user temp directory, so that runs of
-    different users (and of machines sharing the filesystem, where ``flock`` works) exclude
-    each other too. The lock file is opened with ``O_NOFOLLOW`` and must be a regular file:
-    a symbolic link (dangling or looping) or anything else at its path is refused, never
-    followed, so no file is ever created outside the folder's parent.
-
-    A second holder fails at once with a :class:`~gaf_trt.errors.ConfigError`; the lock is
-    also released when the holder dies. Use as a context manager.
-    """
-
-    #: Tries when the locked file was replaced in between (another run came and went).
-    ATTEMPTS = 8
-
-    def __init__(self, folder: str | os.PathLike[str], what: str = "--out") -> None:
-        self.shown = Path(folder)
-        self.folder = resolve_output(folder, what)
-        self.what = what
-        self._fd: int | None = None
-
-    @property
-    def path(self) -> Path:
-        return self.folder.parent / f".{self.folder.name}.lock"
-
-    def acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no lock
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(self.ATTEMPTS):
-            fd = self._open()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise self._busy() from None
-            if self._still_ours(fd):
-                self._fd = fd
-                return
-            os.close(fd)  # the file was removed / replaced by its last holder: again
-        raise self._busy()
-
-    def _open(self) -> int:
-        import stat
-
-        from gaf_trt.errors import ConfigError
-
-        flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
-        try:
-            fd = os.open(self.path, flags, 0o644)
-        except OSError as err:
-            raise ConfigError(f"cannot lock {self.what} {self.shown}: {self.path} "
-                              f"({_reason(err)}); remove it if no gaf-trt run uses "
-                              "it") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ConfigError(f"cannot lock {self.what} {self.shown}: {self.path} is not a "
-                              "regular file; remove it")
-        return fd
-
-    def _still_ours(self, fd: int) -> bool:
-        try:
-            now = os.stat(self.path, follow_symlinks=False)
-        except OSError:
-            return False
-        mine = os.fstat(fd)
-        return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
-
-    def _busy(self) -> Exception:
-        from gaf_trt.errors import ConfigError
-
-        return ConfigError(f"another gaf-trt run is writing to {self.what} {self.shown} "
-                           f"(lock {self.path}); wait for it or choose another folder")
-
-    def release(self) -> None:
-        """Remove the lock file, then release the lock (in this order: see the class)."""
-        if self._fd is not None:
-            if self._still_ours(self._fd):
-                try:
-                    os.unlink(self.path)
-                except OSError:
-                    pass
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
-
-    def __enter__(self) -> DirLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 # --------------------------------------------------------------------------- folder owners
@@ -264,25 +137,14 @@ class DirLock:
 #: The key a record written through :class:`OutputDir` carries; only such records' files are
 #: ever removed by a later run.
 RECORD_MARK = ("writer", "gaf-trt")
-
-#: The record each command writes into its output folder -> the command (the default when
-#: the record does not name it). A training run's record is its checkpoint.
-RECORD_FILES = {"run.json": "sample", "transport.json": "transport",
-                "manifest.json": "export", "gaf_repository.json": "triton-repo"}
-TRAINING_RECORD = "last.pt"
-#: How commands are named in messages.
-COMMAND_NAMES = {"sample": "gaf-trt sample", "transport": "gaf-trt transport",
-                 "translate": "gaf-trt translate", "export": "gaf-trt export",
-                 "triton-repo": "gaf-trt triton-repo",
-                 "training": "python -m gaf_trt.training train"}
 #: Records larger than this are not read (they are not ours).
 MAX_RECORD_BYTES = 16 << 20
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
-    """A gaf-trt record (``run.json``, ``transport.json``, ``manifest.json``,
-    ``gaf_repository.json``) as a dict, or
-    None when the file is absent, too large, not JSON or not written by gaf-trt."""
+    """A gaf-trt record (a JSON record of :data:`gaf_trt.records.OWNERS`: ``run.json``,
+    ``transport.json``, ``manifest.json``, ``gaf_repository.json``, ``dataset.json``) as a
+    dict, or None when the file is absent, too large, not JSON or not written by gaf-trt."""
     try:
         if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
             return None
@@ -299,15 +161,15 @@ def read_record(path: Path) -> dict[str, Any] | None:
 def record_command(name: str, data: dict[str, Any]) -> str:
     """The command that wrote record ``name`` holding ``data``."""
     named = data.get("command")
-    if isinstance(named, str) and named in COMMAND_NAMES:
+    if isinstance(named, str) and named in OWNERS:
         return named
     if name == "transport.json" and data.get("mode") == "translate":
         return "translate"
-    return RECORD_FILES[name]
+    return OWNERS.default_command(name)
 
 
 def _is_training_folder(folder: Path) -> bool:
-    if (folder / TRAINING_RECORD).is_file():
+    if (folder / TRAINING.record).is_file():
         return True
     try:  # a run stopped before its first checkpoint: only its config.yaml
         text = (folder / "config.yaml").read_text()[:65536]
@@ -323,49 +185,64 @@ def folder_owners(folder: str | os.PathLike[str]) -> dict[str, str]:
     owners: dict[str, str] = {}
     if not folder.is_dir():
         return owners
-    for name in RECORD_FILES:
-        data = read_record(folder / name)
+    for name in OWNERS.records():
+        data = None if name == TRAINING.record else read_record(folder / name)
         if data is not None:
             owners.setdefault(record_command(name, data), name)
     if _is_training_folder(folder):
-        owners.setdefault("training", TRAINING_RECORD if (folder / TRAINING_RECORD).is_file()
-                          else "config.yaml")
+        owners.setdefault(TRAINING.command, TRAINING.record
+                          if (folder / TRAINING.record).is_file() else "config.yaml")
     return owners
 
 
 def check_owner(folder: str | os.PathLike[str], command: str, what: str = "--out", *,
                 shown: str | os.PathLike[str] | None = None) -> None:
     """One folder holds one command's output. A folder holding another command's record is
-    refused with a :class:`~gaf_trt.errors.ConfigError` naming that command; the same
-    command's previous run is fine (it is replaced as a whole)."""
-    from gaf_trt.errors import ConfigError
-
+    refused with a :class:`~gaf_trt.errors.ConfigError` naming the folder, the record found
+    and the command owning it; the same command's previous run is fine (it is replaced)."""
     others = {c: r for c, r in folder_owners(folder).items() if c != command}
     if others:
         cmd, record = next(iter(others.items()))
-        raise ConfigError(f"{what} {shown or folder} holds the output of `{COMMAND_NAMES[cmd]}` "
-                          f"({record}); one folder holds one command's output: choose another "
-                          f"folder for `{COMMAND_NAMES.get(command, command)}`")
+        raise ConfigError(f"{what} {shown or folder} holds the output of "
+                          f"`{OWNERS.shown(cmd)}` ({record}); one folder holds one command's "
+                          f"output: choose another folder for `{OWNERS.shown(command)}`")
 
 
+def check_replaceable(folder: str | os.PathLike[str], command: str, what: str = "--out", *,
+                      shown: str | os.PathLike[str] | None = None) -> None:
+    """A folder that a writer replaces as a whole (``OutputDir(replace=True)``) is new, empty
+    or ``command``'s own previous output; anything else would be removed with it, so it is
+    refused with a :class:`~gaf_trt.errors.ConfigError` naming the folder."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and command not in folder_owners(folder):
+        raise ConfigError(f"{what} {shown or folder} is a non-empty folder that is not a "
+                          f"{OWNERS.shown(command)} output; give a new or empty folder (one "
+                          "folder holds one command's output)")
 
 
 class OutputDir:
-    """A consistent output folder: files are written into a staging folder beside ``out`` (on
-    the same filesystem), then moved in at :meth:`commit`, the record (``run.json`` /
-    ``manifest.json``) last.
+    """A consistent output folder, the one staging-and-rename of every folder writer: files
+    are written into a staging folder beside ``out`` (on the same filesystem), then moved in
+    at :meth:`commit`, the record (``run.json`` / ``manifest.json`` / ...) last.
 
     The previous run's record is removed first; the files it listed that the new run does not
     write again go after the new files are in. So an interrupted commit never leaves an old
     record beside new files, and a rerun never leaves files of the old run beside the new
     record. Only records that gaf-trt wrote (they carry ``"writer": "gaf-trt"``) are trusted,
-    and only files inside ``out``. A :class:`DirLock` makes a second concurrent run into the
-    same folder fail at once with a clear error; it leaves nothing behind.
+    and only files inside ``out``. A :class:`~gaf_trt.io.lock.DirLock` makes a second
+    concurrent run into the same folder fail at once with a clear error; it leaves nothing
+    behind.
 
-    One folder holds one command's output: ``command`` (by default the command whose record
-    ``record`` is: ``run.json`` sample, ``transport.json`` transport, ``manifest.json``
-    export) is written into the record, and a folder that holds another command's record
-    (or a training run) is refused before anything is written (:func:`check_owner`).
+    With ``replace=True`` (``triton-repo``) the staging folder *becomes* ``out``: the
+    previous output is renamed aside, the staging folder renamed into place and the old one
+    removed, so nothing of the old output stays (empty folders included). ``out`` must then
+    be new, empty or this command's own previous output; a folder holding anything else is
+    refused, since it would be removed.
+
+    One folder holds one command's output: ``command`` (by default the first command
+    :data:`gaf_trt.records.OWNERS` registers for ``record``) is written into the record, and
+    a folder that holds another command's record (or a training run) is refused before
+    anything is written (:func:`check_owner`). ``record`` must be registered there.
 
     Usage::
 
@@ -375,19 +252,26 @@ class OutputDir:
     """
 
     def __init__(self, out: str | os.PathLike[str], *, record: str = "run.json",
-                 what: str = "--out", command: str | None = None) -> None:
+                 what: str = "--out", command: str | None = None,
+                 replace: bool = False) -> None:
+        self.command = command or OWNERS.default_command(record)
+        if OWNERS.get(self.command).record != record:
+            raise ValueError(f"command {self.command!r} writes "
+                             f"{OWNERS.get(self.command).record}, not {record}")
         self.out = check_output_dir(out, what)
         self.real = resolve_output(self.out, what)  # lock, staging, moves use the real folder
         self.record = record
         self.what = what
-        self.command = command or RECORD_FILES.get(record, record)
+        self.replace = replace
         self.staging = Path()
         self._dirlock: DirLock | None = None
         self.committed = False
 
     def _staging_parent(self) -> Path:
-        """Beside ``out``, unless ``out`` is a mount point (then inside it): same filesystem."""
-        if self.real.is_dir() and self.real.stat().st_dev != self.real.parent.stat().st_dev:
+        """Beside ``out``, unless ``out`` is a mount point (then inside it): same filesystem.
+        A replacing writer always stages beside ``out`` (the staging folder is renamed)."""
+        if not self.replace and self.real.is_dir() \
+                and self.real.stat().st_dev != self.real.parent.stat().st_dev:
             return self.real
         return self.real.parent
 
@@ -396,6 +280,8 @@ class OutputDir:
         self._lock()
         try:
             check_owner(self.real, self.command, self.what, shown=self.out)
+            if self.replace:
+                check_replaceable(self.real, self.command, self.what, shown=self.out)
             self._remove_dead_staging()
             self.staging = Path(tempfile.mkdtemp(prefix=f".{self.real.name}.", suffix=".staging",
                                                  dir=self._staging_parent()))
@@ -407,17 +293,17 @@ class OutputDir:
     def __exit__(self, *exc: object) -> None:
         import shutil
 
-        if self.staging != Path():
+        if self.staging != Path() and not (self.replace and self.committed):
             shutil.rmtree(self.staging, ignore_errors=True)
         self._unlock()
 
     def _remove_dead_staging(self) -> None:
-        """Staging folders of killed runs into this folder (exactly our naming): whoever made
-        them no longer holds the lock."""
+        """Staging folders (and set-aside old outputs) of killed runs into this folder
+        (exactly our naming): whoever made them no longer holds the lock."""
         import re
         import shutil
 
-        pattern = re.compile(rf"^\.{re.escape(self.real.name)}\.[A-Za-z0-9_]+\.staging$")
+        pattern = re.compile(rf"^\.{re.escape(self.real.name)}\.[A-Za-z0-9_]+\.(staging|old)$")
         for folder in {self.real.parent, self.real}:
             try:
                 entries = list(folder.iterdir()) if folder.is_dir() else []
@@ -467,6 +353,8 @@ class OutputDir:
 
     def commit(self) -> list[Path]:
         """Move the staged files into ``out`` (record last); returns their final paths."""
+        if self.replace:
+            return self._swap_in()
         self.real.mkdir(parents=True, exist_ok=True)
         old = self._previous_files()
         (self.real / self.record).unlink(missing_ok=True)  # no record: "in progress"
@@ -486,3 +374,31 @@ class OutputDir:
             moved.append(self.real / self.record)
         self.committed = True
         return [self.out / p.relative_to(self.real) for p in moved]
+
+    def _swap_in(self) -> list[Path]:
+        """``replace=True``: rename the staging folder onto ``out``; an existing ``out`` is
+        moved aside first and removed once the new one is in (restored if the rename
+        fails)."""
+        import shutil
+
+        self._mark_record(self.staging / self.record)
+        files = sorted(p.relative_to(self.staging) for p in self.staging.rglob("*")
+                       if p.is_file())
+        old = None
+        try:
+            if self.real.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{self.real.name}.", suffix=".old",
+                                            dir=self.real.parent))
+                os.rmdir(old)
+                os.rename(self.real, old)
+            os.rename(self.staging, self.real)
+        except OSError as err:
+            if old is not None and old.exists() and not self.real.exists():
+                os.rename(old, self.real)
+            raise ConfigError(f"cannot move the new output into {self.real} "
+                              f"({err.strerror or err}); {self.what} must be a folder that "
+                              "can be renamed (not a mount point)") from None
+        self.committed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return [self.out / f for f in files]

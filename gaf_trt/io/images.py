@@ -35,10 +35,16 @@ def display_scale(size: int, min_size: int = MIN_DISPLAY) -> int:
     return max(1, -(-min_size // size))
 
 
+def to_unit01(images: Tensor) -> Tensor:
+    """``[B, C, H, W]`` in ``[-1, 1]`` -> ``[B, C, H, W]`` in ``[0, 1]`` on the CPU (values
+    outside clamped, NaN -> 0)."""
+    x = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    return torch.nan_to_num(x, nan=0.0)
+
+
 def to_rgb01(images: Tensor) -> Tensor:
     """``[B, C, H, W]`` in ``[-1, 1]`` -> ``[B, 3, H, W]`` in ``[0, 1]``."""
-    x = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
-    x = torch.nan_to_num(x, nan=0.0)
+    x = to_unit01(images)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     elif x.shape[1] != 3:
@@ -71,9 +77,22 @@ def grid(images01: Tensor, nrow: int, pad: int = PAD, fill: float = 1.0) -> Tens
     return out
 
 
+def round_uint8(x01: np.ndarray) -> np.ndarray:
+    """Values in ``[0, 1]`` (any shape) -> uint8 ``0..255``, rounded half up: the one
+    rounding of every picture gaf-trt writes (PNGs, GIFs, datasets) or serves."""
+    return (x01 * 255 + 0.5).clip(0, 255).astype(np.uint8)
+
+
 def to_uint8(picture01: Tensor) -> np.ndarray:
     """``[3, H, W]`` in ``[0, 1]`` -> ``[H, W, 3]`` uint8."""
-    return (picture01.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    return round_uint8(picture01.permute(1, 2, 0).numpy())
+
+
+def to_uint8_hwc(images: Tensor, *, rgb: bool = True) -> np.ndarray:
+    """``[B, C, H, W]`` in ``[-1, 1]`` -> ``[B, H, W, 3]`` uint8 (grey images repeated), or
+    with ``rgb=False`` ``[B, H, W, C]`` (the channels as they are)."""
+    x = to_rgb01(images) if rgb else to_unit01(images)
+    return round_uint8(x.permute(0, 2, 3, 1).numpy())
 
 
 def save_png(picture01: Tensor, path: str | os.PathLike[str]) -> Path:

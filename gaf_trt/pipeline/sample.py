@@ -35,6 +35,7 @@ from gaf_trt.io.files import OutputDir, check_output_dir, write_json
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.artifacts import artifact_record, load_decoder
 from gaf_trt.precision import Precision
+from gaf_trt.records import SAMPLE
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def _check_bounds(cfg: SampleConfig) -> None:
                           f"the limit is --max-runs {cfg.max_runs} (raise it to run them all)")
     if cfg.mask_img is not None and not Path(cfg.mask_img).is_file():
         raise ConfigError(f"mask image not found: {cfg.mask_img}")
-    check_output_dir(cfg.out, command="sample")
+    check_output_dir(cfg.out, command=SAMPLE.command)
 
 
 def _mask_type(cfg: SampleConfig) -> str | None:
@@ -375,12 +376,12 @@ def run_sample(cfg: SampleConfig, progress: ProgressFactory | None = None,
     written into the staging folder as soon as it is integrated, then dropped; the result
     keeps the samples ``summary.png`` shows (the first :data:`SUMMARY_COLUMNS`)."""
     plan = plan if plan is not None else prepare_sample(cfg)
-    with OutputDir(cfg.out, record="run.json") as od:
+    with OutputDir(cfg.out, record=SAMPLE.record) as od:
         writer = _Writer(od.staging, cfg, plan)
         gen = generate(cfg, plan, progress, sink=writer.chunk)
         names = writer.finish(gen)
-        record = _record(cfg, plan, gen.timings, [*names, "run.json"])
-        write_json(od.staging / "run.json", record)
+        record = _record(cfg, plan, gen.timings, [*names, SAMPLE.record])
+        write_json(od.staging / SAMPLE.record, record)
         files = od.commit()
     return SampleResult(od.out, files, gen.timings, gen.pure, gen.mixes, record)
 

@@ -33,6 +33,7 @@ from gaf_trt.io.files import OutputDir, check_output_dir, file_sha256, write_jso
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.sample import resolve_classes
 from gaf_trt.precision import Precision
+from gaf_trt.records import TRANSPORT
 from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 #: ``progress(label, total) -> per-step callback`` (the CLI draws a bar with it).
 ProgressFactory = Callable[[str, int], StepCallback]
 
-RECORD = "transport.json"
+RECORD = TRANSPORT.record  # translate writes the same record
 #: Bounds of ``--size`` (long side of a written picture, pixels) and ``--batch``.
 MIN_SIZE, MAX_SIZE = 16, 8192
 MAX_BATCH = 64

@@ -6,8 +6,13 @@
   ``gaf-trt sample`` pipeline;
 - :mod:`gaf_trt.serve.service`: :class:`GenerationService` (bounded admission, worker per
   request, cancellation);
+- :mod:`gaf_trt.serve.triton`: ``gaf-trt serve`` on Triton through PyTriton, with
+  :mod:`~gaf_trt.serve.wire` (tensors, request decoding), :mod:`~gaf_trt.serve.host`
+  (ports, shared memory, processes) and :mod:`~gaf_trt.serve.pytriton_patch` (the stub
+  patch, inserting :mod:`~gaf_trt.serve.pb_tensors` and :mod:`~gaf_trt.serve.stub_serving`);
 - :mod:`gaf_trt.serve.repository` / :mod:`gaf_trt.serve.bls`: a Triton model repository from
-  an engine directory (``gaf-trt triton-repo``) and its Python-backend models.
+  an engine directory (``gaf-trt triton-repo``; config text :mod:`~gaf_trt.serve.pbtxt`,
+  network models :mod:`~gaf_trt.serve.network_models`) and its Python-backend models.
 """
 
 from gaf_trt.serve.repository import RepoOptions, build_repository

@@ -1,7 +1,7 @@
 """The Triton Python-backend models of a ``gaf-trt triton-repo`` repository.
 
 - :class:`SolverModel` (model ``gaf``): decodes each request exactly as ``gaf-trt serve``
-  does (:func:`gaf_trt.serve.triton.decode_request` / ``split_rows``: same inputs,
+  does (:func:`gaf_trt.serve.wire.decode_request` / ``split_rows``: same inputs,
   parameters and outputs) and runs it on a :class:`~gaf_trt.serve.GenerationService` -- the
   solver loop of ``gaf-trt sample`` (``run_request``), step-level batched. ``execute``
   admits its requests and returns at once; each request is answered through its response
@@ -34,12 +34,12 @@ from torch import Tensor
 
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.serve.network_models import GRAPH_RECORD, MODEL_RECORD
 from gaf_trt.serve.pb_tensors import gaf_input_array, gaf_output_tensor
-from gaf_trt.serve.repository import GRAPH_RECORD, MODEL_RECORD
 from gaf_trt.serve.requests import ServeLimits, to_images
 from gaf_trt.serve.scheduler import Cancelled
 from gaf_trt.serve.service import GenerationService, Job, ServeConfig
-from gaf_trt.serve.triton import decode_request, split_rows
+from gaf_trt.serve.wire import decode_request, split_rows
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ numpy 1.x ABI. Under numpy >= 2, ``pb_utils.Tensor(name, array)`` reads the arra
 size at the numpy 1.x offset (its outputs arrive empty) and ``Tensor.as_numpy()`` builds
 arrays with element size 0 (every element reads as the first one); so both directions go
 through DLPack here. Used by the ``gaf`` solver model (:mod:`gaf_trt.serve.bls`) and, as
-source text, by the stub-side proxy of ``gaf-trt serve`` (:mod:`gaf_trt.serve.triton`
+source text, by the stub-side proxy of ``gaf-trt serve`` (:mod:`gaf_trt.serve.pytriton_patch`
 inserts this file into PyTriton's ``model.py``, which must not import gaf_trt): so this file
 imports nothing of gaf_trt, has no ``from __future__`` line, and every top-level name starts
 with ``gaf_``/``_gaf``/``_Gaf``.

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from torch import Tensor
 
+from gaf_trt.checks import int_in
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
+from gaf_trt.io import images as img
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.sample import MAX_SEED, SampleConfig, SamplePlan, generate, resolve_classes
 
@@ -75,12 +77,6 @@ class ServeRequest:
                                            self.mask_image))
 
 
-def _check_int(name: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
-    return int(value)
-
-
 def _check_numbers(name: str, values: object) -> list[float]:
     if not isinstance(values, (list, tuple)) or not all(
             isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
@@ -128,11 +124,11 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         raise ConfigError(f"classes must be a list of class ids or names, got {req.classes!r}")
     if not req.classes:
         raise ConfigError("give at least one class")
-    _check_int("classes (count)", len(req.classes), 1, limits.max_classes)
+    int_in("classes (count)", len(req.classes), 1, limits.max_classes)
     SOLVERS.get(req.solver)
     check_steps(req.steps, limits.max_steps)
-    _check_int("batch", req.batch, 1, limits.max_batch)
-    _check_int("seed", req.seed, 0, MAX_SEED)
+    int_in("batch", req.batch, 1, limits.max_batch)
+    int_in("seed", req.seed, 0, MAX_SEED)
     if req.output not in OUTPUTS:
         raise ConfigError(f"unknown output {req.output!r}; valid: {', '.join(OUTPUTS)}")
     if req.output == "images" and config.mode == "latent":
@@ -200,10 +196,10 @@ def run_request(plan: RequestPlan, network: AnchorNetwork) -> Tensor:
 
 
 def to_images(state: Tensor) -> np.ndarray:
-    """State ``[B, C, S, S]`` in ``[-1, 1]`` -> uint8 ``[B, S, S, C]`` (the rounding of the
-    PNGs ``gaf-trt sample`` writes, before their upscaling)."""
-    x = ((state.float().clamp(-1, 1) + 1) / 2).clamp(0, 1)
-    return (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+    """State ``[B, C, S, S]`` in ``[-1, 1]`` -> uint8 ``[B, S, S, C]``: the rounding of the
+    PNGs ``gaf-trt sample`` writes, before their upscaling
+    (:func:`gaf_trt.io.images.to_uint8_hwc` with the channels as they are)."""
+    return img.to_uint8_hwc(state, rgb=False)
 
 
 def request_from_mapping(fields: dict[str, object]) -> ServeRequest:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from gaf_trt.checks import positive_int
 from gaf_trt.engine.base import AnchorNetwork, call_network
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
@@ -84,17 +85,10 @@ class MinRowsNetwork:
     def __init__(self, network: AnchorNetwork, min_rows: int = DEFAULT_MIN_ROWS) -> None:
         self.network = network
         self.config: GAFConfig = network.config
-        self.min_rows = check_positive("min_rows", min_rows)
+        self.min_rows = positive_int("min_rows", min_rows)
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return pad_call(self.network, x, t, y, self.min_rows)
-
-
-def check_positive(name: str, value: int, hi: int = 1 << 20) -> int:
-    """An integer option in ``1..hi``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
-        raise ConfigError(f"{name} must be an integer in 1..{hi}, got {value!r}")
-    return value
 
 
 def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> dict[int, float]:
@@ -185,9 +179,9 @@ class StepScheduler:
                  min_rows: int = DEFAULT_MIN_ROWS, call_rows: int | None = None) -> None:
         self.network = network
         self.config: GAFConfig = network.config
-        self.max_rows = check_positive("max_rows", max_rows)
-        self.min_rows = check_positive("min_rows", min_rows)
-        self.call_rows = min(self.max_rows, check_positive("call_rows", call_rows)
+        self.max_rows = positive_int("max_rows", max_rows)
+        self.min_rows = positive_int("min_rows", min_rows)
+        self.call_rows = min(self.max_rows, positive_int("call_rows", call_rows)
                              if call_rows is not None else self.max_rows)
         self.stats = SchedulerStats()
         self._pending: collections.deque[_Evaluation] = collections.deque()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from gaf_trt.checks import positive_int
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.serve.requests import (
@@ -41,7 +42,6 @@ from gaf_trt.serve.scheduler import (
     StepScheduler,
     Ticket,
     calibrate_call_rows,
-    check_positive,
 )
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,14 @@ class ServeConfig:
     call_rows: int | None = None  # rows per call aimed at (None: max_rows; 0: calibrated)
 
     def validate(self) -> ServeConfig:
-        check_positive("max_queue", self.max_queue, 100_000)
-        check_positive("min_rows", self.min_rows, 4096)
-        check_positive("max_rows", self.limits.max_rows, 1 << 20)
-        check_positive("group_size", self.group_size, 100_000)
+        positive_int("max_queue", self.max_queue, 100_000)
+        positive_int("min_rows", self.min_rows, 4096)
+        positive_int("max_rows", self.limits.max_rows, 1 << 20)
+        positive_int("group_size", self.group_size, 100_000)
         if self.max_active != 0:
-            check_positive("max_active", self.max_active, 100_000)
+            positive_int("max_active", self.max_active, 100_000)
         if self.call_rows not in (None, 0):
-            check_positive("call_rows", self.call_rows, 1 << 20)
+            positive_int("call_rows", self.call_rows, 1 << 20)
         if self.mode not in MODES:
             raise ConfigError(f"unknown serving mode {self.mode!r}; valid: {', '.join(MODES)}")
         return self

@@ -25,8 +25,10 @@ from torch import Tensor
 
 from gaf_trt.device import resolve_device
 from gaf_trt.errors import ConfigError, GAFError
-from gaf_trt.io.files import DirLock, atomic_write, check_output_dir, check_owner
+from gaf_trt.io.files import atomic_write, check_output_dir, check_owner
+from gaf_trt.io.lock import DirLock
 from gaf_trt.model.gaf import GAF
+from gaf_trt.records import TRAINING
 from gaf_trt.training.config import TrainConfig
 from gaf_trt.training.data import ShardedSampler, TensorDataset, build_dataset
 from gaf_trt.training.objective import EMA, gaf_loss, sample_t, warmup_cosine
@@ -356,7 +358,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None,
     lock = DirLock(outdir, what="--out") if info.is_main else contextlib.nullcontext()
     with lock:
         if info.is_main:  # one folder, one command's output (checked under the lock)
-            check_owner(outdir, "training", "--out")
+            check_owner(outdir, TRAINING.command, "--out")
         run = prepare_run(cfg, info, device, outdir, resume, retrunk, override, stop_after)
         if info.is_main:
             write_config(run)

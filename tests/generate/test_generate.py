@@ -81,7 +81,7 @@ def test_images_match_an_independent_sample(reference):
     """Sample 13 (class 6) equals gaf_trt.sample from noise (seed, 13), up to one grey level
     (the batch differs, so the last float bits may)."""
     import gaf_trt
-    from gaf_trt.generate.render import to_uint8_hwc
+    from gaf_trt.io.images import to_uint8_hwc
 
     out, _ = reference
     model = gaf_trt.load_model("digits")
@@ -176,7 +176,7 @@ def test_other_arguments_refused(tmp_path):
 
 
 def test_concurrent_run_refused(tmp_path):
-    from gaf_trt.io.files import DirLock
+    from gaf_trt.io.lock import DirLock
 
     out = tmp_path / "ds"
     with DirLock(out), pytest.raises(ConfigError, match="another gaf-trt run"):

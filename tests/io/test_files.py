@@ -9,8 +9,8 @@ import time
 import pytest
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.io.files import (DirLock, OutputDir, atomic_write, check_output_dir, file_sha256,
-                              write_json)
+from gaf_trt.io.files import OutputDir, atomic_write, check_output_dir, file_sha256, write_json
+from gaf_trt.io.lock import DirLock
 
 
 def test_atomic_write_errors_name_the_target_and_leave_no_temp(tmp_path):

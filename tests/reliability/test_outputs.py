@@ -130,7 +130,7 @@ def test_a_held_lock_refuses_a_run(tmp_path):
     """The test holds --out's lock through the library's own lock API: a run into the folder
     exits 2 with one line about the lock and writes nothing (no folder, no staging); once the
     lock is released the same command succeeds."""
-    from gaf_trt.io.files import DirLock
+    from gaf_trt.io.lock import DirLock
 
     out = tmp_path / "out"
     with DirLock(out):

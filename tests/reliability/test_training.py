@@ -151,7 +151,7 @@ def test_training_into_a_locked_out(tmp_path):
     """The test holds --out's lock through the library's lock API: a training run into the
     folder exits 2 with one line about the lock and writes no checkpoint; released, the same
     run succeeds and its checkpoint is whole."""
-    from gaf_trt.io.files import DirLock
+    from gaf_trt.io.lock import DirLock
 
     out = tmp_path / "run"
     args = train_cmd(out, sets=("iters=2", "seed=1"))

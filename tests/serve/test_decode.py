@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.serve.triton import decode_request, split_rows
+from gaf_trt.serve.wire import decode_request, split_rows
 
 
 def test_rows_of_one_request_must_ask_the_same_batch():

@@ -118,7 +118,7 @@ def test_rewrite_replaces_the_previous_output_as_a_whole(written, digits_engine,
 
 
 def test_misspelled_fields_and_enums_are_refused():
-    from gaf_trt.serve.repository import Enum, to_pbtxt, validate_pbtxt
+    from gaf_trt.serve.pbtxt import Enum, to_pbtxt, validate_pbtxt
 
     good = {"name": "m", "backend": "python", "max_batch_size": 4,
             "input": [{"name": "t", "data_type": Enum("TYPE_FP32"), "dims": [1],

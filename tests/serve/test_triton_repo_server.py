@@ -31,7 +31,7 @@ import torch
 import gaf_trt
 from gaf_trt.engine.base import LoadRequest, load_backend
 from gaf_trt.serve import MinRowsNetwork, ServeRequest, to_images
-from gaf_trt.serve.triton import descendants, free_ports, is_running
+from gaf_trt.serve.host import descendants, free_ports, is_running
 from tests.serve.refs import sample_reference
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")

@@ -21,7 +21,8 @@ import torch
 
 from gaf_trt.pipeline.sample import generate, prepare_sample
 from gaf_trt.serve import MinRowsNetwork, ServeRequest, to_images
-from gaf_trt.serve.triton import STATS, descendants, free_ports, is_running
+from gaf_trt.serve.host import descendants, free_ports, is_running
+from gaf_trt.serve.wire import STATS
 from tests.serve.refs import min_rows_reference
 
 pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed (README: "

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.io.files import DirLock
+from gaf_trt.io.lock import DirLock
 from gaf_trt.training import TrainConfig, build_config, train
 from gaf_trt.training.config import FREE_ON_RESUME, FROZEN_ON_RESUME, SCHEDULE_FIELDS
 from gaf_trt.training.objective import warmup_cosine

@@ -1,0 +1,86 @@
+"""Serving additions to PyTriton's stub-side proxy ``model.py`` (nvidia-pytriton 0.7.0): a
+prompt shutdown and request cancellation.
+
+(1) Prompt shutdown: the proxy's requests server notices its shutdown flag only at a 1 s
+poll, and Triton unloads the instances one after another, so each instance's finalize would
+add that second to the stop. (2) Cancellation: while waiting for the answer the proxy checks
+Triton's ``request.is_cancelled()`` (a gRPC client cancelled or went away) every
+:data:`GAF_CANCEL_POLL_S` seconds and creates the request's marker file, whose path it passes
+to the serving process as the request parameter :data:`GAF_CANCEL_PARAM`; the serving process
+(:mod:`gaf_trt.serve.triton`) watches it and cancels the generation (rows freed).
+
+This file is appended, as source, to the stub's ``model.py`` by
+:mod:`gaf_trt.serve.pytriton_patch`, which also rewrites the proxy's lines to call these
+helpers. The stub does not import gaf_trt, so this file imports nothing of gaf_trt, has no
+``from __future__`` line, and every top-level name starts with ``gaf_``/``_gaf``/``GAF_``.
+"""
+
+import asyncio
+import json
+import os
+import pathlib
+
+GAF_CANCEL_PARAM = "gaf_cancel_file"
+GAF_CANCEL_POLL_S = 0.05
+_gaf_cancel_files = {}  # id(triton request) -> path of the file marking it cancelled
+_gaf_cancel_state = {"dir": None, "next": 0}
+
+
+def _gaf_shutdown_now(requests_server):
+    """Stop the requests server now: its loop would notice the flag only at its next 1 s poll."""
+    requests_server.shutdown()
+    loop = requests_server._server.server_loop
+    if loop is None:
+        return
+
+    def cancel_all():
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+
+    try:
+        loop.call_soon_threadsafe(cancel_all)
+    except RuntimeError:  # the loop has just closed
+        pass
+
+
+def _gaf_set_workspace(workspace_path):
+    _gaf_cancel_state["dir"] = pathlib.Path(workspace_path) / "gaf-cancel"
+    _gaf_cancel_state["dir"].mkdir(exist_ok=True)
+
+
+def _gaf_register(triton_requests):
+    """A cancel-marker path for each request (sent along as a request parameter)."""
+    for request in triton_requests:
+        _gaf_cancel_state["next"] += 1
+        name = f"{os.getpid()}-{_gaf_cancel_state['next']}"
+        _gaf_cancel_files[id(request)] = str(_gaf_cancel_state["dir"] / name)
+
+
+def _gaf_parameters(triton_request):
+    params = json.loads(triton_request.parameters())
+    params.pop(GAF_CANCEL_PARAM, None)  # never a client's own value
+    path = _gaf_cancel_files.get(id(triton_request))
+    if path is not None:
+        params[GAF_CANCEL_PARAM] = path
+    return params
+
+
+def _gaf_wait(future, triton_requests):
+    """future.result(); meanwhile a request that Triton cancelled gets its marker file."""
+    waiting = list(triton_requests)
+    try:
+        while True:
+            try:
+                return future.result(timeout=GAF_CANCEL_POLL_S)
+            except TimeoutError:
+                for request in list(waiting):
+                    if request.is_cancelled():
+                        waiting.remove(request)
+                        path = _gaf_cancel_files.get(id(request))
+                        if path is not None:
+                            open(path, "w").close()
+    finally:
+        for request in triton_requests:
+            path = _gaf_cancel_files.pop(id(request), None)
+            if path is not None and os.path.exists(path):
+                os.unlink(path)

@@ -1,0 +1,160 @@
+"""The wire format of the ``gaf`` model (``gaf-trt serve`` and ``gaf-trt triton-repo``): tensor
+names, dtypes and shapes, and a request's encoding and decoding.
+
+Each row of the batch dimension is one generation request. Input tensors (one value per row
+unless noted; all optional):
+
+- ``classes`` INT32 ``[n]`` (class ids); ``weights`` FP32 ``[n]``; ``alpha``, ``sigma``,
+  ``t_eps`` FP32; ``steps``, ``batch`` (images per request) INT32; ``seed`` INT64;
+  ``mask_image`` UINT8 ``[H, W]`` (one region per gray level, as ``--mask-type custom
+  --mask-img``; at most ``ServeLimits.max_mask_pixels``).
+
+String settings are request parameters (one per request): ``solver``, ``mask_type`` (a
+preset), ``output``, and ``class_names`` (a JSON list of class names, instead of the
+``classes`` input). No BYTES tensors: the stub crashes decoding them under numpy >= 2 (its
+``as_numpy`` builds object arrays with the numpy 1.x ABI, and BYTES have no DLPack form).
+
+Outputs: ``images`` UINT8 ``[B, S, S, C]`` (pixel models) and ``latents`` FP32
+``[B, C, S, S]``; a client asks for the one it wants.
+
+Model ``gaf_stats`` (no inputs): the service's counters :data:`STATS`: ``active`` (requests
+admitted and not finished), ``pending_rows`` (rows waiting for the next network call),
+``calls``, ``rows`` and ``cancelled`` (requests cancelled by their client), INT64 ``[1]`` each.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from gaf_trt.errors import ConfigError
+from gaf_trt.serve.requests import ServeRequest
+
+MODEL_NAME = "gaf"
+STRING_FIELDS = ("solver", "mask_type", "output")
+NAMES_PARAM = "class_names"  # JSON list of class names: no BYTES tensors (see above)
+INT_FIELDS = ("steps", "seed", "batch")
+FLOAT_FIELDS = ("alpha", "sigma", "t_eps")
+STATS = ("active", "pending_rows", "calls", "rows", "cancelled")
+STATS_MODEL = "gaf_stats"
+
+
+@dataclass(frozen=True)
+class WireTensor:
+    """One tensor of the ``gaf`` model: name, numpy dtype name and shape of one row
+    (``-1``: any size)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    optional: bool = True
+
+
+INPUTS = (WireTensor("classes", "int32", (-1,)), WireTensor("weights", "float32", (-1,)),
+          WireTensor("mask_image", "uint8", (-1, -1)),
+          *(WireTensor(n, "int64" if n == "seed" else "int32", (1,)) for n in INT_FIELDS),
+          *(WireTensor(n, "float32", (1,)) for n in FLOAT_FIELDS))
+OUTPUTS = (WireTensor("images", "uint8", (-1, -1, -1, -1), optional=False),
+           WireTensor("latents", "float32", (-1, -1, -1, -1), optional=False))
+
+
+def encode_request(req: ServeRequest) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The input tensors (a batch of one row: leading dimension 1) and request parameters
+    of ``req``, as a client sends them; :func:`decode_request` of its row gives ``req`` back.
+    Class names (not ids) go as the parameter ``class_names``."""
+    if req.regions is not None:
+        raise ConfigError("a request's regions have no wire form (no 'regions' input or "
+                          "parameter); send a mask image or a mask preset")
+    dtypes = {t.name: np.dtype(t.dtype) for t in INPUTS}
+    arrays: dict[str, np.ndarray] = {}
+    params: dict[str, str] = {}
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in req.classes):
+        arrays["classes"] = np.asarray([req.classes], dtypes["classes"])
+    else:
+        params[NAMES_PARAM] = json.dumps([str(c) for c in req.classes])
+    if req.weights is not None:
+        arrays["weights"] = np.asarray([req.weights], dtypes["weights"])
+    if req.mask_image is not None:
+        arrays["mask_image"] = np.asarray(req.mask_image, dtypes["mask_image"])[None]
+    for name in (*INT_FIELDS, *FLOAT_FIELDS):
+        value = getattr(req, name)
+        if value is not None:
+            arrays[name] = np.asarray([[value]], dtypes[name])
+    for name in STRING_FIELDS:
+        value = getattr(req, name)
+        if value is not None:
+            params[name] = value
+    return arrays, params
+
+
+def _one(name: str, value: np.ndarray) -> object:
+    if value.size != 1:
+        raise ConfigError(f"{name} takes one value per request, got {value.size}")
+    return value.reshape(-1)[0]
+
+
+
+def decode_names(text: object) -> list[str]:
+    """The classes of the parameter ``class_names``: a JSON list of class names (or ids)."""
+    try:
+        names = json.loads(text) if isinstance(text, str) else None
+    except (json.JSONDecodeError, RecursionError):  # deep nesting raises RecursionError
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, (str, int)) and not isinstance(
+            n, bool) for n in names):
+        shown = repr(text) if len(repr(text)) <= 200 else repr(text)[:200] + "..."
+        raise ConfigError(f"parameter {NAMES_PARAM} must be a JSON list of class names, e.g. "
+                          f'\'["golden retriever", "3"]\', got {shown}')
+    return [str(n) for n in names]
+
+
+def decode_request(row: Mapping[str, np.ndarray],
+                   parameters: Mapping[str, object] | None = None) -> ServeRequest:
+    """A :class:`ServeRequest` from the input tensors of one row (batch dimension removed)
+    and the request's string parameters."""
+    params = dict(parameters or {})
+    names = params.pop(NAMES_PARAM, None)
+    if ("classes" in row) == (names is not None):
+        raise ConfigError(f"give the classes either as the input 'classes' (ids) or as the "
+                          f"parameter '{NAMES_PARAM}' (a JSON list of names or ids), not "
+                          f"{'both' if names is not None else 'neither'}")
+    fields: dict[str, object] = {"classes": decode_names(names) if names is not None
+                                 else [int(c) for c in row["classes"].reshape(-1)]}
+    if "weights" in row:
+        fields["weights"] = [float(v) for v in np.asarray(row["weights"]).reshape(-1)]
+    if "mask_image" in row:
+        fields["mask_image"] = np.asarray(row["mask_image"])
+    for name in STRING_FIELDS:
+        if name in params:
+            value = params.pop(name)
+            if not isinstance(value, str):
+                raise ConfigError(f"parameter {name} must be a string, got {value!r}")
+            fields[name] = value
+    if params:
+        raise ConfigError(f"unknown request parameter(s) {sorted(params)}; valid: "
+                          f"{', '.join((*STRING_FIELDS, NAMES_PARAM))}")
+    for name in INT_FIELDS:
+        if name in row:
+            fields[name] = int(_one(name, row[name]))
+    for name in FLOAT_FIELDS:
+        if name in row:
+            fields[name] = float(_one(name, row[name]))
+    return ServeRequest(**fields)  # type: ignore[arg-type]
+
+
+def split_rows(request: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The rows of a Triton request (leading batch dimension) as one mapping each."""
+    sizes = {v.shape[0] for v in request.values() if v.ndim}
+    if len(sizes) != 1:
+        raise ConfigError(f"inputs disagree on the batch size: {sorted(sizes)}")
+    n = sizes.pop()
+    if n == 0:
+        raise ConfigError("a request needs at least one row (its batch dimension is 0)")
+    if "batch" in request and len({int(b) for b in np.asarray(request["batch"]).reshape(-1)}) > 1:
+        raise ConfigError("all rows of one request must ask for the same batch (images per "
+                          f"row), got {np.asarray(request['batch']).reshape(-1).tolist()}; "
+                          "send rows of other batches as requests of their own")
+    return [{k: v[i] for k, v in request.items()} for i in range(n)]

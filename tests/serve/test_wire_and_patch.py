@@ -1,0 +1,130 @@
+"""The wire format of the ``gaf`` model and the PyTriton stub patch (issue 22 item 5): the
+files inserted into the stub are real source files of the package, the patch applies to
+PyTriton's own proxy, and a request survives encoding and decoding unchanged."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gaf_trt.errors import ConfigError
+from gaf_trt.serve import pytriton_patch
+from gaf_trt.serve.requests import ServeRequest
+from gaf_trt.serve.wire import (
+    INPUTS,
+    NAMES_PARAM,
+    OUTPUTS,
+    decode_request,
+    encode_request,
+    split_rows,
+)
+
+STUB_FILES = (pytriton_patch.PB_TENSORS_FILE, pytriton_patch.STUB_SERVING_FILE)
+STUB_PREFIXES = ("gaf_", "_gaf", "_Gaf", "GAF_", "_GAF")
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+@pytest.mark.parametrize("path", STUB_FILES, ids=lambda p: p.name)
+def test_stub_files_are_real_source_files_the_stub_can_take(path: Path):
+    """Importable modules of the package, and insertable into a foreign file: no
+    ``from __future__`` (only valid at a file's top), no gaf_trt import (the stub has none),
+    every top-level name of our prefixes (no clash with the proxy's names)."""
+    assert path.is_file() and path.parent.name == "serve"
+    importlib.import_module(f"gaf_trt.serve.{path.stem}")
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            assert node.module != "__future__" and not (node.module or "").startswith("gaf_trt")
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("gaf_trt") for a in node.names)
+    assert all(n.startswith(STUB_PREFIXES) for n in _top_level_names(tree))
+
+
+def test_the_server_and_the_stub_share_the_cancel_parameter():
+    from gaf_trt.serve import stub_serving, triton
+
+    assert triton.CANCEL_PARAM == stub_serving.GAF_CANCEL_PARAM
+    assert triton.CANCEL_POLL_S == stub_serving.GAF_CANCEL_POLL_S
+
+
+def test_patch_applies_to_pytritons_proxy():
+    pytriton = pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed")
+    proxy = Path(pytriton.__file__).parent / "proxy" / "model.py"
+    if not proxy.is_file():
+        pytest.skip("this PyTriton has no proxy/model.py")
+    patched = pytriton_patch.patched_stub_source(proxy.read_text())
+    compile(patched, "model.py", "exec")
+    for path in STUB_FILES:  # the files themselves, as they are
+        assert path.read_text() in patched
+    for call in ("_gaf_output_tensor(name, value)", "_gaf_input_array(input_tensor)",
+                 "_gaf_wait(", "_gaf_parameters(triton_request)", "_gaf_register(",
+                 "_gaf_shutdown_now(", "timeout_s=60.0"):
+        assert call in patched, call
+
+
+def test_patch_refuses_another_proxy():
+    with pytest.raises(ConfigError, match="unsupported nvidia-pytriton version"):
+        pytriton_patch.patched_stub_source("import triton_python_backend_utils as pb_utils\n")
+
+
+# --------------------------------------------------------------------------- wire
+
+
+REQUESTS = [
+    ServeRequest(classes=[3]),
+    ServeRequest(classes=[1, 7], weights=[0.25, 2.0], steps=5, seed=123456789012, batch=3,
+                 solver="heun", output="latents"),
+    ServeRequest(classes=["3", "seven"], alpha=0.75, sigma=0.5, t_eps=0.0078125,
+                 mask_type="vertical"),
+    ServeRequest(classes=[0, 1, 2], mask_image=np.arange(48, dtype=np.uint8).reshape(6, 8),
+                 sigma=0.0),
+]
+
+
+@pytest.mark.parametrize("req", REQUESTS, ids=range(len(REQUESTS)))
+def test_a_request_survives_the_wire(req: ServeRequest):
+    arrays, params = encode_request(req)
+    specs = {t.name: t for t in INPUTS}
+    for name, arr in arrays.items():  # what the model declares, batch dimension first
+        assert arr.dtype == np.dtype(specs[name].dtype) and arr.shape[0] == 1
+        assert arr.ndim - 1 == len(specs[name].shape)
+    assert all(isinstance(v, str) for v in params.values())
+    (row,) = split_rows(arrays)
+    back = decode_request(row, params)
+    for field in ServeRequest.__dataclass_fields__:
+        want, got = getattr(req, field), getattr(back, field)
+        if isinstance(want, np.ndarray):
+            assert np.array_equal(want, got) and got.dtype == np.uint8
+        elif field == "classes":
+            assert [str(c) for c in got] == [str(c) for c in want]
+        else:
+            assert got == want, field
+    assert (NAMES_PARAM in params) == any(isinstance(c, str) for c in req.classes)
+
+
+def test_regions_have_no_wire_form():
+    with pytest.raises(ConfigError, match="regions"):
+        encode_request(ServeRequest(classes=[1, 2], mask_type="vertical", regions=["a", "b"]))
+
+
+def test_triton_repo_solver_model_speaks_the_same_wire():
+    """The ``gaf`` model of ``triton-repo`` takes the inputs of ``gaf-trt serve`` (but the
+    mask image) and gives the same outputs."""
+    from gaf_trt.serve.repository import RepoOptions, solver_config
+
+    cfg = solver_config(RepoOptions())
+    assert [i["name"] for i in cfg["input"]] == [t.name for t in INPUTS if t.name != "mask_image"]
+    assert [o["name"] for o in cfg["output"]] == [t.name for t in OUTPUTS]

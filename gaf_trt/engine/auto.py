@@ -136,7 +136,7 @@ def record_measured(precision: str, loop_ms: dict[str, float], engine: str) -> s
 
 def _engine_dir_cpu(req: LoadRequest) -> AutoChoice | None:
     """The measured (or ruled) fastest runtime for an engine directory on the CPU."""
-    from gaf_trt.export.manifest import read_manifest
+    from gaf_trt.enginedir import read_manifest
 
     man = read_manifest(req.artifact)
     precision = str(man.get("precision", "fp32"))

@@ -28,16 +28,16 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     """Open ``folder`` (an engine directory) with ``backend`` on ``device``.
 
     Every command opens engine directories through here or the backends' loaders, which
-    share one path: :func:`~gaf_trt.export.manifest.read_manifest` (size cap, typed schema,
+    share one path: :func:`~gaf_trt.enginedir.read_manifest` (size cap, typed schema,
     every named path inside the directory), the precision check, and
-    :func:`~gaf_trt.export.manifest.verify_files` (sha256 of every file used, external data
+    :func:`~gaf_trt.enginedir.verify_files` (sha256 of every file used, external data
     included) before anything is loaded. ``precision`` defaults to the engine's own; another
     one is refused. ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static``
     (trt), ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files
     used).
     """
     from gaf_trt.device import resolve_device
-    from gaf_trt.export.manifest import check_precision, read_manifest
+    from gaf_trt.enginedir import check_precision, read_manifest
 
     if backend not in ENGINE_BACKENDS:
         raise ConfigError(f"unknown engine backend {backend!r}; valid: "
@@ -73,7 +73,7 @@ def default_precision(artifact: str | os.PathLike[str], requested: Precision | N
     if requested is not None:
         return Precision(requested)
     if Path(artifact).is_dir():
-        from gaf_trt.export.manifest import read_manifest
+        from gaf_trt.enginedir import read_manifest
 
         return Precision(read_manifest(artifact)["precision"])
     return Precision.FP32
@@ -83,8 +83,8 @@ def engine_weights(folder: str | os.PathLike[str], *, verify: bool = True,
                    man: dict[str, Any] | None = None) -> Path:
     """The PyTorch weights an engine directory stores (``model.safetensors``), checked
     against the manifest's sha256 before anyone loads them; an
-    :class:`~gaf_trt.export.manifest.EngineDirError` when there are none."""
-    from gaf_trt.export.manifest import EngineDirError, read_manifest, verify_files
+    :class:`~gaf_trt.enginedir.EngineDirError` when there are none."""
+    from gaf_trt.enginedir import EngineDirError, read_manifest, verify_files
 
     folder = Path(folder)
     man = man if man is not None else read_manifest(folder)
@@ -119,7 +119,7 @@ def load_vae_decoder(folder: str | os.PathLike[str], backend: str = "auto",
     """Open the ``vae_decoder`` graph (``--graphs vae``) of an engine directory with ``ort``
     or ``trt`` (``auto``: TensorRT when its plan and TensorRT are here on CUDA)."""
     from gaf_trt.device import resolve_device
-    from gaf_trt.export.manifest import (
+    from gaf_trt.enginedir import (
         EngineDirError,
         files_of,
         read_manifest,

@@ -527,7 +527,7 @@ def open_staged(staging: Path, graphs: dict[str, dict[str, Any]], config, precis
                 mode: str):
     """An ORT engine over the graphs written so far (``mode``: split | fused)."""
     from gaf_trt.engine.ort_backend import OrtFusedEngine, OrtSplitEngine
-    from gaf_trt.export.runtime import FUSED, SPLIT
+    from gaf_trt.engine.graph_engine import FUSED, SPLIT
 
     man = {"graphs": graphs, "config": config.to_dict(), "precision": precision.value}
     names = list(SPLIT if mode == "split" else FUSED)

@@ -46,7 +46,7 @@ from gaf_trt.engine.torch_backend import (
     precision_support,
 )
 from gaf_trt.errors import ConfigError, GAFError
-from gaf_trt.export.manifest import EngineDirError
+from gaf_trt.enginedir import EngineDirError
 from gaf_trt.model.checkpoint import load_model
 from gaf_trt.model.config import DIT_PRESETS, GAFConfig, preset_config
 from gaf_trt.model.gaf import GAF
@@ -510,7 +510,7 @@ def check_available(grid: BenchGrid, device: str) -> None:
 def _engine_precision(grid: BenchGrid) -> str | None:
     if grid.engine is None:
         return None
-    from gaf_trt.export.manifest import read_manifest
+    from gaf_trt.enginedir import read_manifest
 
     return str(read_manifest(grid.engine).get("precision", "fp32"))
 
@@ -773,7 +773,7 @@ def load_fp32_model(grid: BenchGrid, device: str) -> GAF:
         return load_model(grid.ckpt, device=device)
     if grid.engine is not None:  # the whole directory verified before any work
         from gaf_trt.engine.loader import engine_weights
-        from gaf_trt.export.manifest import read_manifest, verify_files
+        from gaf_trt.enginedir import read_manifest, verify_files
 
         man = read_manifest(grid.engine)
         verify_files(grid.engine, man)

@@ -228,7 +228,7 @@ def onnx_files(engine: Path, man: dict[str, Any], graph: str) -> dict[str, Path]
     """``model.onnx`` and the external-data files it reads, as version-folder names ->
     engine files. The graph records each location relative to its own folder (ONNX
     external data); the same relative path inside the version folder keeps it valid there."""
-    from gaf_trt.export.manifest import external_data_files
+    from gaf_trt.enginedir import external_data_files
 
     record = man["graphs"][graph]
     graph_dir = Path(record["file"]).parent
@@ -403,7 +403,7 @@ def anchors_config(man: dict[str, Any], batch: int) -> dict[str, Any]:
 
 
 def _check_split(engine: Path, man: dict[str, Any]) -> None:
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     missing = [g for g in SPLIT_GRAPHS if g not in man["graphs"]]
     if missing:
@@ -455,7 +455,7 @@ def _solver_model(man: dict[str, Any], opts: RepoOptions, rows: int) -> ModelFol
 def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryPlan:
     """Read and verify the engine directory (manifest, sha256 of every file used) and build
     every model config, each validated against Triton's schema."""
-    from gaf_trt.export.manifest import files_of, read_manifest, verify_files
+    from gaf_trt.enginedir import files_of, read_manifest, verify_files
 
     opts = options.validate()
     engine = Path(engine_dir)
@@ -503,7 +503,7 @@ def _place(src: Path, dst: Path) -> None:
 def check_external_data(version_dir: Path) -> None:
     """Every external-data location of ``version_dir/model.onnx`` resolves to a file inside
     ``version_dir`` (what ONNX Runtime requires)."""
-    from gaf_trt.export.manifest import external_data_files
+    from gaf_trt.enginedir import external_data_files
 
     root = version_dir.resolve()
     for loc in external_data_files(version_dir, "model.onnx"):

@@ -23,8 +23,8 @@ def copy_dir(engine_dir, tmp_path):
 
 
 def test_verify_ok_then_missing_and_altered(copy_dir):
+    from gaf_trt.enginedir import EngineDirError
     from gaf_trt.export import verify_engine
-    from gaf_trt.export.manifest import EngineDirError
 
     verify_engine(str(copy_dir))
     (copy_dir / "k_bank.onnx").unlink()
@@ -34,7 +34,7 @@ def test_verify_ok_then_missing_and_altered(copy_dir):
 
 def test_altered_file_refused_by_loader(copy_dir):
     from gaf_trt.engine.loader import load_engine
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     with open(copy_dir / "trunk.onnx", "r+b") as f:
         f.seek(100)
@@ -48,7 +48,7 @@ def test_altered_file_refused_by_loader(copy_dir):
 
 def test_not_an_engine_dir(tmp_path):
     from gaf_trt.engine.loader import load_engine
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     with pytest.raises(EngineDirError, match="no manifest.json"):
         load_engine(tmp_path, backend="ort", device="cpu")
@@ -69,7 +69,11 @@ def _plan(**kw):
 
 
 def test_compatibility_check_before_deserialising():
-    from gaf_trt.export.manifest import EngineCompatibilityError, RuntimeInfo, check_plan_compatible
+    from gaf_trt.enginedir import (
+        EngineCompatibilityError,
+        RuntimeInfo,
+        check_plan_compatible,
+    )
 
     here = RuntimeInfo("10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0")
     check_plan_compatible(_plan(), here, "eng")  # same machine: fine
@@ -94,10 +98,9 @@ def test_compatibility_check_before_deserialising():
 
 def test_manifest_from_another_gpu_refused_by_trt_loader(copy_dir, monkeypatch):
     """The trt loader checks the manifest against this machine before reading the plan."""
-    import gaf_trt.export.tensorrt as trt_build
-    from gaf_trt.engine import trt_backend
+    from gaf_trt.engine import trt_backend, trt_runtime
     from gaf_trt.engine.base import LoadRequest
-    from gaf_trt.export.manifest import EngineCompatibilityError, RuntimeInfo
+    from gaf_trt.enginedir import EngineCompatibilityError, RuntimeInfo
 
     man = json.loads((copy_dir / "manifest.json").read_text())
     for g in ("trunk", "j_head", "k_bank"):
@@ -106,7 +109,7 @@ def test_manifest_from_another_gpu_refused_by_trt_loader(copy_dir, monkeypatch):
         man["files"].append(f"{g}.plan")  # listed and hashed, as export writes them
         man["sha256"][f"{g}.plan"] = file_sha256(copy_dir / f"{g}.plan")
     (copy_dir / "manifest.json").write_text(json.dumps(man))
-    monkeypatch.setattr(trt_build, "runtime_info",
+    monkeypatch.setattr(trt_runtime, "runtime_info",
                         lambda index=None: RuntimeInfo("10.13.0.35", "NVIDIA L4", "8.9"))
     monkeypatch.setattr(trt_backend, "resolve_device", lambda d: "cuda:0")
     monkeypatch.setattr(trt_backend.TrtPlan, "__init__",
@@ -155,10 +158,10 @@ def test_bad_export_options_fail_before_writing(tmp_path, ref_ckpt):
 
 
 def test_from_onnx_without_tensorrt(copy_dir):
-    from gaf_trt.export import tensorrt as trt_build
+    from gaf_trt.engine import trt_runtime
     from gaf_trt.export.build import build_from_onnx
 
-    if trt_build.unavailable() is None:
+    if trt_runtime.unavailable() is None:
         pytest.skip("TensorRT and a GPU are here: the GPU test builds real plans")
     with pytest.raises(ConfigError, match="cannot build TensorRT plans here: .* GPU machine"):
         build_from_onnx(copy_dir)
@@ -167,6 +170,7 @@ def test_from_onnx_without_tensorrt(copy_dir):
 def test_from_onnx_rewrites_folder_consistently(copy_dir, monkeypatch):
     """Plans are added beside the verified ONNX graphs (hard links, no copy); the new
     manifest lists and hashes everything. TensorRT itself is replaced by a stub here."""
+    from gaf_trt.engine import trt_runtime
     from gaf_trt.export import tensorrt as trt_build
     from gaf_trt.export import verify_engine
     from gaf_trt.export.build import ProfileSpec, build_from_onnx
@@ -177,7 +181,7 @@ def test_from_onnx_rewrites_folder_consistently(copy_dir, monkeypatch):
             man["plans"][name] = dict(_plan(file=f"{name}.plan"), graph=name, static=False)
         return list(man["graphs"])
 
-    monkeypatch.setattr(trt_build, "unavailable", lambda: None)
+    monkeypatch.setattr(trt_runtime, "unavailable", lambda: None)
     monkeypatch.setattr(trt_build, "build_all", fake_build_all)
     before = (copy_dir / "trunk.onnx").read_bytes()
     res = build_from_onnx(copy_dir, ProfileSpec(max_batch=8, max_classes=3))

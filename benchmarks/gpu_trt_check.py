@@ -51,7 +51,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> float:
 
 
 def random_model(preset: str, latent: int, channels: int, classes: int):
-    from gaf_trt.pipeline.bench import preset_model
+    from gaf_trt.model.presets import preset_model
 
     return preset_model(preset, latent, channels, classes, seed=0, device="cpu")
 

@@ -41,7 +41,10 @@ from gaf_trt.precision import Precision  # noqa: E402
 
 
 def speed(a: argparse.Namespace) -> dict:
-    from gaf_trt.pipeline import bench as b
+    from gaf_trt.device import device_name
+    from gaf_trt.pipeline.bench.grid import BenchGrid, Case
+    from gaf_trt.pipeline.bench.reference import load_fp32_model
+    from gaf_trt.pipeline.bench.run import _Context, bench_case
 
     engines = dict(e.split("=", 1) for e in a.engine)
     bad = [p for p in engines if p not in {x.value for x in Precision}]
@@ -49,20 +52,20 @@ def speed(a: argparse.Namespace) -> dict:
         sys.exit(f"error: --engine PRECISION=DIR, unknown precision {bad[0]!r}")
     if a.threads:
         torch.set_num_threads(a.threads)
-    grid = b.BenchGrid(ckpt=a.ckpt, backends=("torch",), precisions=(Precision.FP32,),
+    grid = BenchGrid(ckpt=a.ckpt, backends=("torch",), precisions=(Precision.FP32,),
                        batches=(a.batch,), classes=(2,), steps=(a.steps,), solvers=(a.solver,),
                        device="cpu", warmup=a.warmup, repeats=a.repeats)
     grid.validate()
-    ctx = b._Context(grid, "cpu", b.load_fp32_model(grid, "cpu"))
+    ctx = _Context(grid, "cpu", load_fp32_model(grid, "cpu"))
     ctx.pairs = [("torch", Precision(p)) for p in a.torch_precisions]
     for prec, folder in engines.items():
         engine = load_engine(folder, backend="ort", device="cpu", graphs=a.graphs,
                              **({"threads": a.threads} if a.threads else {}))
         ctx.engines[("ort", prec)] = (engine, "ort")
         ctx.pairs.append(("ort", Precision(prec)))
-    case = b.Case(a.batch, 2, a.steps, a.solver)
-    records = b.bench_case(ctx, case, progress=lambda m: print(m, file=sys.stderr))
-    print(f"{case}, {b.device_name('cpu')}; ort graphs: {a.graphs}, ort threads "
+    case = Case(a.batch, 2, a.steps, a.solver)
+    records = bench_case(ctx, case, progress=lambda m: print(m, file=sys.stderr))
+    print(f"{case}, {device_name('cpu')}; ort graphs: {a.graphs}, ort threads "
           f"{a.threads or 'default'}")
     print("| row | ms/image median (p90) | x reference | rel err vs fp32 |")
     print("|---|---|---|---|")

@@ -1,4 +1,5 @@
-"""``load_engine``: open an engine directory written by ``gaf-trt export`` with a backend.
+"""``load_engine``: open an engine directory written by ``gaf-trt export`` with a backend;
+``load_auto``, the loader of the ``auto`` backend (registered here, after torch, ort and trt).
 
 ``backend="auto"`` follows :func:`gaf_trt.engine.auto.resolve_auto` (TensorRT when the
 directory has plans and TensorRT and a GPU are here; on the CPU the runtime measured fastest,
@@ -14,7 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, load_backend
+from gaf_trt.engine.auto import resolve_auto
+from gaf_trt.engine.base import BACKENDS, AnchorNetwork, Backend, LoadRequest, load_backend
 from gaf_trt.errors import ConfigError
 from gaf_trt.precision import Precision
 
@@ -48,8 +50,6 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     built = Precision(man["precision"])
     dev = resolve_device(device)
     if backend == "auto":  # the one auto rule (measured on this CPU where bench recorded it)
-        from gaf_trt.engine.auto import resolve_auto
-
         choice = resolve_auto(LoadRequest(str(folder), device=dev, precision=built,
                                           options=dict(options)))
         log.info("engine %s: backend auto -> %s on %s (%s)", folder, choice.label, dev,
@@ -156,3 +156,21 @@ def load_vae_decoder(folder: str | os.PathLike[str], backend: str = "auto",
         eng = TrtSplitEngine(folder, man, ["vae_decoder"], dev)
         eng._load_plans(bool(options.get("static", False)))
     return EngineVAEDecoder(eng)
+
+
+def load_auto(req: LoadRequest) -> AnchorNetwork:
+    """Load with the backend :func:`~gaf_trt.engine.auto.resolve_auto` picks (logged at
+    INFO); an engine directory goes through :func:`load_engine`, which verifies it."""
+    if os.path.isdir(req.artifact):
+        return load_engine(req.artifact, backend="auto", device=req.device,
+                           precision=req.precision, **req.options)
+    choice = resolve_auto(req)
+    log.info("backend auto -> %s (%s)", choice.label, choice.reason)
+    return load_backend(choice.backend, LoadRequest(
+        req.artifact, device=req.device, precision=req.precision, num_heads=req.num_heads,
+        use_ema=req.use_ema, trust_pickle=req.trust_pickle, options=choice.options))
+
+
+if "auto" not in BACKENDS.names():
+    BACKENDS.add("auto", Backend("auto", "the fastest available backend for the device",
+                                 load_auto))

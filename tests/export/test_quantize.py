@@ -200,7 +200,7 @@ def test_torch_backend_refuses_quantised_engines(int8_dir):
 def test_bench_rows_pair_int8_engine_with_torch_precisions(int8_dir):
     """torch runs the torch precisions, ort the engine's; every other cell is skipped with
     its reason; a grid in which nothing can run is one error."""
-    from gaf_trt.pipeline.bench import BenchGrid, row_pairs
+    from gaf_trt.pipeline.bench.grid import BenchGrid, row_pairs
 
     grid = BenchGrid(ckpt=str(REF_CKPT), engine=str(int8_dir), backends=("torch", "ort"),
                      precisions=(Precision.FP32, Precision.INT8))

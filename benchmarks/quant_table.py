@@ -79,6 +79,7 @@ def speed(a: argparse.Namespace) -> dict:
 def digits(a: argparse.Namespace) -> dict:
     from gaf_trt.export.build import ExportConfig, export_engine
     from gaf_trt.export.quantize import QuantConfig
+    from gaf_trt.metrics import digits as dm
     from gaf_trt.training import evaluate as ev
 
     nets = {"fp32 (torch)": load_backend("torch", LoadRequest("digits")),
@@ -96,18 +97,18 @@ def digits(a: argparse.Namespace) -> dict:
         nets[f"{prec.value} (ort{', simulated' if prec is Precision.FP8 else ''})"] = \
             load_engine(out, backend="ort", device="cpu")
     size = nets["fp32 (torch)"].config.input_size
-    clf = ev.fit_classifier(size, a.seed)
-    real = clf.logits(ev.real_digits(size)[0])
+    clf = dm.fit_classifier(size, a.seed)
+    real = clf.logits(dm.real_digits(size)[0])
     table, fp32_images = {}, {}
     print(f"classifier held-out accuracy {clf.test_accuracy:.3f}; per class {a.per_class}")
     for name, net in nets.items():
         for sampler, solver, steps in ev.SAMPLERS:
             t0 = time.perf_counter()
             images, labels = ev.generate_per_class(net, a.per_class, solver, steps, a.seed)
-            grid8 = ev.to_digit_grid(images)
+            grid8 = dm.to_digit_grid(images)
             pred, lab = clf.predict(grid8), labels.numpy()
             acc = float(np.mean([(pred[lab == c] == c).mean() for c in range(10)]))
-            fd = ev.frechet_distance(real, clf.logits(grid8))
+            fd = dm.frechet_distance(real, clf.logits(grid8))
             fp32_images.setdefault(sampler, images)
             ref = fp32_images[sampler]
             d = (images.double() - ref.double()).flatten(1).norm(dim=1)

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from gaf_trt.engine.auto import resolve_auto
-from gaf_trt.engine.base import BACKENDS, AnchorNetwork, Backend, LoadRequest, load_backend
+from gaf_trt.engine.base import (
+    BACKENDS,
+    AnchorNetwork,
+    Backend,
+    LoadRequest,
+    load_backend,
+)
 from gaf_trt.errors import ConfigError
 from gaf_trt.precision import Precision
 

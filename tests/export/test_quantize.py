@@ -17,15 +17,15 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
 from gaf_trt.export import quantize as q  # noqa: E402
-from gaf_trt.export.quantize import graphs as qg  # noqa: E402
-from gaf_trt.export.quantize import quality as qq  # noqa: E402
-from gaf_trt.export.quantize import smoothquant as qs  # noqa: E402
 from gaf_trt.export.calibration import (  # noqa: E402
     CALIB_KINDS,
     CALIB_SOLVERS,
     calibration_plan,
     capture,
 )
+from gaf_trt.export.quantize import graphs as qg  # noqa: E402
+from gaf_trt.export.quantize import quality as qq  # noqa: E402
+from gaf_trt.export.quantize import smoothquant as qs  # noqa: E402
 
 TINY = q.QuantConfig(samples=6, steps=3, rows=8)
 

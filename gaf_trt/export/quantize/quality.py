@@ -76,8 +76,8 @@ def final_state_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def open_staged(staging: Path, graphs: dict[str, dict[str, Any]], config, precision: Precision,
                 mode: str):
     """An ORT engine over the graphs written so far (``mode``: split | fused)."""
-    from gaf_trt.engine.ort_backend import OrtFusedEngine, OrtSplitEngine
     from gaf_trt.engine.graph_engine import FUSED, SPLIT
+    from gaf_trt.engine.ort_backend import OrtFusedEngine, OrtSplitEngine
 
     man = {"graphs": graphs, "config": config.to_dict(), "precision": precision.value}
     names = list(SPLIT if mode == "split" else FUSED)

@@ -24,7 +24,13 @@ from gaf_trt.enginedir import EngineDirError
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.model.flops import macs_per_sample
 from gaf_trt.model.gaf import GAF
-from gaf_trt.pipeline.bench.grid import BenchGrid, BenchRecord, Case, check_available, row_pairs
+from gaf_trt.pipeline.bench.grid import (
+    BenchGrid,
+    BenchRecord,
+    Case,
+    check_available,
+    row_pairs,
+)
 from gaf_trt.pipeline.bench.probes import (
     assign_ceilings,
     gemm_probes,

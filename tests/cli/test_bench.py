@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from gaf_trt.cli import app
 from gaf_trt.cli.bench import BenchCommand, bench
-from gaf_trt.cli.errors import OneLineErrorGroup
+from gaf_trt.console.errors import OneLineErrorGroup
 from gaf_trt.engine.torch_backend import precision_support
 from gaf_trt.model import GAF, preset_config
 from gaf_trt.model.flops import macs_per_sample

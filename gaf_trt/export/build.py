@@ -248,22 +248,14 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
     # quantised graphs get their own int8 / fp8 weights: only float graphs share theirs
     index = None if cfg.precision.quantized else ParamIndex.of(model)
     with OutputDir(cfg.out, record=MANIFEST) as od:
-        graphs, results = {}, []
+        graphs = {}
         for spec in specs:
             say(f"exporting {spec.name} (opset {cfg.opset}, {cfg.precision.value})")
             graphs[spec.name] = _write_graph(spec, od.staging, cfg, model, metadata,
                                              index if spec.group != "vae" else None)
         weights = (None if cfg.precision.quantized
                    else _store_weights_once(graphs, od.staging, model, cfg, say))
-        for spec in specs:
-            if cfg.parity:
-                say(f"parity check {spec.name} on ONNX Runtime")
-                res = parity_lib.check_graph(spec, od.staging / graphs[spec.name]["file"],
-                                             cfg.graph_precision, model.config.num_classes,
-                                             parity_lib.parity_sizes(spec))
-                graphs[spec.name]["parity"] = res.to_dict()
-                results.append(res)
-        parity_lib.require(results)
+        results = _check_parity(specs, graphs, od.staging, cfg, model, say)
         quantization = None
         if cfg.precision.quantized:  # int8 / fp8 weights live in the quantised graphs
             from gaf_trt.export.quantize import QuantConfig, quantize_engine
@@ -294,6 +286,24 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
         _finish(man, od.staging)
         od.commit()
     return ExportResult(Path(cfg.out), man, results, built, note)
+
+
+def _check_parity(specs: list[GraphSpec], graphs: dict[str, dict[str, Any]], staging: Path,
+                  cfg: ExportConfig, model, say: Progress) -> list:
+    """With ``cfg.parity``: each written graph against PyTorch on ONNX Runtime (its record
+    gets the result); raises :class:`~gaf_trt.export.parity.ParityError` when one misses its
+    bound. Returns the results."""
+    results = []
+    for spec in specs:
+        if cfg.parity:
+            say(f"parity check {spec.name} on ONNX Runtime")
+            res = parity_lib.check_graph(spec, staging / graphs[spec.name]["file"],
+                                         cfg.graph_precision, model.config.num_classes,
+                                         parity_lib.parity_sizes(spec))
+            graphs[spec.name]["parity"] = res.to_dict()
+            results.append(res)
+    parity_lib.require(results)
+    return results
 
 
 def _store_weights_once(graphs: dict[str, dict[str, Any]], folder: Path, model,

@@ -8,6 +8,8 @@ Public names (imported lazily, so ``import gaf_trt`` stays light)::
     build_from_onnx(dir)                       # TensorRT plans on a GPU machine, later
     describe_engine(dir) / describe_lines(info)
     verify_engine(dir)                         # every file's sha256
+
+Reading engine directories (manifest, files, compatibility) is :mod:`gaf_trt.enginedir`.
 """
 
 from __future__ import annotations
@@ -23,9 +25,6 @@ _LAZY = {
     "GRAPH_GROUPS": "gaf_trt.export.graphs",
     "parse_groups": "gaf_trt.export.graphs",
     "ParityError": "gaf_trt.export.parity",
-    "EngineDirError": "gaf_trt.enginedir",
-    "EngineCompatibilityError": "gaf_trt.enginedir",
-    "read_manifest": "gaf_trt.enginedir",
     "describe_lines": "gaf_trt.enginedir",
 }
 

@@ -2,7 +2,7 @@
 
 Metrics (registry :data:`METRICS`): ``fid``, ``kid``, ``pr`` (need ``--ref`` and the Inception
 weights), ``is`` (Inception weights only) and ``digits`` (the bundled digits model's own
-classifier accuracy and Fréchet distance, :mod:`gaf_trt.training.evaluate`; no weights).
+classifier accuracy and Fréchet distance, :mod:`gaf_trt.metrics.digits`; no weights).
 """
 
 from __future__ import annotations

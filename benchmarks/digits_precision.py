@@ -24,12 +24,9 @@ sys.path.insert(0, str(ROOT))
 from gaf_trt.engine.base import LoadRequest, load_backend  # noqa: E402
 from gaf_trt.engine.torch_backend import precision_support  # noqa: E402
 from gaf_trt.io.files import write_json  # noqa: E402
+from gaf_trt.metrics import digits as dm  # noqa: E402
 from gaf_trt.precision import Precision  # noqa: E402
-
-try:  # the evaluator is moving from training/ into gaf_trt.training
-    from gaf_trt.training import evaluate as ev
-except ImportError:  # pragma: no cover - older layout
-    from training import evaluate as ev  # type: ignore[no-redef]
+from gaf_trt.training import evaluate as ev  # noqa: E402
 
 
 def evaluate(engine, clf, real_feats, per_class: int, seed: int) -> dict:
@@ -37,12 +34,12 @@ def evaluate(engine, clf, real_feats, per_class: int, seed: int) -> dict:
     for name, solver, steps in ev.SAMPLERS:
         t0 = time.perf_counter()
         images, labels = ev.generate_per_class(engine, per_class, solver, steps, seed)
-        gen8 = ev.to_digit_grid(images)
+        gen8 = dm.to_digit_grid(images)
         pred = clf.predict(gen8)
         lab = labels.numpy()
         per = [float((pred[lab == c] == c).mean()) for c in range(10)]
         out[name] = {"mean_accuracy": float(np.mean(per)),
-                     "frechet_distance": ev.frechet_distance(real_feats, clf.logits(gen8)),
+                     "frechet_distance": dm.frechet_distance(real_feats, clf.logits(gen8)),
                      "seconds": round(time.perf_counter() - t0, 2), "images": images}
     return out
 
@@ -59,8 +56,8 @@ def main() -> None:
     skipped = {p.value: precision_support("cpu", p) for p in Precision if p not in precisions}
     engines = {p: load_backend("torch", LoadRequest("digits", precision=p)) for p in precisions}
     size = engines[Precision.FP32].config.input_size
-    clf = ev.fit_classifier(size, a.seed)
-    real_feats = clf.logits(ev.real_digits(size)[0])
+    clf = dm.fit_classifier(size, a.seed)
+    real_feats = clf.logits(dm.real_digits(size)[0])
     results = {p.value: evaluate(e, clf, real_feats, a.per_class, a.seed)
                for p, e in engines.items()}
     report = {"per_class": a.per_class, "seed": a.seed, "torch": torch.__version__,

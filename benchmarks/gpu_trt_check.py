@@ -51,7 +51,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> float:
 
 
 def random_model(preset: str, latent: int, channels: int, classes: int):
-    from gaf_trt.pipeline.bench import preset_model
+    from gaf_trt.model.presets import preset_model
 
     return preset_model(preset, latent, channels, classes, seed=0, device="cpu")
 
@@ -351,7 +351,7 @@ def main() -> int:
             print(f"S/2 fp16 graph {s2['onnx_fp16']:.1e} vs torch fp16 eager "
                   f"{s2['torch_fp16_eager']:.1e} (ORT CPU)")
             return 0
-        from gaf_trt.export.tensorrt import unavailable
+        from gaf_trt.engine.trt_runtime import unavailable
 
         why = unavailable()
         if why is not None:

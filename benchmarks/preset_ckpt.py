@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gaf_trt.model.checkpoint import save_safetensors  # noqa: E402
-from gaf_trt.pipeline.bench import preset_model  # noqa: E402
+from gaf_trt.model.presets import preset_model  # noqa: E402
 
 
 def main() -> None:

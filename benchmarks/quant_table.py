@@ -41,7 +41,10 @@ from gaf_trt.precision import Precision  # noqa: E402
 
 
 def speed(a: argparse.Namespace) -> dict:
-    from gaf_trt.pipeline import bench as b
+    from gaf_trt.device import device_name
+    from gaf_trt.pipeline.bench.grid import BenchGrid, Case
+    from gaf_trt.pipeline.bench.reference import load_fp32_model
+    from gaf_trt.pipeline.bench.run import _Context, bench_case
 
     engines = dict(e.split("=", 1) for e in a.engine)
     bad = [p for p in engines if p not in {x.value for x in Precision}]
@@ -49,20 +52,20 @@ def speed(a: argparse.Namespace) -> dict:
         sys.exit(f"error: --engine PRECISION=DIR, unknown precision {bad[0]!r}")
     if a.threads:
         torch.set_num_threads(a.threads)
-    grid = b.BenchGrid(ckpt=a.ckpt, backends=("torch",), precisions=(Precision.FP32,),
+    grid = BenchGrid(ckpt=a.ckpt, backends=("torch",), precisions=(Precision.FP32,),
                        batches=(a.batch,), classes=(2,), steps=(a.steps,), solvers=(a.solver,),
                        device="cpu", warmup=a.warmup, repeats=a.repeats)
     grid.validate()
-    ctx = b._Context(grid, "cpu", b.load_fp32_model(grid, "cpu"))
+    ctx = _Context(grid, "cpu", load_fp32_model(grid, "cpu"))
     ctx.pairs = [("torch", Precision(p)) for p in a.torch_precisions]
     for prec, folder in engines.items():
         engine = load_engine(folder, backend="ort", device="cpu", graphs=a.graphs,
                              **({"threads": a.threads} if a.threads else {}))
         ctx.engines[("ort", prec)] = (engine, "ort")
         ctx.pairs.append(("ort", Precision(prec)))
-    case = b.Case(a.batch, 2, a.steps, a.solver)
-    records = b.bench_case(ctx, case, progress=lambda m: print(m, file=sys.stderr))
-    print(f"{case}, {b.device_name('cpu')}; ort graphs: {a.graphs}, ort threads "
+    case = Case(a.batch, 2, a.steps, a.solver)
+    records = bench_case(ctx, case, progress=lambda m: print(m, file=sys.stderr))
+    print(f"{case}, {device_name('cpu')}; ort graphs: {a.graphs}, ort threads "
           f"{a.threads or 'default'}")
     print("| row | ms/image median (p90) | x reference | rel err vs fp32 |")
     print("|---|---|---|---|")
@@ -76,6 +79,7 @@ def speed(a: argparse.Namespace) -> dict:
 def digits(a: argparse.Namespace) -> dict:
     from gaf_trt.export.build import ExportConfig, export_engine
     from gaf_trt.export.quantize import QuantConfig
+    from gaf_trt.metrics import digits as dm
     from gaf_trt.training import evaluate as ev
 
     nets = {"fp32 (torch)": load_backend("torch", LoadRequest("digits")),
@@ -93,18 +97,18 @@ def digits(a: argparse.Namespace) -> dict:
         nets[f"{prec.value} (ort{', simulated' if prec is Precision.FP8 else ''})"] = \
             load_engine(out, backend="ort", device="cpu")
     size = nets["fp32 (torch)"].config.input_size
-    clf = ev.fit_classifier(size, a.seed)
-    real = clf.logits(ev.real_digits(size)[0])
+    clf = dm.fit_classifier(size, a.seed)
+    real = clf.logits(dm.real_digits(size)[0])
     table, fp32_images = {}, {}
     print(f"classifier held-out accuracy {clf.test_accuracy:.3f}; per class {a.per_class}")
     for name, net in nets.items():
         for sampler, solver, steps in ev.SAMPLERS:
             t0 = time.perf_counter()
             images, labels = ev.generate_per_class(net, a.per_class, solver, steps, a.seed)
-            grid8 = ev.to_digit_grid(images)
+            grid8 = dm.to_digit_grid(images)
             pred, lab = clf.predict(grid8), labels.numpy()
             acc = float(np.mean([(pred[lab == c] == c).mean() for c in range(10)]))
-            fd = ev.frechet_distance(real, clf.logits(grid8))
+            fd = dm.frechet_distance(real, clf.logits(grid8))
             fp32_images.setdefault(sampler, images)
             ref = fp32_images[sampler]
             d = (images.double() - ref.double()).flatten(1).norm(dim=1)

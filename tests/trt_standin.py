@@ -680,13 +680,14 @@ def install(monkeypatch, version: str = "10.13.0.35", cuda: FakeCuda | None = No
             **faults) -> types.ModuleType:
     """Put a stand-in ``tensorrt`` in ``sys.modules`` and make gaf-trt see a CUDA machine
     (``runtime_info`` reports the fake GPU); returns the module (``.state`` records calls)."""
+    from gaf_trt.engine import trt_runtime
+    from gaf_trt.enginedir import RuntimeInfo
     from gaf_trt.export import tensorrt as builder
-    from gaf_trt.export.manifest import RuntimeInfo
 
     cuda = cuda or FakeCuda()
     trt = make_trt(version, cuda, **faults)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(builder, "runtime_info",
+    monkeypatch.setattr(trt_runtime, "runtime_info",
                         lambda device_index=None: RuntimeInfo(version, cuda.name,
                                                               cuda.capability))
     monkeypatch.setattr(builder, "gpu_uuid", lambda device_index=None: "GPU-fake-0000",

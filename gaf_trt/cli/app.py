@@ -1,5 +1,5 @@
 """The ``gaf-trt`` command line (Typer). Each command lives in its own module of this package:
-it parses, builds a config and calls the library. Errors: see :mod:`gaf_trt.cli.errors`."""
+it parses, builds a config and calls the library. Errors: see :mod:`gaf_trt.console.errors`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 
 import typer
 
-from gaf_trt.cli.command import GafCommand, bare_flags
-from gaf_trt.cli.errors import OneLineErrorGroup, run_app
 from gaf_trt.cli.multivalue import MultiValueCommand
+from gaf_trt.console.command import GafCommand, bare_flags
+from gaf_trt.console.errors import OneLineErrorGroup, run_app
 
 
 class GafGroup(OneLineErrorGroup):

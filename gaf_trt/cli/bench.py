@@ -62,10 +62,10 @@ def bench(
     the terminal."""
     from rich.console import Console
 
-    from gaf_trt.cli.command import check_output_file
-    from gaf_trt.cli.progress import shown, step_progress
+    from gaf_trt.console.command import check_output_file
+    from gaf_trt.console.progress import shown, step_progress
     from gaf_trt.pipeline.bench import BenchGrid, run_bench
-    from gaf_trt.pipeline.bench_report import plot_png, rich_table, write_records
+    from gaf_trt.pipeline.bench.report import plot_png, rich_table, write_records
 
     grid = BenchGrid(ckpt=ckpt, preset=preset, engine=engine, latent=latent,
                      backends=tuple(backend), precisions=tuple(precision),

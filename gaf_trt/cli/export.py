@@ -102,7 +102,7 @@ def export(
 def _with_progress(quiet: bool, total: int | None, job):
     """``job(say)`` with a one-line progress on stderr naming each step (export, parity
     check per graph; plan builds), cleared if the job fails; ``--quiet``: none."""
-    from gaf_trt.cli.progress import shown, step_progress
+    from gaf_trt.console.progress import shown, step_progress
 
     if quiet:
         return job(None)

@@ -27,7 +27,7 @@ def info(
         if as_json:
             typer.echo(json.dumps(record, indent=2))
         else:
-            from gaf_trt.export.manifest import describe_lines
+            from gaf_trt.enginedir import describe_lines
 
             typer.echo("\n".join(with_profiles(describe_lines(record), record)))
         return

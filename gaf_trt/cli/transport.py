@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.cli.progress import progress_factory, shown
 from gaf_trt.compose.solvers import SOLVERS
+from gaf_trt.console.progress import progress_factory, shown
 from gaf_trt.engine.base import BACKENDS
 from gaf_trt.precision import Precision
 

@@ -13,8 +13,7 @@ from gaf_trt.engine.base import (
 )
 from gaf_trt.engine.torch_backend import TorchEngine
 from gaf_trt.engine import ort_backend, trt_backend  # noqa: F401,E402 - register ort, trt
-from gaf_trt.engine.loader import load_engine  # noqa: E402
-from gaf_trt.engine import auto  # noqa: F401,E402 - registers "auto" (after the others)
+from gaf_trt.engine.loader import load_engine  # noqa: E402 - registers "auto" (after the others)
 
 __all__ = ["BACKENDS", "AnchorNetwork", "Backend", "FusedComposedStep", "LoadRequest",
            "TorchEngine", "load_backend", "load_engine"]

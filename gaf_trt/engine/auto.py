@@ -1,4 +1,5 @@
-"""``auto``: the fastest available backend for a device, precision and artifact.
+"""``auto``'s policy: the fastest available backend for a device, precision and artifact
+(loading with it, and registering ``auto``: :mod:`gaf_trt.engine.loader`).
 
 The order, fastest first:
 
@@ -33,14 +34,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gaf_trt.device import resolve_device
-from gaf_trt.engine.base import (
-    BACKENDS,
-    AnchorNetwork,
-    Backend,
-    LoadRequest,
-    load_backend,
-)
+from gaf_trt.device import cpu_model, resolve_device
+from gaf_trt.engine.base import BACKENDS, LoadRequest
 from gaf_trt.engine.torch_backend import best_compile_options
 from gaf_trt.errors import ConfigError
 
@@ -96,8 +91,6 @@ def cpu_key() -> str:
     """This CPU for the measured choice: model name and torch's thread count."""
     import torch
 
-    from gaf_trt.pipeline.bench import cpu_model
-
     return f"{cpu_model()} x{torch.get_num_threads()}"
 
 
@@ -136,7 +129,7 @@ def record_measured(precision: str, loop_ms: dict[str, float], engine: str) -> s
 
 def _engine_dir_cpu(req: LoadRequest) -> AutoChoice | None:
     """The measured (or ruled) fastest runtime for an engine directory on the CPU."""
-    from gaf_trt.export.manifest import read_manifest
+    from gaf_trt.enginedir import read_manifest
 
     man = read_manifest(req.artifact)
     precision = str(man.get("precision", "fp32"))
@@ -187,23 +180,3 @@ def resolve_auto(req: LoadRequest) -> AutoChoice:
                           + (f" (skipped {'; '.join(skipped)})" if skipped else ""))
     raise ConfigError(f"no backend can run {req.artifact!r} on {kind}: "
                       + ("; ".join(skipped) or "an engine directory needs ort or trt"))
-
-
-def load_auto(req: LoadRequest) -> AnchorNetwork:
-    """Load with the backend :func:`resolve_auto` picks (logged at INFO); an engine
-    directory goes through :func:`gaf_trt.engine.loader.load_engine`, which verifies it."""
-    if os.path.isdir(req.artifact):
-        from gaf_trt.engine.loader import load_engine
-
-        return load_engine(req.artifact, backend="auto", device=req.device,
-                           precision=req.precision, **req.options)
-    choice = resolve_auto(req)
-    log.info("backend auto -> %s (%s)", choice.label, choice.reason)
-    return load_backend(choice.backend, LoadRequest(
-        req.artifact, device=req.device, precision=req.precision, num_heads=req.num_heads,
-        use_ema=req.use_ema, trust_pickle=req.trust_pickle, options=choice.options))
-
-
-if "auto" not in BACKENDS.names():
-    BACKENDS.add("auto", Backend("auto", "the fastest available backend for the device",
-                                 load_auto))

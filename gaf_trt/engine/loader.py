@@ -1,4 +1,5 @@
-"""``load_engine``: open an engine directory written by ``gaf-trt export`` with a backend.
+"""``load_engine``: open an engine directory written by ``gaf-trt export`` with a backend;
+``load_auto``, the loader of the ``auto`` backend (registered here, after torch, ort and trt).
 
 ``backend="auto"`` follows :func:`gaf_trt.engine.auto.resolve_auto` (TensorRT when the
 directory has plans and TensorRT and a GPU are here; on the CPU the runtime measured fastest,
@@ -14,7 +15,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, load_backend
+from gaf_trt.engine.auto import resolve_auto
+from gaf_trt.engine.base import (
+    BACKENDS,
+    AnchorNetwork,
+    Backend,
+    LoadRequest,
+    load_backend,
+)
 from gaf_trt.errors import ConfigError
 from gaf_trt.precision import Precision
 
@@ -28,16 +36,16 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     """Open ``folder`` (an engine directory) with ``backend`` on ``device``.
 
     Every command opens engine directories through here or the backends' loaders, which
-    share one path: :func:`~gaf_trt.export.manifest.read_manifest` (size cap, typed schema,
+    share one path: :func:`~gaf_trt.enginedir.read_manifest` (size cap, typed schema,
     every named path inside the directory), the precision check, and
-    :func:`~gaf_trt.export.manifest.verify_files` (sha256 of every file used, external data
+    :func:`~gaf_trt.enginedir.verify_files` (sha256 of every file used, external data
     included) before anything is loaded. ``precision`` defaults to the engine's own; another
     one is refused. ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static``
     (trt), ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files
     used).
     """
     from gaf_trt.device import resolve_device
-    from gaf_trt.export.manifest import check_precision, read_manifest
+    from gaf_trt.enginedir import check_precision, read_manifest
 
     if backend not in ENGINE_BACKENDS:
         raise ConfigError(f"unknown engine backend {backend!r}; valid: "
@@ -48,8 +56,6 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     built = Precision(man["precision"])
     dev = resolve_device(device)
     if backend == "auto":  # the one auto rule (measured on this CPU where bench recorded it)
-        from gaf_trt.engine.auto import resolve_auto
-
         choice = resolve_auto(LoadRequest(str(folder), device=dev, precision=built,
                                           options=dict(options)))
         log.info("engine %s: backend auto -> %s on %s (%s)", folder, choice.label, dev,
@@ -73,7 +79,7 @@ def default_precision(artifact: str | os.PathLike[str], requested: Precision | N
     if requested is not None:
         return Precision(requested)
     if Path(artifact).is_dir():
-        from gaf_trt.export.manifest import read_manifest
+        from gaf_trt.enginedir import read_manifest
 
         return Precision(read_manifest(artifact)["precision"])
     return Precision.FP32
@@ -83,8 +89,8 @@ def engine_weights(folder: str | os.PathLike[str], *, verify: bool = True,
                    man: dict[str, Any] | None = None) -> Path:
     """The PyTorch weights an engine directory stores (``model.safetensors``), checked
     against the manifest's sha256 before anyone loads them; an
-    :class:`~gaf_trt.export.manifest.EngineDirError` when there are none."""
-    from gaf_trt.export.manifest import EngineDirError, read_manifest, verify_files
+    :class:`~gaf_trt.enginedir.EngineDirError` when there are none."""
+    from gaf_trt.enginedir import EngineDirError, read_manifest, verify_files
 
     folder = Path(folder)
     man = man if man is not None else read_manifest(folder)
@@ -119,7 +125,7 @@ def load_vae_decoder(folder: str | os.PathLike[str], backend: str = "auto",
     """Open the ``vae_decoder`` graph (``--graphs vae``) of an engine directory with ``ort``
     or ``trt`` (``auto``: TensorRT when its plan and TensorRT are here on CUDA)."""
     from gaf_trt.device import resolve_device
-    from gaf_trt.export.manifest import (
+    from gaf_trt.enginedir import (
         EngineDirError,
         files_of,
         read_manifest,
@@ -156,3 +162,21 @@ def load_vae_decoder(folder: str | os.PathLike[str], backend: str = "auto",
         eng = TrtSplitEngine(folder, man, ["vae_decoder"], dev)
         eng._load_plans(bool(options.get("static", False)))
     return EngineVAEDecoder(eng)
+
+
+def load_auto(req: LoadRequest) -> AnchorNetwork:
+    """Load with the backend :func:`~gaf_trt.engine.auto.resolve_auto` picks (logged at
+    INFO); an engine directory goes through :func:`load_engine`, which verifies it."""
+    if os.path.isdir(req.artifact):
+        return load_engine(req.artifact, backend="auto", device=req.device,
+                           precision=req.precision, **req.options)
+    choice = resolve_auto(req)
+    log.info("backend auto -> %s (%s)", choice.label, choice.reason)
+    return load_backend(choice.backend, LoadRequest(
+        req.artifact, device=req.device, precision=req.precision, num_heads=req.num_heads,
+        use_ema=req.use_ema, trust_pickle=req.trust_pickle, options=choice.options))
+
+
+if "auto" not in BACKENDS.names():
+    BACKENDS.add("auto", Backend("auto", "the fastest available backend for the device",
+                                 load_auto))

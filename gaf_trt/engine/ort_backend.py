@@ -23,8 +23,7 @@ from torch import Tensor
 
 from gaf_trt.device import resolve_device
 from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
-from gaf_trt.errors import ConfigError
-from gaf_trt.export.runtime import (
+from gaf_trt.engine.graph_engine import (
     TORCH_DTYPES,
     FusedStepMixin,
     GraphEngine,
@@ -32,6 +31,7 @@ from gaf_trt.export.runtime import (
     output_shapes,
     verify_graph_files,
 )
+from gaf_trt.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,10 @@ def open_session(folder: Path, graph: str, record: dict[str, Any], options: Any,
     """An ONNX Runtime session for one graph of an engine directory. A graph ONNX Runtime
     refuses (truncated, an unknown operator, inconsistent shapes) or whose inputs and outputs
     differ from the manifest's record is bad input: an
-    :class:`~gaf_trt.export.manifest.EngineDirError` naming the graph and the reason."""
+    :class:`~gaf_trt.enginedir.EngineDirError` naming the graph and the reason."""
     import onnxruntime as ort
 
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     path = folder / record["file"]
     try:

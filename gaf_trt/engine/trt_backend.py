@@ -32,21 +32,21 @@ from torch import Tensor
 
 from gaf_trt.device import resolve_device
 from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
-from gaf_trt.errors import ConfigError, GAFError
-from gaf_trt.export.manifest import (
-    REBUILD_HINT,
-    EngineDirError,
-    check_plan_compatible,
-    files_of,
-    verify_files,
-)
-from gaf_trt.export.runtime import (
+from gaf_trt.engine.graph_engine import (
     TORCH_DTYPES,
     FusedStepMixin,
     GraphEngine,
     open_engine_dir,
     output_shapes,
 )
+from gaf_trt.enginedir import (
+    REBUILD_HINT,
+    EngineDirError,
+    check_plan_compatible,
+    files_of,
+    verify_files,
+)
+from gaf_trt.errors import ConfigError, GAFError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class TrtExecutionError(GAFError):
 
 
 def trt_unavailable() -> str | None:
-    from gaf_trt.export.tensorrt import unavailable
+    from gaf_trt.engine.trt_runtime import unavailable
 
     return unavailable()
 
@@ -114,7 +114,7 @@ class TrtPlan:
                  cuda: CudaOps | None = None) -> None:
         import tensorrt as trt
 
-        from gaf_trt.export.tensorrt import make_logger, require_version
+        from gaf_trt.engine.trt_runtime import make_logger, require_version
 
         require_version(trt)
         self.trt, self.record, self.cuda = trt, record, cuda or CUDA
@@ -305,7 +305,7 @@ class TrtSplitEngine(GraphEngine):
                     cuda: CudaOps | None = None) -> None:
         """Deserialise the plans for this engine's graphs on ``plan_device`` (default: the
         engine's device; a test on the CPU gives a fake CUDA device and ``cuda`` ops)."""
-        from gaf_trt.export.tensorrt import runtime_info
+        from gaf_trt.engine.trt_runtime import runtime_info
 
         plans = self.manifest.get("plans") or {}
         plan_device = torch.device(plan_device or self.device)
@@ -366,8 +366,8 @@ def load_trt(req: LoadRequest) -> TrtSplitEngine:
                           "--device cuda (or the ort backend on the CPU)")
     folder = Path(req.artifact)
     static = bool(req.options.get("static", False))
-    from gaf_trt.export.manifest import read_manifest
-    from gaf_trt.export.tensorrt import require_version
+    from gaf_trt.engine.trt_runtime import require_version
+    from gaf_trt.enginedir import read_manifest
 
     try:
         import tensorrt as trt

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.evaluate.metrics import Stats
+from gaf_trt.metrics.features import Stats
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MAX_IMAGE_PIXELS = 64_000_000

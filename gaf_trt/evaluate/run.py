@@ -2,7 +2,7 @@
 
 Metrics (registry :data:`METRICS`): ``fid``, ``kid``, ``pr`` (need ``--ref`` and the Inception
 weights), ``is`` (Inception weights only) and ``digits`` (the bundled digits model's own
-classifier accuracy and Fréchet distance, :mod:`gaf_trt.training.evaluate`; no weights).
+classifier accuracy and Fréchet distance, :mod:`gaf_trt.metrics.digits`; no weights).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.evaluate import metrics as m
 from gaf_trt.evaluate.data import (
     Images,
     Reference,
@@ -23,6 +22,7 @@ from gaf_trt.evaluate.data import (
     load_images,
     load_reference,
 )
+from gaf_trt.metrics import features as m
 from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _digits(f: Features) -> dict[str, float]:
     per class and the Fréchet distance to the real digits in its logit space."""
     import torch
 
-    from gaf_trt.training.evaluate import (
+    from gaf_trt.metrics.digits import (
         fit_classifier,
         frechet_distance,
         real_digits,

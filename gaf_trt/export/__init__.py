@@ -8,6 +8,8 @@ Public names (imported lazily, so ``import gaf_trt`` stays light)::
     build_from_onnx(dir)                       # TensorRT plans on a GPU machine, later
     describe_engine(dir) / describe_lines(info)
     verify_engine(dir)                         # every file's sha256
+
+Reading engine directories (manifest, files, compatibility) is :mod:`gaf_trt.enginedir`.
 """
 
 from __future__ import annotations
@@ -23,23 +25,20 @@ _LAZY = {
     "GRAPH_GROUPS": "gaf_trt.export.graphs",
     "parse_groups": "gaf_trt.export.graphs",
     "ParityError": "gaf_trt.export.parity",
-    "EngineDirError": "gaf_trt.export.manifest",
-    "EngineCompatibilityError": "gaf_trt.export.manifest",
-    "read_manifest": "gaf_trt.export.manifest",
-    "describe_lines": "gaf_trt.export.manifest",
+    "describe_lines": "gaf_trt.enginedir",
 }
 
 
 def describe_engine(folder: str, *, verify: bool = False) -> dict[str, Any]:
     """Summary of an engine directory (``gaf-trt info DIR``)."""
-    from gaf_trt.export.manifest import describe
+    from gaf_trt.enginedir import describe
 
     return describe(folder, verify=verify)
 
 
 def verify_engine(folder: str) -> dict[str, Any]:
     """Check every file of an engine directory against its manifest; returns the manifest."""
-    from gaf_trt.export.manifest import read_manifest, verify_files
+    from gaf_trt.enginedir import read_manifest, verify_files
 
     man = read_manifest(folder)
     verify_files(folder, man)

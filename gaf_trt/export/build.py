@@ -19,6 +19,16 @@ from typing import Any
 
 import torch
 
+from gaf_trt.enginedir.files import hash_files, verify_files
+from gaf_trt.enginedir.manifest import read_manifest
+from gaf_trt.enginedir.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_PROFILE_BATCH,
+    MAX_PROFILE_CLASSES,
+    REBUILD_HINT,
+)
 from gaf_trt.errors import ConfigError
 from gaf_trt.export import parity as parity_lib
 from gaf_trt.export.graphs import (
@@ -27,17 +37,6 @@ from gaf_trt.export.graphs import (
     Limits,
     parse_groups,
     vae_spec,
-)
-from gaf_trt.export.manifest import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    MAX_PROFILE_BATCH,
-    MAX_PROFILE_CLASSES,
-    REBUILD_HINT,
-    hash_files,
-    read_manifest,
-    verify_files,
 )
 from gaf_trt.export.onnx_export import (
     CONFIG_KEY,
@@ -249,22 +248,14 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
     # quantised graphs get their own int8 / fp8 weights: only float graphs share theirs
     index = None if cfg.precision.quantized else ParamIndex.of(model)
     with OutputDir(cfg.out, record=MANIFEST) as od:
-        graphs, results = {}, []
+        graphs = {}
         for spec in specs:
             say(f"exporting {spec.name} (opset {cfg.opset}, {cfg.precision.value})")
             graphs[spec.name] = _write_graph(spec, od.staging, cfg, model, metadata,
                                              index if spec.group != "vae" else None)
         weights = (None if cfg.precision.quantized
                    else _store_weights_once(graphs, od.staging, model, cfg, say))
-        for spec in specs:
-            if cfg.parity:
-                say(f"parity check {spec.name} on ONNX Runtime")
-                res = parity_lib.check_graph(spec, od.staging / graphs[spec.name]["file"],
-                                             cfg.graph_precision, model.config.num_classes,
-                                             parity_lib.parity_sizes(spec))
-                graphs[spec.name]["parity"] = res.to_dict()
-                results.append(res)
-        parity_lib.require(results)
+        results = _check_parity(specs, graphs, od.staging, cfg, model, say)
         quantization = None
         if cfg.precision.quantized:  # int8 / fp8 weights live in the quantised graphs
             from gaf_trt.export.quantize import QuantConfig, quantize_engine
@@ -297,6 +288,24 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
     return ExportResult(Path(cfg.out), man, results, built, note)
 
 
+def _check_parity(specs: list[GraphSpec], graphs: dict[str, dict[str, Any]], staging: Path,
+                  cfg: ExportConfig, model, say: Progress) -> list:
+    """With ``cfg.parity``: each written graph against PyTorch on ONNX Runtime (its record
+    gets the result); raises :class:`~gaf_trt.export.parity.ParityError` when one misses its
+    bound. Returns the results."""
+    results = []
+    for spec in specs:
+        if cfg.parity:
+            say(f"parity check {spec.name} on ONNX Runtime")
+            res = parity_lib.check_graph(spec, staging / graphs[spec.name]["file"],
+                                         cfg.graph_precision, model.config.num_classes,
+                                         parity_lib.parity_sizes(spec))
+            graphs[spec.name]["parity"] = res.to_dict()
+            results.append(res)
+    parity_lib.require(results)
+    return results
+
+
 def _store_weights_once(graphs: dict[str, dict[str, Any]], folder: Path, model,
                         cfg: ExportConfig, say: Progress) -> str | None:
     """The GAF graphs' weights once, in ``model.safetensors`` (also the PyTorch weights);
@@ -320,12 +329,13 @@ def _store_weights_once(graphs: dict[str, dict[str, Any]], folder: Path, model,
 
 def _maybe_build_plans(man: dict[str, Any], folder: Path, cfg: ExportConfig,
                        say: Progress) -> tuple[list[str], str]:
+    from gaf_trt.engine.trt_runtime import unavailable
     from gaf_trt.export import tensorrt as trt_build
 
     if cfg.onnx_only:
         return [], "ONNX only (--onnx-only): build the plans later with " \
                    f"`gaf-trt export --from-onnx {cfg.out}`"
-    why = trt_build.unavailable()
+    why = unavailable()
     if why is not None:
         return [], (f"TensorRT plans not built ({why}): they need a GPU machine with TensorRT; "
                     f"run `gaf-trt export --from-onnx {cfg.out}` there")
@@ -347,6 +357,7 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
                     progress: Progress | None = None) -> ExportResult:
     """``gaf-trt export --from-onnx DIR``: (re)build the TensorRT plans of an engine directory
     on this machine, from its verified ONNX graphs; the folder is rewritten consistently."""
+    from gaf_trt.engine.trt_runtime import unavailable
     from gaf_trt.export import tensorrt as trt_build
 
     folder = Path(folder)
@@ -356,7 +367,7 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
         from gaf_trt.export.quantize import check_fp8_device
 
         check_fp8_device()
-    why = trt_build.unavailable()
+    why = unavailable()
     if why is not None:
         raise ConfigError(f"cannot build TensorRT plans here: {why}; run this on a GPU machine "
                           "with TensorRT (pip install 'gaf-trt[tensorrt]')")

@@ -7,7 +7,9 @@ graph), one optimisation profile per plan (``set_shape(min, opt, max)``), a timi
 reused across builds, TF32 cleared for FP32 parity builds, ``build_serialized_network``
 (``None`` is an error), plans written atomically. No FP16/BF16 builder flag is ever set:
 TensorRT 11 removed them, and a reduced-precision engine comes from a reduced-precision
-graph (gaf_trt.export.precision).
+graph (gaf_trt.export.precision). What the runtime shares with the builder (the TensorRT
+version floor, the captured log, this machine's TensorRT and GPU) is
+:mod:`gaf_trt.engine.trt_runtime`.
 
 The manifest records, per plan: TensorRT version, GPU name and compute capability, the
 hardware-compatibility level, version compatibility, TF32, the shapes of its profile.
@@ -15,135 +17,21 @@ hardware-compatibility level, version compatibility, TF32, the shapes of its pro
 
 from __future__ import annotations
 
-import collections
 import logging
 from pathlib import Path
 from typing import Any
 
+from gaf_trt.engine import trt_runtime
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.io.files import atomic_write
 
 log = logging.getLogger(__name__)
 
 HW_COMPAT_LEVELS = ("NONE", "AMPERE_PLUS", "SAME_COMPUTE_CAPABILITY")
-#: The oldest TensorRT gaf-trt runs on: 10.9 has ``HardwareCompatibilityLevel.
-#: SAME_COMPUTE_CAPABILITY``, ``ICudaEngine.device_memory_size_v2`` and
-#: ``IExecutionContext.set_device_memory`` (user-managed activation memory shared by the
-#: contexts of one plan), ``BuilderFlag.STRIP_PLAN`` and ``OnnxParserRefitter``.
-MIN_TENSORRT = (10, 9)
-#: Graphs exported at opset 23 hold ONNX ``Attention`` nodes, which the parser reads from 10.14.
-MIN_TENSORRT_OPSET = {23: (10, 14)}
 
 
 class PlanBuildError(GAFError):
     """TensorRT could not parse a graph or build a plan (message lists its errors)."""
-
-
-class TensorRTVersionError(ConfigError):
-    """The installed TensorRT is older than gaf-trt needs."""
-
-
-def version_tuple(version: str) -> tuple[int, int]:
-    """``"10.13.0.35"`` -> ``(10, 13)`` (non-digits ignored)."""
-    parts = []
-    for p in str(version).split(".")[:2]:
-        digits = "".join(ch for ch in p if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return (parts + [0, 0])[0], (parts + [0, 0])[1]
-
-
-def version_problem(version: str, opset: int | None = None) -> str | None:
-    """Why TensorRT ``version`` cannot serve gaf-trt (or a graph of ``opset``), else None."""
-    have = version_tuple(version)
-    need = max(MIN_TENSORRT, MIN_TENSORRT_OPSET.get(int(opset or 0), (0, 0)))
-    if have >= need:
-        return None
-    why = ("the parser reads opset-23 Attention nodes from TensorRT 10.14"
-           if need > MIN_TENSORRT else "gaf-trt needs TensorRT >= 10.9 (SAME_COMPUTE_CAPABILITY,"
-           " user-managed context memory, weight-stripped plans)")
-    return (f"TensorRT {version} is too old: {why}; install tensorrt>="
-            f"{need[0]}.{need[1]} (pip install 'gaf-trt[tensorrt]')")
-
-
-def require_version(trt, opset: int | None = None) -> None:
-    """Raise :class:`TensorRTVersionError` (one line) when the installed TensorRT is too old."""
-    why = version_problem(str(getattr(trt, "__version__", "0")), opset)
-    if why is not None:
-        raise TensorRTVersionError(why)
-
-
-def unavailable() -> str | None:
-    """None when plans can be built and run here, else why not."""
-    try:
-        import tensorrt
-    except ImportError:
-        return "the tensorrt Python package is not installed"
-    except Exception as err:  # noqa: BLE001 - broken installs raise OSError / RuntimeError
-        return f"tensorrt fails to import ({str(err).splitlines()[0][:120]})"
-    why = version_problem(str(getattr(tensorrt, "__version__", "0")))
-    if why is not None:
-        return why
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
-    return None
-
-
-def trt_major(trt) -> int:
-    return version_tuple(trt.__version__)[0]
-
-
-def make_logger(trt, keep: int = 64):
-    """A ``trt.ILogger`` that records TensorRT's messages instead of printing them.
-
-    ``logger.errors`` holds the recent ERROR / INTERNAL_ERROR messages (newest last),
-    ``logger.reason()`` the last of them as one line for a :class:`GAFError`; every message
-    also goes to ``logging`` at DEBUG (WARNING for TensorRT's errors)."""
-    sev = trt.ILogger.Severity
-
-    class CapturingLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: collections.deque = collections.deque(maxlen=keep)
-            self.errors: collections.deque = collections.deque(maxlen=keep)
-            self.error_count = 0  # errors ever logged (the deque keeps the last ``keep``)
-
-        def log(self, severity, msg) -> None:  # called by TensorRT, any thread
-            text = " ".join(str(msg).split())
-            self.messages.append((severity, text))
-            if severity in (sev.ERROR, sev.INTERNAL_ERROR):
-                self.errors.append(text)
-                self.error_count += 1
-                log.debug("TensorRT error: %s", text)
-            else:
-                log.debug("TensorRT: %s", text)
-
-        def mark(self) -> int:
-            """The error count now, for :meth:`reason` (errors logged after the mark)."""
-            return self.error_count
-
-        def reason(self, since: int = 0, limit: int = 240) -> str:
-            """The last error logged (after the mark ``since``) as one line, or ``"no
-            TensorRT error was logged"``."""
-            if self.error_count <= since or not self.errors:
-                return "no TensorRT error was logged"
-            text = self.errors[-1]
-            return text if len(text) <= limit else text[:limit - 1] + "…"
-
-    return CapturingLogger()
-
-
-def runtime_info(device_index: int | None = None):
-    """TensorRT version, GPU name and compute capability of this machine."""
-    import tensorrt as trt
-    import torch
-
-    from gaf_trt.export.manifest import RuntimeInfo
-
-    idx = torch.cuda.current_device() if device_index is None else device_index
-    major, minor = torch.cuda.get_device_capability(idx)
-    return RuntimeInfo(str(trt.__version__), torch.cuda.get_device_name(idx), f"{major}.{minor}")
 
 
 def gpu_uuid(device_index: int | None = None) -> str:
@@ -175,7 +63,7 @@ def timing_cache_name(tensorrt: str, gpu_name: str, compute_capability: str,
 
 def default_timing_cache() -> Path:
     """One timing cache per TensorRT version and GPU, reused by every build on the machine."""
-    info = runtime_info()
+    info = trt_runtime.runtime_info()
     return Path.home() / ".cache" / "gaf-trt" / timing_cache_name(
         info.tensorrt, info.gpu_name, info.compute_capability, gpu_uuid())
 
@@ -255,9 +143,9 @@ def build_plan(onnx_path: Path, plan_path: Path, shapes: dict[str, tuple[tuple[i
     :class:`PlanBuildError` line with TensorRT's reason, nothing is printed."""
     import tensorrt as trt
 
-    require_version(trt, opset)
+    trt_runtime.require_version(trt, opset)
     opts = dict(opts or {})
-    logger = make_logger(trt)
+    logger = trt_runtime.make_logger(trt)
     builder = trt.Builder(logger)
     if builder is None:
         raise PlanBuildError(f"TensorRT could not create a builder: {logger.reason()}")
@@ -276,7 +164,7 @@ def build_plan(onnx_path: Path, plan_path: Path, shapes: dict[str, tuple[tuple[i
         data = timing.serialize()
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cache_path, lambda tmp: tmp.write_bytes(memoryview(data)))
-    info = runtime_info()
+    info = trt_runtime.runtime_info()
     return {
         "tensorrt": info.tensorrt,
         "gpu": {"name": info.gpu_name, "compute_capability": info.compute_capability},

@@ -358,3 +358,12 @@ def save_png_array(arr: np.ndarray, path: str | os.PathLike[str]) -> Path:
     from PIL import Image
 
     return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+
+
+def resize_images(x01: Tensor, size: int) -> Tensor:
+    """``[N, C, h, w]`` in ``[0, 1]`` -> ``[N, C, size, size]`` (bilinear, antialiased down)."""
+    if x01.shape[-1] == size and x01.shape[-2] == size:
+        return x01
+    down = size < x01.shape[-1]
+    return F.interpolate(x01, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=down).clamp(0, 1)

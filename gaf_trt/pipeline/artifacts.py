@@ -36,7 +36,7 @@ def load_decoder(ckpt: str, vae: str | None, backend: str, config: GAFConfig,
     if config.mode != "latent":
         return None
     if vae is None and Path(ckpt).is_dir():
-        from gaf_trt.export.manifest import read_manifest
+        from gaf_trt.enginedir import read_manifest
 
         if "vae_decoder" in read_manifest(ckpt)["graphs"]:
             from gaf_trt.engine.loader import load_vae_decoder

@@ -63,6 +63,6 @@ def is_engine_dir(path: str) -> bool:
 
 def describe_engine(path: str) -> dict[str, Any]:
     """The manifest summary of an engine directory, every file checked against its sha256."""
-    from gaf_trt.export import describe_engine as describe
+    from gaf_trt.enginedir import describe
 
     return describe(str(path), verify=True)

@@ -69,7 +69,7 @@ def onnx_files(engine: Path, man: dict[str, Any], graph: str) -> dict[str, Path]
     """``model.onnx`` and the external-data files it reads, as version-folder names ->
     engine files. The graph records each location relative to its own folder (ONNX
     external data); the same relative path inside the version folder keeps it valid there."""
-    from gaf_trt.export.manifest import external_data_files
+    from gaf_trt.enginedir.files import external_data_files
 
     record = man["graphs"][graph]
     graph_dir = Path(record["file"]).parent
@@ -167,7 +167,7 @@ def row_capacity(man: dict[str, Any]) -> int:
 
 
 def check_split(engine: Path, man: dict[str, Any]) -> None:
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     missing = [g for g in SPLIT_GRAPHS if g not in man["graphs"]]
     if missing:

@@ -214,7 +214,7 @@ def _solver_model(man: dict[str, Any], opts: RepoOptions, rows: int) -> ModelFol
 def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryPlan:
     """Read and verify the engine directory (manifest, sha256 of every file used) and build
     every model config, each validated against Triton's schema."""
-    from gaf_trt.export.manifest import files_of, read_manifest, verify_files
+    from gaf_trt.enginedir import files_of, read_manifest, verify_files
 
     opts = options.validate()
     engine = Path(engine_dir)
@@ -264,7 +264,7 @@ def _place(src: Path, dst: Path) -> None:
 def check_external_data(version_dir: Path) -> None:
     """Every external-data location of ``version_dir/model.onnx`` resolves to a file inside
     ``version_dir`` (what ONNX Runtime requires)."""
-    from gaf_trt.export.manifest import external_data_files
+    from gaf_trt.enginedir import external_data_files
 
     root = version_dir.resolve()
     for loc in external_data_files(version_dir, "model.onnx"):

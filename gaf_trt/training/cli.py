@@ -1,5 +1,5 @@
 """``python -m gaf_trt.training``: the training command line (Typer). Bad input: one
-``error:`` line, exit 2 (see :mod:`gaf_trt.cli.errors`)."""
+``error:`` line, exit 2 (see :mod:`gaf_trt.console.errors`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import typer
 
-from gaf_trt.cli.command import GafCommand
-from gaf_trt.cli.errors import OneLineErrorGroup, run_app, user_errors
+from gaf_trt.console.command import GafCommand
+from gaf_trt.console.errors import OneLineErrorGroup, run_app, user_errors
 
 app = typer.Typer(cls=OneLineErrorGroup, add_completion=False, pretty_exceptions_enable=False,
                   no_args_is_help=True, help="Train and evaluate GAF models.")
@@ -94,7 +94,7 @@ def _train_with_progress(run: Callable[..., Any], iters: int) -> Any:
         progress.update(task, completed=state.step, loss=state.loss, vcos=state.velocity_cos,
                         ips=ips)
 
-    from gaf_trt.cli.progress import shown
+    from gaf_trt.console.progress import shown
 
     with shown(progress):  # cleared if the run fails: the error line stands alone
         return run(progress=on_step)
@@ -134,8 +134,8 @@ def evaluate_cmd(
 ) -> None:
     """Quality gate of a digits model: classifier accuracy and Fréchet distance (samplers
     euler-20 and ier-8)."""
-    from gaf_trt.cli.command import check_output_file
-    from gaf_trt.cli.progress import progress_factory, shown
+    from gaf_trt.console.command import check_output_file
+    from gaf_trt.console.progress import progress_factory, shown
     from gaf_trt.training.evaluate import evaluate_digits, format_report
 
     if as_json is not None:
@@ -162,7 +162,7 @@ def bundle_cmd(
     out: Path = typer.Option(..., "--out", help="safetensors file to write."),
 ) -> None:
     """Write a checkpoint's EMA weights as gaf-trt safetensors (config in the metadata)."""
-    from gaf_trt.cli.command import check_output_file
+    from gaf_trt.console.command import check_output_file
     from gaf_trt.model.checkpoint import load_model, save_safetensors
 
     check_output_file(out, "--out")  # names the folder, before the checkpoint is read

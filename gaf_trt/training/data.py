@@ -16,10 +16,11 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gaf_trt.errors import ConfigError
+from gaf_trt.io.images import resize_images
+from gaf_trt.metrics.digits import load_digits_images
 from gaf_trt.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -53,26 +54,6 @@ class TensorDataset:
     @property
     def sample_shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
-
-
-def resize_images(x01: Tensor, size: int) -> Tensor:
-    """``[N, C, h, w]`` in ``[0, 1]`` -> ``[N, C, size, size]`` (bilinear, antialiased down)."""
-    if x01.shape[-1] == size and x01.shape[-2] == size:
-        return x01
-    down = size < x01.shape[-1]
-    return F.interpolate(x01, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=down).clamp(0, 1)
-
-
-def load_digits_images() -> tuple[Tensor, Tensor]:
-    """sklearn's 1,797 handwritten digits: ``[N, 1, 8, 8]`` in ``[0, 1]`` and labels."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ConfigError("the digits data needs scikit-learn: pip install 'gaf-trt[train]'") from None
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    return x, torch.tensor(d.target, dtype=torch.long)
 
 
 def digits_dataset(size: int) -> TensorDataset:

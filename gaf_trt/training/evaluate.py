@@ -12,79 +12,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gaf_trt.compose import sample
 from gaf_trt.compose.solvers import StepCallback
 from gaf_trt.errors import ConfigError
+from gaf_trt.metrics.digits import (
+    fit_classifier,
+    frechet_distance,
+    real_digits,
+    to_digit_grid,
+)
 from gaf_trt.model.checkpoint import load_model
-from gaf_trt.training.data import load_digits_images, resize_images
 
 #: (name, solver, steps) of the reported samplers; names use the CLI's solver names
 #: (``ier``, of which ``endpoint`` is an alias in :data:`~gaf_trt.compose.solvers.SOLVERS`).
 SAMPLERS = (("euler-20", "euler", 20), ("ier-8", "ier", 8))
-
-
-@dataclass
-class DigitsClassifier:
-    """Logistic regression on 8x8 digits in ``[0, 1]`` (flattened)."""
-
-    model: Any
-    test_accuracy: float
-
-    def logits(self, x01_8: Tensor) -> np.ndarray:
-        return self.model.decision_function(x01_8.reshape(x01_8.shape[0], -1).numpy())
-
-    def predict(self, x01_8: Tensor) -> np.ndarray:
-        return self.model.predict(x01_8.reshape(x01_8.shape[0], -1).numpy())
-
-
-def real_digits(size: int) -> tuple[Tensor, Tensor]:
-    """The real digits through the model's size round trip: ``[N, 1, 8, 8]`` in ``[0, 1]``."""
-    x, y = load_digits_images()
-    return to_digit_grid(resize_images(x, size) * 2 - 1), y
-
-
-def fit_classifier(size: int, seed: int = 0) -> DigitsClassifier:
-    """Fit on the round-tripped real digits; the held-out accuracy (25 %) is reported."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-
-    x, y = real_digits(size)
-    xf = x.reshape(x.shape[0], -1).numpy()
-    xtr, xte, ytr, yte = train_test_split(xf, y.numpy(), test_size=0.25, random_state=seed,
-                                          stratify=y.numpy())
-    held = LogisticRegression(max_iter=5000, C=1.0).fit(xtr, ytr)
-    test_acc = float((held.predict(xte) == yte).mean())
-    full = LogisticRegression(max_iter=5000, C=1.0).fit(xf, y.numpy())
-    return DigitsClassifier(full, test_acc)
-
-
-def to_digit_grid(images: Tensor) -> Tensor:
-    """``[B, 1, S, S]`` in ``[-1, 1]`` -> ``[B, 1, 8, 8]`` in ``[0, 1]`` (area average)."""
-    x01 = ((images.float() + 1) / 2).clamp(0, 1)
-    return F.adaptive_avg_pool2d(x01, 8)
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b``.
-
-    ``tr sqrt(S1 S2)`` is computed as the sum of square roots of the eigenvalues of the
-    symmetric ``S1^½ S2 S1^½`` (stable, no complex parts).
-    """
-    mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    cross = np.linalg.eigvalsh(root1 @ s2 @ root1)
-    tr_covmean = np.sqrt(np.clip(cross, 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
 @torch.no_grad()

@@ -16,10 +16,12 @@ from typer.testing import CliRunner
 
 from gaf_trt.cli import app
 from gaf_trt.cli.bench import BenchCommand, bench
-from gaf_trt.cli.errors import OneLineErrorGroup
+from gaf_trt.console.errors import OneLineErrorGroup
 from gaf_trt.engine.torch_backend import precision_support
 from gaf_trt.model import GAF, preset_config
-from gaf_trt.pipeline.bench import BenchGrid, macs_per_sample, preset_model, run_bench
+from gaf_trt.model.flops import macs_per_sample
+from gaf_trt.model.presets import preset_model
+from gaf_trt.pipeline.bench import BenchGrid, run_bench
 from gaf_trt.precision import Precision
 
 runner = CliRunner()

@@ -232,7 +232,7 @@ def test_bench_table_fits_100_columns():
     """Even with the widest values the table fits a 100-column terminal, no number cut."""
     from rich.console import Console
 
-    from gaf_trt.pipeline.bench_report import rich_table
+    from gaf_trt.pipeline.bench.report import rich_table
 
     recs = [_record(backend="reference", resolved_backend="reference", mode="eager"),
             _record(), _record(backend="auto", resolved_backend="trt", finite=False,

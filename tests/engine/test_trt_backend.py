@@ -32,7 +32,7 @@ STANDIN = "10.13.0.35"
 
 
 def _why_not() -> str | None:
-    from gaf_trt.export.tensorrt import unavailable
+    from gaf_trt.engine.trt_runtime import unavailable
 
     return unavailable()
 
@@ -63,7 +63,7 @@ def standin_dir(tmp_path_factory):
 def _open(folder, cuda, graphs="fused", device="cuda:0", static=False):
     """The trt engine over the stand-in: tensors on the CPU, plans on a fake CUDA device."""
     from gaf_trt.engine.trt_backend import TrtFusedEngine, TrtSplitEngine
-    from gaf_trt.export.runtime import open_engine_dir
+    from gaf_trt.engine.graph_engine import open_engine_dir
 
     man, names = open_engine_dir(folder, graphs)
     cls = TrtFusedEngine if "step_velocity" in names else TrtSplitEngine
@@ -142,7 +142,7 @@ def test_execute_runs_under_the_plans_device(standin_dir, standin):
 def test_refusals_are_one_line_errors_with_tensorrts_reason(standin_dir, standin, tmp_path,
                                                             capsys):
     from gaf_trt.engine.trt_backend import TrtPlan
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     trt, cuda = standin
     eng = _open(standin_dir, cuda, "fused")
@@ -160,7 +160,7 @@ def test_refusals_are_one_line_errors_with_tensorrts_reason(standin_dir, standin
 
 
 def test_dtypes_are_checked_against_the_manifest_at_load(standin_dir, monkeypatch):
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     cuda = FakeCuda()
     install(monkeypatch, STANDIN, cuda, dtype_override={"v": "HALF"})
@@ -204,7 +204,7 @@ def test_each_captured_graph_gets_its_own_context(standin_dir, standin):
 
 def test_version_and_hardware_compatible_plans(standin_dir, tmp_path, monkeypatch):
     from gaf_trt.export.build import build_from_onnx
-    from gaf_trt.export.manifest import EngineCompatibilityError
+    from gaf_trt.enginedir import EngineCompatibilityError
 
     copy = tmp_path / "engine"
     shutil.copytree(standin_dir, copy)
@@ -343,7 +343,7 @@ def test_static_plan_and_captured_loop(trt_dir, expected):
 @needs_trt
 def test_plan_from_other_gpu_refused_before_deserialising(trt_dir, tmp_path):
     from gaf_trt.engine.loader import load_engine
-    from gaf_trt.export.manifest import EngineCompatibilityError
+    from gaf_trt.enginedir import EngineCompatibilityError
 
     dst = tmp_path / "copy"
     shutil.copytree(trt_dir, dst)
@@ -358,7 +358,7 @@ def test_plan_from_other_gpu_refused_before_deserialising(trt_dir, tmp_path):
 @needs_trt
 def test_corrupt_plan_is_an_error_not_a_crash(trt_dir, tmp_path):
     from gaf_trt.engine.trt_backend import TrtPlan
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     bad = tmp_path / "bad.plan"
     bad.write_bytes(b"\0" * 4096)

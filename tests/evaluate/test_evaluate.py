@@ -67,7 +67,7 @@ def test_random_weights_load_and_give_features(inception_features):
 
 def test_end_to_end_metrics(random_inception, inception_features, tmp_path):
     """evaluate on .npz files gives the formulas' values on the same features."""
-    from gaf_trt.evaluate import metrics as m
+    from gaf_trt.metrics import features as m
 
     _, (pool, logits), (ref_pool, _) = inception_features
     save_npz(tmp_path / "gen.npz", arr_0=images(4, 1), labels=np.arange(4) % 3)

@@ -35,7 +35,7 @@ def test_export_latent_checkpoint_with_vae(latent_ckpt, tiny_vae_dir, tmp_path):
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
     assert "4 graph(s) (trunk, j_head, k_bank, vae_decoder), fp32, parity rel <=" in lines[0]
-    from gaf_trt.export.tensorrt import unavailable
+    from gaf_trt.engine.trt_runtime import unavailable
 
     if unavailable() is not None:  # no TensorRT here: ONNX + manifest, and one line saying so
         assert len(lines) == 2 and "need a GPU machine with TensorRT" in lines[1]

@@ -10,6 +10,7 @@ import pytest
 
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.io.files import file_sha256
+from tests.enginedir.shared import plan_record
 from tests.export.shared import need_onnx
 
 need_onnx()
@@ -23,8 +24,8 @@ def copy_dir(engine_dir, tmp_path):
 
 
 def test_verify_ok_then_missing_and_altered(copy_dir):
+    from gaf_trt.enginedir import EngineDirError
     from gaf_trt.export import verify_engine
-    from gaf_trt.export.manifest import EngineDirError
 
     verify_engine(str(copy_dir))
     (copy_dir / "k_bank.onnx").unlink()
@@ -34,7 +35,7 @@ def test_verify_ok_then_missing_and_altered(copy_dir):
 
 def test_altered_file_refused_by_loader(copy_dir):
     from gaf_trt.engine.loader import load_engine
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     with open(copy_dir / "trunk.onnx", "r+b") as f:
         f.seek(100)
@@ -48,7 +49,7 @@ def test_altered_file_refused_by_loader(copy_dir):
 
 def test_not_an_engine_dir(tmp_path):
     from gaf_trt.engine.loader import load_engine
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     with pytest.raises(EngineDirError, match="no manifest.json"):
         load_engine(tmp_path, backend="ort", device="cpu")
@@ -60,53 +61,20 @@ def test_not_an_engine_dir(tmp_path):
         load_engine(tmp_path, backend="onnx")
 
 
-def _plan(**kw):
-    rec = {"file": "trunk.plan", "tensorrt": "10.13.0.35",
-           "gpu": {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"},
-           "hardware_compatibility_level": "NONE", "version_compatible": False}
-    rec.update(kw)
-    return rec
-
-
-def test_compatibility_check_before_deserialising():
-    from gaf_trt.export.manifest import EngineCompatibilityError, RuntimeInfo, check_plan_compatible
-
-    here = RuntimeInfo("10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0")
-    check_plan_compatible(_plan(), here, "eng")  # same machine: fine
-    other_gpu = _plan(gpu={"name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"})
-    with pytest.raises(EngineCompatibilityError,
-                       match=r"built for NVIDIA A100-SXM4-40GB \(compute capability 8.0\), this "
-                             r"GPU is NVIDIA H100 80GB HBM3 \(9.0\); rebuild the plans on this "
-                             r"machine with `gaf-trt export --from-onnx eng`"):
-        check_plan_compatible(other_gpu, here, "eng")
-    with pytest.raises(EngineCompatibilityError, match="built with TensorRT 11.1.0.1, this "
-                                                       "machine has TensorRT 10.13.0.35"):
-        check_plan_compatible(_plan(tensorrt="11.1.0.1"), here, "eng")
-    # hardware-compatible plans run on any Ampere+ GPU; version-compatible on newer 10.x
-    check_plan_compatible(dict(other_gpu, hardware_compatibility_level="AMPERE_PLUS"), here, "e")
-    check_plan_compatible(_plan(tensorrt="10.8.0.43", version_compatible=True), here, "e")
-    with pytest.raises(EngineCompatibilityError, match="version-compatible"):
-        check_plan_compatible(_plan(tensorrt="10.14.1", version_compatible=True), here, "e")
-    turing = RuntimeInfo("10.13.0.35", "Tesla T4", "7.5")
-    with pytest.raises(EngineCompatibilityError, match="needs an Ampere or newer GPU"):
-        check_plan_compatible(_plan(hardware_compatibility_level="AMPERE_PLUS"), turing, "e")
-
-
 def test_manifest_from_another_gpu_refused_by_trt_loader(copy_dir, monkeypatch):
     """The trt loader checks the manifest against this machine before reading the plan."""
-    import gaf_trt.export.tensorrt as trt_build
-    from gaf_trt.engine import trt_backend
+    from gaf_trt.engine import trt_backend, trt_runtime
     from gaf_trt.engine.base import LoadRequest
-    from gaf_trt.export.manifest import EngineCompatibilityError, RuntimeInfo
+    from gaf_trt.enginedir import EngineCompatibilityError, RuntimeInfo
 
     man = json.loads((copy_dir / "manifest.json").read_text())
     for g in ("trunk", "j_head", "k_bank"):
-        man["plans"][g] = dict(_plan(file=f"{g}.plan"), graph=g, static=False)
+        man["plans"][g] = dict(plan_record(file=f"{g}.plan"), graph=g, static=False)
         (copy_dir / f"{g}.plan").write_bytes(b"a plan of another GPU")
         man["files"].append(f"{g}.plan")  # listed and hashed, as export writes them
         man["sha256"][f"{g}.plan"] = file_sha256(copy_dir / f"{g}.plan")
     (copy_dir / "manifest.json").write_text(json.dumps(man))
-    monkeypatch.setattr(trt_build, "runtime_info",
+    monkeypatch.setattr(trt_runtime, "runtime_info",
                         lambda index=None: RuntimeInfo("10.13.0.35", "NVIDIA L4", "8.9"))
     monkeypatch.setattr(trt_backend, "resolve_device", lambda d: "cuda:0")
     monkeypatch.setattr(trt_backend.TrtPlan, "__init__",
@@ -155,10 +123,10 @@ def test_bad_export_options_fail_before_writing(tmp_path, ref_ckpt):
 
 
 def test_from_onnx_without_tensorrt(copy_dir):
-    from gaf_trt.export import tensorrt as trt_build
+    from gaf_trt.engine import trt_runtime
     from gaf_trt.export.build import build_from_onnx
 
-    if trt_build.unavailable() is None:
+    if trt_runtime.unavailable() is None:
         pytest.skip("TensorRT and a GPU are here: the GPU test builds real plans")
     with pytest.raises(ConfigError, match="cannot build TensorRT plans here: .* GPU machine"):
         build_from_onnx(copy_dir)
@@ -167,6 +135,7 @@ def test_from_onnx_without_tensorrt(copy_dir):
 def test_from_onnx_rewrites_folder_consistently(copy_dir, monkeypatch):
     """Plans are added beside the verified ONNX graphs (hard links, no copy); the new
     manifest lists and hashes everything. TensorRT itself is replaced by a stub here."""
+    from gaf_trt.engine import trt_runtime
     from gaf_trt.export import tensorrt as trt_build
     from gaf_trt.export import verify_engine
     from gaf_trt.export.build import ProfileSpec, build_from_onnx
@@ -174,10 +143,10 @@ def test_from_onnx_rewrites_folder_consistently(copy_dir, monkeypatch):
     def fake_build_all(man, folder, profile, opts, say):
         for name in man["graphs"]:
             (folder / f"{name}.plan").write_bytes(b"plan " + name.encode())
-            man["plans"][name] = dict(_plan(file=f"{name}.plan"), graph=name, static=False)
+            man["plans"][name] = dict(plan_record(file=f"{name}.plan"), graph=name, static=False)
         return list(man["graphs"])
 
-    monkeypatch.setattr(trt_build, "unavailable", lambda: None)
+    monkeypatch.setattr(trt_runtime, "unavailable", lambda: None)
     monkeypatch.setattr(trt_build, "build_all", fake_build_all)
     before = (copy_dir / "trunk.onnx").read_bytes()
     res = build_from_onnx(copy_dir, ProfileSpec(max_batch=8, max_classes=3))

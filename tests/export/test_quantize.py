@@ -23,6 +23,9 @@ from gaf_trt.export.calibration import (  # noqa: E402
     calibration_plan,
     capture,
 )
+from gaf_trt.export.quantize import graphs as qg  # noqa: E402
+from gaf_trt.export.quantize import quality as qq  # noqa: E402
+from gaf_trt.export.quantize import smoothquant as qs  # noqa: E402
 
 TINY = q.QuantConfig(samples=6, steps=3, rows=8)
 
@@ -99,7 +102,7 @@ def test_quantised_nodes_are_the_block_linears_only(tmp_path):
     trunk, j_head, _ = GRAPH_GROUPS.get("split")(model, Limits(64, 8))
     proto = onnx.load(str(tmp_path / export_onnx(trunk, tmp_path, opset=18, num_classes=4,
                                                   metadata={}).onnx_file))
-    names = set(q.quantizable_nodes(proto))
+    names = set(qg.quantizable_nodes(proto))
     by_name = {n.name: n for n in proto.graph.node}
     scopes = sorted(node_scopes(by_name[n])[-2] for n in names)
     assert scopes == ["trunk.blocks.0.attn.proj", "trunk.blocks.0.attn.qkv",
@@ -109,7 +112,7 @@ def test_quantised_nodes_are_the_block_linears_only(tmp_path):
     assert kept, "attention products, embedders and adaLN stay FP32"
     head = onnx.load(str(tmp_path / export_onnx(j_head, tmp_path, opset=18, num_classes=4,
                                                  metadata={}).onnx_file))
-    assert q.quantizable_nodes(head) == []
+    assert qg.quantizable_nodes(head) == []
 
 
 def test_smoothquant_rewrite_is_exact_before_quantisation(tmp_path):
@@ -123,16 +126,16 @@ def test_smoothquant_rewrite_is_exact_before_quantisation(tmp_path):
     trunk = GRAPH_GROUPS.get("split")(model, Limits(64, 8))[0]
     src = tmp_path / export_onnx(trunk, tmp_path, opset=18, num_classes=4, metadata={}).onnx_file
     cal = capture(model, 4, 3, seed=0)
-    act = q.channel_max(model, cal)
+    act = qs.channel_max(model, cal)
     assert set(act) == {"blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1",
                         "blocks.0.mlp.fc2"}
-    assert q.smooth_graph(src, tmp_path / "s.onnx", act, 0.8) == 4
+    assert qs.smooth_graph(src, tmp_path / "s.onnx", act, 0.8) == 4
     onnx.checker.check_model(str(tmp_path / "s.onnx"))
     item = cal.split_items(6)[0]
     feeds = {k: v.numpy() for k, v in item.items()}
     a = torch.from_numpy(cpu_session(src).run(None, feeds)[0])
     b = torch.from_numpy(cpu_session(tmp_path / "s.onnx").run(None, feeds)[0])
-    assert 0 < q.rel_err(b, a) < 1e-5
+    assert 0 < qq.rel_err(b, a) < 1e-5
 
 
 # --------------------------------------------------------------------------- int8 engine
@@ -182,7 +185,7 @@ def test_int8_engine_samples_on_ort_close_to_fp32_but_not_equal(int8_dir):
         engine = gaf_trt.load_engine(int8_dir, backend="ort", device="cpu", graphs=graphs)
         got = gaf_trt.sample(engine, [1, 4], noise, masks=masks, steps=4, solver="euler")
         want = gaf_trt.sample(model, [1, 4], noise, masks=masks, steps=4, solver="euler")
-        err = q.final_state_err(got, want)
+        err = qq.final_state_err(got, want)
         assert 0 < err <= q.ERROR_BOUNDS[Precision.INT8]["final_state"], (graphs, err)
 
 
@@ -200,7 +203,7 @@ def test_torch_backend_refuses_quantised_engines(int8_dir):
 def test_bench_rows_pair_int8_engine_with_torch_precisions(int8_dir):
     """torch runs the torch precisions, ort the engine's; every other cell is skipped with
     its reason; a grid in which nothing can run is one error."""
-    from gaf_trt.pipeline.bench import BenchGrid, row_pairs
+    from gaf_trt.pipeline.bench.grid import BenchGrid, row_pairs
 
     grid = BenchGrid(ckpt=str(REF_CKPT), engine=str(int8_dir), backends=("torch", "ort"),
                      precisions=(Precision.FP32, Precision.INT8))
@@ -235,7 +238,7 @@ def test_fp8_graphs_are_valid_onnx_qdq_in_e4m3(fp8_dir):
     assert len(weights) == 8
     for n in weights:
         w8 = numpy_helper.to_array(inits[n.input[0]]).astype("float32")
-        assert abs(float(abs(w8).max()) - q.E4M3_MAX) < 1e-3
+        assert abs(float(abs(w8).max()) - qg.E4M3_MAX) < 1e-3
     rec = man["quantization"]
     assert rec["calibration"]["method"] == "distribution"
     assert 0 < rec["quality"]["velocity"] <= q.ERROR_BOUNDS[Precision.FP8]["velocity"]
@@ -284,8 +287,8 @@ def test_non_finite_scales_are_refused(tmp_path):
     x = torch.full((2, 4), 3e38)
     x[0] = -3e38
     with pytest.raises(q.QuantizationError, match="non-finite"):
-        q.quantize_graph(tmp_path / "g.onnx", tmp_path / "q.onnx", [{"x": x}], Precision.INT8)
-    fine = q.quantize_graph(tmp_path / "g.onnx", tmp_path / "q2.onnx",
+        qg.quantize_graph(tmp_path / "g.onnx", tmp_path / "q.onnx", [{"x": x}], Precision.INT8)
+    fine = qg.quantize_graph(tmp_path / "g.onnx", tmp_path / "q2.onnx",
                             [{"x": torch.randn(2, 4)}], Precision.INT8)
     assert fine["quantized_nodes"] == 1 and fine["scales"]["min"] > 0
 

@@ -12,6 +12,7 @@ import logging
 
 import pytest
 
+from gaf_trt.engine import trt_runtime
 from gaf_trt.errors import ConfigError
 from tests.export.shared import need_onnx
 from tests.trt_standin import install, make_trt, tiny_onnx
@@ -51,7 +52,7 @@ def test_build_plan_uses_the_documented_api(monkeypatch, builder, graph, tmp_pat
     assert ("profile", SHAPES) in calls and ("pool", 1 << 30) in calls
     assert (tmp_path / "timing.cache").read_bytes() == b"cache:Fake GPU 9.0"
     # the IHostMemory went to disk whole, and the runtime takes it back
-    runtime = trt.Runtime(builder.make_logger(trt))
+    runtime = trt.Runtime(trt_runtime.make_logger(trt))
     assert runtime.deserialize_cuda_engine(plan) is not None
     assert rec["tensorrt"] == version and rec["gpu"]["compute_capability"] == "9.0"
     assert rec["strongly_typed"] and not rec["tf32"] and not rec["weights_stripped"]
@@ -124,12 +125,12 @@ def test_timing_cache_is_keyed_by_gpu_not_only_capability(monkeypatch, builder):
 
 def test_version_floor_is_one_clear_line(monkeypatch, builder, graph, tmp_path):
     install(monkeypatch, "10.8.0.43")
-    assert "too old" in builder.unavailable() and "tensorrt>=10.9" in builder.unavailable()
-    with pytest.raises(builder.TensorRTVersionError,
+    assert "too old" in trt_runtime.unavailable() and "tensorrt>=10.9" in trt_runtime.unavailable()
+    with pytest.raises(trt_runtime.TensorRTVersionError,
                        match=r"^TensorRT 10.8.0.43 is too old: .*install tensorrt>=10.9"):
         _build(builder, graph, tmp_path, hardware_compatibility="same_compute_capability")
     install(monkeypatch, "10.13.0.35")  # opset-23 Attention needs the 10.14 parser
-    with pytest.raises(builder.TensorRTVersionError, match="opset-23 Attention.*>=10.14"):
+    with pytest.raises(trt_runtime.TensorRTVersionError, match="opset-23 Attention.*>=10.14"):
         builder.build_plan(graph, tmp_path / "p.plan", SHAPES,
                            {"timing_cache": str(tmp_path / "c")}, opset=23)
     install(monkeypatch, "10.14.1.48")
@@ -176,7 +177,7 @@ def test_profiles_from_ranges_and_static_variant(monkeypatch, builder, tmp_path)
 
 
 def test_captured_logger_reason_since_a_mark():
-    from gaf_trt.export.tensorrt import make_logger
+    from gaf_trt.engine.trt_runtime import make_logger
 
     trt = make_trt("11.1.0.4")
     logger = make_logger(trt, keep=4)

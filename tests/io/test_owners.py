@@ -71,7 +71,7 @@ def test_every_record_name_of_the_package_is_registered():
                 unknown[f"{path.relative_to(PACKAGE)}:{name}"] = value
     assert not unknown, f"record names not in gaf_trt.records.OWNERS: {unknown}"
 
-    from gaf_trt.export import manifest
+    from gaf_trt.enginedir import schema as manifest
     from gaf_trt.generate import store
     from gaf_trt.pipeline import transport
     from gaf_trt.serve import repository

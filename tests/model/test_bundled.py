@@ -29,7 +29,8 @@ def test_cli_default_model_runs_the_readme_command(tmp_path):
 
 def test_quality_regression():
     """A small version of the quality gate (README numbers come from 100 per class)."""
-    from gaf_trt.training.evaluate import fit_classifier, generate_per_class, to_digit_grid
+    from gaf_trt.metrics.digits import fit_classifier, to_digit_grid
+    from gaf_trt.training.evaluate import generate_per_class
 
     m = load_model("digits")
     clf = fit_classifier(16)

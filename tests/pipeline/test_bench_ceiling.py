@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from gaf_trt.pipeline.bench import assign_ceilings, gemm_probes
+from gaf_trt.pipeline.bench.probes import assign_ceilings, gemm_probes
 from gaf_trt.precision import Precision
 
 FP32, BF16 = Precision.FP32, Precision.BF16
@@ -46,17 +46,17 @@ def test_probes_report_every_provider_present():
 
 def test_quantised_rows_meet_the_ceiling_of_their_arithmetic():
     """int8 rows against the integer GEMMs; fp8 rows dequantised on a CPU against fp32."""
-    from gaf_trt.pipeline.bench import _probe_precision
+    from gaf_trt.pipeline.bench.probes import probe_precision
 
-    assert _probe_precision(Precision.INT8, "cpu") is Precision.INT8
-    assert _probe_precision(Precision.FP8, "cpu") is FP32
-    assert _probe_precision(Precision.FP8, "cuda:0") is Precision.FP8
-    assert _probe_precision(BF16, "cpu") is BF16
+    assert probe_precision(Precision.INT8, "cpu") is Precision.INT8
+    assert probe_precision(Precision.FP8, "cpu") is FP32
+    assert probe_precision(Precision.FP8, "cuda:0") is Precision.FP8
+    assert probe_precision(BF16, "cpu") is BF16
 
 
 def test_a_cell_that_cannot_run_is_skipped_with_its_reason(tmp_path_factory, tmp_path):
     from gaf_trt.pipeline.bench import BenchGrid, run_bench
-    from gaf_trt.pipeline.bench_report import plot_png, rich_table, write_records
+    from gaf_trt.pipeline.bench.report import plot_png, rich_table, write_records
     from tests.export.shared import ref_engine_dir
 
     folder = ref_engine_dir(tmp_path_factory.getbasetemp())  # an fp32 engine directory

@@ -7,7 +7,7 @@ Helpers shared by the modules of this folder:
 - :func:`run_many`: several such subprocesses at once (each case is still its own test; the
   suite stays within its time budget on 2 cores because the torch imports overlap).
 - :func:`assert_bad_input` / :func:`assert_internal_fault`: the contract of
-  ``gaf_trt/cli/errors.py`` -- exit code, exactly one ``error:`` line, no traceback.
+  ``gaf_trt/console/errors.py`` -- exit code, exactly one ``error:`` line, no traceback.
 - :func:`assert_consistent`: the output-folder contract of ``gaf_trt/io/files.OutputDir`` --
   run.json (when present) lists exactly the files in the folder, no staging folder left.
 - ``bad_ckpt``: checkpoints in the published format with one defect each, built from

@@ -392,7 +392,7 @@ def test_the_record_states_the_precision_that_ran(precision_runs):
 
 def test_load_engine_defaults_to_the_engines_precision(ref_engine):
     from gaf_trt.engine.loader import load_engine
-    from gaf_trt.export.manifest import EngineDirError
+    from gaf_trt.enginedir import EngineDirError
 
     eng = load_engine(ref_engine, backend="ort", device="cpu")
     assert eng.precision == "fp32"

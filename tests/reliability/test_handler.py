@@ -1,4 +1,4 @@
-"""The one-line error handler (gaf_trt/cli/errors.py) against the installed Typer/Click.
+"""The one-line error handler (gaf_trt/console/errors.py) against the installed Typer/Click.
 
 A throw-away Typer app with :class:`OneLineErrorGroup` raises each kind of exception; the
 cases where the process matters run as real subprocesses (the handler calls ``sys.exit`` and
@@ -33,7 +33,7 @@ from tests.reliability.conftest import (
 APP_SOURCE = textwrap.dedent('''
     import typer
 
-    from gaf_trt.cli.errors import OneLineErrorGroup
+    from gaf_trt.console.errors import OneLineErrorGroup
     from gaf_trt.errors import ConfigError
 
     app = typer.Typer(cls=OneLineErrorGroup, add_completion=False,
@@ -145,7 +145,7 @@ def test_interrupt_abort_and_exit(boom_app):
 def test_handler_knows_the_installed_typer_exceptions():
     """The handler's exception tuples are resolved against the installed Typer/Click (issue
     10: the old handler named ``click_exceptions.Abort``, absent from typer 0.29)."""
-    from gaf_trt.cli import errors
+    from gaf_trt.console import errors
 
     assert errors.CLICK_ERRORS and errors.EXIT_SIGNALS and errors.ABORT_SIGNALS
     assert issubclass(typer.Exit, errors.EXIT_SIGNALS)

@@ -38,7 +38,7 @@ def patched_cli(patch: str, *args: str | Path) -> list[str]:
 OLD_GPU = ("import torch\ntorch.cuda.is_available = lambda: True\n"
            "torch.cuda.get_device_capability = lambda *a: (8, 6)")
 TIGHT_BOUND = ("from gaf_trt.engine.base import Precision\n"
-               "import gaf_trt.export.quantize as q\n"
+               "import gaf_trt.export.quantize.config as q\n"
                "q.ERROR_BOUNDS[Precision.INT8] = {'velocity': 1e-9, 'final_state': 1e-9}")
 
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 
 from gaf_trt.io.files import atomic_write, write_json
-from gaf_trt.pipeline.bench import BenchRecord
+from gaf_trt.pipeline.bench.grid import BenchRecord
 
 #: bar colours, cycled over row labels (the reference loop is always grey)
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),

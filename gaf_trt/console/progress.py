@@ -30,7 +30,13 @@ def progress_factory():
     """A rich progress bar (on stderr) over solver steps, one task per generation: returns
     ``(progress, factory)``; ``factory(label, total)`` adds a task and returns its
     ``(k, n, x)`` step callback."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     progress = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=_console())
@@ -52,8 +58,14 @@ def progress_factory():
 def step_progress(total: int | None = None) -> tuple[Any, Callable[[str], None]]:
     """A one-line progress (on stderr) for a job of a few long steps: returns ``(progress,
     say)``; each ``say(message)`` starts the next step and shows its message."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                               TextColumn, TimeElapsedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     columns = [SpinnerColumn(), TextColumn("{task.description}")]
     if total:

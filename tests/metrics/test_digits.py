@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gaf_trt.training.evaluate import fit_classifier, frechet_distance, real_digits, to_digit_grid
+from gaf_trt.metrics.digits import (
+    fit_classifier,
+    frechet_distance,
+    real_digits,
+    to_digit_grid,
+)
 
 
 def test_frechet_known_answers():

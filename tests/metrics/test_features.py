@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.evaluate import metrics as m
+from gaf_trt.metrics import features as m
 
 
 def rel(a: float, b: float) -> float:
@@ -49,7 +49,7 @@ def test_frechet_matches_scipy_sqrtm():
 
 
 def test_frechet_matches_the_digits_implementation():
-    from gaf_trt.training.evaluate import frechet_distance
+    from gaf_trt.metrics.digits import frechet_distance
 
     rng = np.random.default_rng(3)
     fa, fb = rng.standard_normal((80, 10)), rng.standard_normal((90, 10)) + 0.3

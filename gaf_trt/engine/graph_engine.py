@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gaf_trt.errors import ConfigError
-from gaf_trt.export.manifest import (
+from gaf_trt.enginedir import (
     EngineDirError,
     check_precision,
     files_of,
     read_manifest,
     verify_files,
 )
+from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,66 @@
+"""A human description of an engine directory (``gaf-trt info DIR``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gaf_trt.enginedir.files import verify_files
+from gaf_trt.enginedir.manifest import read_manifest
+
+
+def describe(folder: str | Path, *, verify: bool = False) -> dict[str, Any]:
+    """A summary of an engine directory (for ``gaf-trt info DIR``); ``verify`` also checks
+    every file's sha256."""
+    man = read_manifest(folder)
+    if verify:
+        verify_files(folder, man)
+    cfg = man["config"]
+    return {
+        "path": str(folder),
+        "precision": man.get("precision"),
+        "opset": man.get("opset"),
+        "created": man.get("created"),
+        "source": man.get("source"),
+        "network": {k: cfg.get(k) for k in ("hidden_size", "depth", "num_heads", "patch_size",
+                                             "in_channels", "input_size", "num_classes", "mode")},
+        "graphs": {n: {"group": g.get("group"), "file": g.get("file"),
+                       "parity_rel": max((o["rel"] for o in (g.get("parity") or {}).get(
+                           "outputs", [])), default=None)}
+                   for n, g in man["graphs"].items()},
+        "plans": {n: {"file": p.get("file"), "tensorrt": p.get("tensorrt"),
+                      "gpu": (p.get("gpu") or {}).get("name"),
+                      "compute_capability": (p.get("gpu") or {}).get("compute_capability"),
+                      "static": p.get("static")}
+                  for n, p in (man.get("plans") or {}).items()},
+        "profiles": man.get("profiles"),
+        "exporter": man.get("exporter"),
+        "verified": verify,
+    }
+
+
+def describe_lines(info: dict[str, Any]) -> list[str]:
+    """Human-readable lines of :func:`describe`'s result."""
+    net = info["network"]
+    src = info.get("source") or {}
+    lines = [
+        f"engine      {info['path']}",
+        f"precision   {info['precision']}  opset {info['opset']}  created {info['created']}",
+        f"network     D={net['hidden_size']} depth={net['depth']} heads={net['num_heads']} "
+        f"patch={net['patch_size']} input={net['in_channels']}x{net['input_size']}x"
+        f"{net['input_size']} ({net['mode']}) classes={net['num_classes']}",
+        f"source      {src.get('path')} (sha256 {str(src.get('sha256'))[:16]}…)",
+    ]
+    for name, g in info["graphs"].items():
+        rel = g["parity_rel"]
+        lines.append(f"graph       {name:<14} {g['group']:<6} {g['file']}"
+                     + (f"  parity rel {rel:.2g}" if rel is not None else ""))
+    if not info["plans"]:
+        lines.append("plans       none (build them on a GPU machine with TensorRT: "
+                     f"`gaf-trt export --from-onnx {info['path']}`)")
+    for name, p in info["plans"].items():
+        lines.append(f"plan        {name:<22} TensorRT {p['tensorrt']} on {p['gpu']} "
+                     f"(cc {p['compute_capability']})" + (" static" if p["static"] else ""))
+    if info["verified"]:
+        lines.append("files       all sha256 verified")
+    return lines

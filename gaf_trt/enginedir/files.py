@@ -1,0 +1,133 @@
+"""The files of an engine directory: where they lie (never outside it), which ones a
+loader needs, their sha256 and the external data their ONNX graphs read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gaf_trt.enginedir.schema import MANIFEST, EngineDirError, Invalid, RelPath
+from gaf_trt.io.files import file_sha256
+
+
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name`` as a real path, refused when a link leads it outside ``folder``."""
+    root = folder.resolve()
+    try:
+        real = (root / name).resolve()
+    except (RuntimeError, OSError):
+        raise EngineDirError(f"{folder}/{name} cannot be resolved (a symbolic link loop)") \
+            from None
+    if root not in real.parents:
+        raise EngineDirError(f"{folder}/{name} leads outside the engine directory (to "
+                             f"{real}); every file it uses must lie inside it")
+    return real
+
+
+
+def files_of(man: dict[str, Any], *, graphs: list[str] | None = None,
+             plans: list[str] | None = None) -> list[str]:
+    """The files a loader needs for the named graphs / plans (all files when both None);
+    :func:`verify_files` adds the external-data files each ONNX graph references."""
+    if graphs is None and plans is None:
+        return list(man["files"])
+    names: list[str] = []
+    for g in graphs or []:
+        rec = man["graphs"][g]
+        names += [rec["file"]] + ([rec["data_file"]] if rec.get("data_file") else [])
+    for p in plans or []:
+        names.append(man["plans"][p]["file"])
+    return names
+
+
+def _onnx_tensors(graph: Any) -> Iterable[Any]:
+    """Every tensor of an ONNX graph: initializers, sparse initializers, node attributes,
+    and those of subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _onnx_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_tensors(sub)
+
+
+def external_data_files(folder: str | Path, graph_file: str) -> list[str]:
+    """The external-data files an ONNX graph reads (its tensors' ``location`` entries), read
+    without loading the data. An unreadable graph is an :class:`EngineDirError`."""
+    try:
+        import onnx
+    except ImportError:
+        raise EngineDirError("checking an engine directory's graphs needs the onnx package "
+                             "(pip install 'gaf-trt[onnx]')") from None
+    path = Path(folder) / graph_file
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf / onnx raise several types
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else \
+            type(err).__name__
+        raise EngineDirError(f"graph {graph_file} in {folder} is not a valid ONNX model "
+                             f"({reason}); re-export the engine") from None
+    found: list[str] = []
+    for tensor in _onnx_tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entry = {kv.key: kv.value for kv in tensor.external_data}
+        loc = entry.get("location", "")
+        try:
+            RelPath().check(loc, f"external data of tensor {tensor.name!r}")
+        except Invalid as err:
+            raise EngineDirError(f"graph {graph_file} in {folder}: {err}") from None
+        if loc not in found:
+            found.append(loc)
+    return found
+
+
+def verify_files(folder: str | Path, man: dict[str, Any], names: list[str] | None = None) -> None:
+    """Every named file (all listed files when None) lies inside ``folder``, is a regular
+    file and has the recorded sha256; each ONNX graph among them is then parsed (without its
+    data) and every external-data file it reads must be listed, hashed and verified too.
+    Anything else is an :class:`EngineDirError`."""
+    folder = Path(folder)
+    graph_files = {rec["file"] for rec in man["graphs"].values()}
+    todo = list(man["files"] if names is None else names)
+    done: set[str] = set()
+    while todo:
+        name = todo.pop(0)
+        if name in done:
+            continue
+        done.add(name)
+        _verify_one(folder, man, name)
+        if name in graph_files or name.endswith(".onnx"):
+            for data in external_data_files(folder, name):
+                if data not in man["files"]:
+                    raise EngineDirError(f"graph {name} in {folder} reads {data}, which the "
+                                         "manifest does not list and hash; re-export the "
+                                         "engine")
+                todo.append(data)
+
+
+def _verify_one(folder: Path, man: dict[str, Any], name: str) -> None:
+    real = inside(folder, name)
+    want = man["sha256"].get(name)
+    if not real.is_file():
+        raise EngineDirError(f"engine directory {folder} is incomplete: {name} is missing; "
+                             "re-export it")
+    if want is None:
+        raise EngineDirError(f"{folder}/{MANIFEST} has no sha256 for {name}")
+    got = file_sha256(real)
+    if got != want:
+        raise EngineDirError(f"{folder / name} was altered since export (sha256 {got[:12]}… != "
+                             f"{want[:12]}… in the manifest); re-export the engine")
+
+
+def hash_files(folder: Path, names: list[str]) -> dict[str, str]:
+    return {n: file_sha256(folder / n) for n in names}
+

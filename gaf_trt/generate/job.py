@@ -29,9 +29,9 @@ from gaf_trt.compose.solvers import SOLVERS, check_steps
 from gaf_trt.engine.base import BACKENDS
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.pipeline.generation import MAX_SEED
 from gaf_trt.precision import Precision
 
-MAX_SEED = 2 ** 63 - 1
 MAX_SAMPLES = 10_000_000
 MAX_BATCH = 4096
 FORMATS = ("npz", "png", "both")

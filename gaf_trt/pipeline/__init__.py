@@ -1,8 +1,8 @@
 """End-to-end jobs built from the library pieces (what the CLI commands call)."""
 
+from gaf_trt.pipeline.generation import SamplePlan
 from gaf_trt.pipeline.sample import (
     SampleConfig,
-    SamplePlan,
     SampleResult,
     prepare_sample,
     resolve_classes,

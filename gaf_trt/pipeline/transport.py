@@ -31,14 +31,12 @@ from gaf_trt.errors import ConfigError
 from gaf_trt.io import images as img
 from gaf_trt.io.files import OutputDir, check_output_dir, file_sha256, write_json
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.pipeline.generation import ProgressFactory
 from gaf_trt.pipeline.sample import resolve_classes
 from gaf_trt.precision import Precision
 from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
-
-#: ``progress(label, total) -> per-step callback`` (the CLI draws a bar with it).
-ProgressFactory = Callable[[str, int], StepCallback]
 
 RECORD = "transport.json"
 #: Bounds of ``--size`` (long side of a written picture, pixels) and ``--batch``.

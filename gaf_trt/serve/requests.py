@@ -5,7 +5,7 @@ A request is a composition (classes -- ids or names -- with weights, alpha, a ma
 a mask image), a solver, a step count, a seed and a batch. :func:`plan_request` validates it once against the model and the
 server's limits and raises :class:`~gaf_trt.errors.ConfigError` naming the bad value;
 :func:`run_request` draws the noise and integrates exactly as ``gaf-trt sample`` does
-(``gaf_trt.pipeline.sample.generate``), so the result is that of ``gaf-trt sample`` with the
+(``gaf_trt.pipeline.generation.generate``), so the result is that of ``gaf-trt sample`` with the
 same arguments.
 """
 
@@ -23,7 +23,8 @@ from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
-from gaf_trt.pipeline.sample import MAX_SEED, SampleConfig, SamplePlan, generate, resolve_classes
+from gaf_trt.pipeline.generation import MAX_SEED, SamplePlan, generate
+from gaf_trt.pipeline.sample import SampleConfig, resolve_classes
 
 OUTPUTS = ("images", "latents")
 

@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,12 @@ from typing import Any
 from torch import Tensor
 
 from gaf_trt.compose import masks as mask_lib
-from gaf_trt.compose.composition import Composition
+from gaf_trt.compose.spec import CLI, CompositionSpec
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.device import resolve_device
 from gaf_trt.engine.base import BACKENDS, LoadRequest, load_backend
 from gaf_trt.errors import ConfigError
 from gaf_trt.io.files import OutputDir, check_output_dir, write_json
-from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.artifacts import load_decoder
 from gaf_trt.pipeline.generation import MAX_SEED, ProgressFactory, SamplePlan, generate
 from gaf_trt.pipeline.sample_writer import SampleWriter, run_record
@@ -91,29 +89,18 @@ class SampleResult:
 
 
 
-def resolve_classes(tokens: Sequence[str | int], config: GAFConfig) -> list[int]:
-    """Class ids from indices or class names (case-insensitive), checked against the model."""
-    from gaf_trt.compose.composition import check_class_ids
-
-    names = {n.lower(): i for i, n in enumerate(config.class_names or ())}
-    out = []
-    for tok in tokens:
-        s = str(tok).strip()
-        if s.lstrip("-").isascii() and s.lstrip("-").isdigit():
-            out.append(int(s))
-        elif s.lower() in names:
-            out.append(names[s.lower()])
-        else:
-            known = ", ".join(list(config.class_names or ())[:12]) or "none (this model has no names)"
-            raise ConfigError(f"unknown class name {s!r}; known names: {known}")
-    check_class_ids(out, config)
-    return out
+def composition_spec(cfg: SampleConfig) -> CompositionSpec:
+    """The composition of ``cfg`` (``--classes --weight --alpha --mask-type --mask-img
+    --regions --sigma``), validated by the one composition parser."""
+    return CompositionSpec.validate(
+        {"classes": cfg.classes, "weights": cfg.weights, "alpha": cfg.alpha,
+         "mask_type": cfg.mask_type, "mask_image": cfg.mask_img, "regions": cfg.regions,
+         "sigma": cfg.sigma}, source=CLI)
 
 
-def _check_bounds(cfg: SampleConfig) -> None:
-    """Every option with a bound, checked before any work."""
-    if not cfg.classes:
-        raise ConfigError("give at least one class with --classes")
+def _check_bounds(cfg: SampleConfig) -> CompositionSpec:
+    """Every option with a bound, checked before any work; returns the composition."""
+    spec = composition_spec(cfg)
     SOLVERS.get(cfg.solver)
     BACKENDS.get(cfg.backend)
     check_steps(cfg.steps)
@@ -125,59 +112,31 @@ def _check_bounds(cfg: SampleConfig) -> None:
                                 ("--max-runs", cfg.max_runs, 1, 100_000)):
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
-    if cfg.mask_type is not None:
-        mask_lib.MASKS.get(cfg.mask_type)
-    if not math.isfinite(cfg.sigma) or not 0 <= cfg.sigma <= mask_lib.MAX_SIGMA:
-        raise ConfigError(f"--sigma must be in [0, {mask_lib.MAX_SIGMA:g}], got {cfg.sigma:g}")
     runs = math.factorial(len(cfg.classes)) if cfg.permute else 1
     if runs > cfg.max_runs:
         raise ConfigError(f"--permute with {len(cfg.classes)} classes is {runs:,} compositions; "
                           f"the limit is --max-runs {cfg.max_runs} (raise it to run them all)")
-    if cfg.mask_img is not None and not Path(cfg.mask_img).is_file():
-        raise ConfigError(f"mask image not found: {cfg.mask_img}")
+    if cfg.skip and not spec.composing:  # several classes, no weighting: the pure rows only
+        raise ConfigError("--skip without a composition generates nothing; drop --skip or "
+                          "give a composition (--weight, --alpha, --mask-type, --mask-img or "
+                          "--regions)")
     check_output_dir(cfg.out, command="sample")
-
-
-def _mask_type(cfg: SampleConfig) -> str | None:
-    """The mask preset, implied by --mask-img (custom) or --regions (afhq) when not given."""
-    if cfg.mask_type is not None:
-        return cfg.mask_type
-    if cfg.mask_img is not None:
-        return next(iter(mask_lib.presets_taking("image")))
-    if cfg.regions:
-        return next(iter(mask_lib.presets_taking("regions")))
-    return None
+    return spec
 
 
 def prepare_sample(cfg: SampleConfig) -> SamplePlan:
     """Validate every option and load the model; raises before anything is written."""
     t0 = time.perf_counter()
-    _check_bounds(cfg)
+    spec = _check_bounds(cfg)
     device = resolve_device(cfg.device)
     network = load_backend(cfg.backend, LoadRequest(
         artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
         use_ema=cfg.use_ema, trust_pickle=cfg.trust_pickle, options=dict(cfg.options)))
     config = network.config
-    classes = resolve_classes(cfg.classes, config)
-    mask_type = _mask_type(cfg)
-    masks = None
-    if mask_type is not None:
-        s = config.input_size
-        masks = mask_lib.build(mask_type, s, s, sigma=cfg.sigma, image=cfg.mask_img,
-                               regions=cfg.regions)
-    # several classes and no weighting: the pure classes only (what the pure rows show)
-    composing = any(v is not None for v in (cfg.weights, cfg.alpha, masks))
-    composition = None
-    if composing:
-        composition = Composition.build(classes, weights=cfg.weights, alpha=cfg.alpha, masks=masks)
-        composition.validate_for(config)
-    elif cfg.skip:
-        raise ConfigError("--skip without a composition generates nothing; drop --skip or "
-                          "give a composition (--weight, --alpha, --mask-type, --mask-img or "
-                          "--regions)")
+    built = spec.build(config)
     decoder = load_decoder(cfg.ckpt, cfg.vae, cfg.backend, config, device)
-    return SamplePlan(network, config, classes, composition, masks, decoder, device,
-                      time.perf_counter() - t0)
+    return SamplePlan(network, config, built.classes, built.composition, built.masks, decoder,
+                      device, time.perf_counter() - t0)
 
 
 def run_sample(cfg: SampleConfig, progress: ProgressFactory | None = None,

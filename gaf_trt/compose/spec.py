@@ -314,11 +314,12 @@ def _mask(raw: Mapping[str, Any], source: Source
                            f"{', '.join(map(repr, mask_lib.presets_taking('regions')))}, "
                            f"not {mask_type!r}")
     if preset.takes("image") and image is None:
-        raise source.error(f"mask type {mask_type!r} needs an image file's gray levels (one "
-                           f"region per gray level): give {source.name('mask_image')}")
+        raise source.error(f"{source.name('mask_type')} {mask_type!r} needs an image file's "
+                           "gray levels (one region per gray level): give "
+                           f"{source.name('mask_image')}")
     if preset.takes("regions") and regions is None:
-        raise source.error(f"mask type {mask_type!r} needs {source.name('regions')} (from "
-                           f"{', '.join(mask_lib.AFHQ_REGIONS)})")
+        raise source.error(f"{source.name('mask_type')} {mask_type!r} needs "
+                           f"{source.name('regions')} (from {', '.join(mask_lib.AFHQ_REGIONS)})")
     return mask_type, image, regions, digest
 
 

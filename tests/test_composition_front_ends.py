@@ -144,7 +144,7 @@ def pure_rows(raw: dict) -> bool:
     return len(raw["classes"]) > 1 and not composing
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=compositions())
 def test_front_ends_accept_build_and_refuse_alike(folder, raw):
     cli = _outcome(lambda: via_cli(raw, folder))

@@ -203,8 +203,9 @@ def read_compositions(path: str, config: GAFConfig) -> list[Condition]:
     out = []
     for k, entry in enumerate(data):
         spec = CompositionSpec.validate(entry, source=Source.entry(path, k))
+        classes = spec.build(config).classes  # class ids and masks checked first
         spec.require_one_generation()
-        out.append(Condition(tuple(spec.build(config).classes), spec))
+        out.append(Condition(tuple(classes), spec))
     return out
 
 

@@ -129,7 +129,6 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
                           "weights, alpha, mask_type, mask_image, regions, sigma, steps, "
                           "solver, seed, batch, t_eps, output")
     spec = request_spec(req)
-    spec.require_one_generation()
     _check_int("classes (count)", len(spec.classes), 1, limits.max_classes)
     SOLVERS.get(req.solver)
     check_steps(req.steps, limits.max_steps)
@@ -147,6 +146,7 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
                           f"pixels; the server takes at most {limits.max_mask_pixels:,} (it is "
                           "resized to the model's grid anyway)")
     built = spec.build(config)  # composition None: one class, run pure
+    spec.require_one_generation()
     plan = RequestPlan(req, req.sample_config(), built.classes, built.composition, built.masks)
     if plan.rows > limits.max_rows:
         raise ConfigError(f"{len(built.classes)} class(es) x batch {req.batch} = {plan.rows} "

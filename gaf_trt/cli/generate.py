@@ -22,8 +22,10 @@ def generate(
                                             "per composition), class-major order."),
     num: Optional[int] = typer.Option(None, "--num", help="Samples in all; each one's class is "
                                       "drawn uniformly from the seed and its index."),
-    compositions: Optional[str] = typer.Option(None, "--compositions", help="JSON file: a list "
-                                               "of {classes, weights | alpha | mask_type, sigma}."),
+    compositions: Optional[str] = typer.Option(
+        None, "--compositions", help="JSON file: a list of {classes, weights | alpha | "
+        "mask_type | regions | mask_image, sigma} (as gaf-trt sample takes them; mask_image "
+        "is a grayscale image's path relative to the file)."),
     solver: str = typer.Option("euler", "--solver", help=f"One of: {', '.join(SOLVERS.names())}."),
     steps: int = typer.Option(20, "--steps", help="Solver steps (1..10000)."),
     seed: int = typer.Option(0, "--seed", help="Sample i's noise and class depend only on "

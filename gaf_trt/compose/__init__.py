@@ -9,10 +9,13 @@ from gaf_trt.compose.composition import (
     Mode,
     check_class_ids,
     permutations,
+    resolve_classes,
 )
 from gaf_trt.compose.sampling import check_finite, sample, sample_pure
 from gaf_trt.compose.solvers import SOLVERS, Solver, integrate, time_grid
+from gaf_trt.compose.spec import BuiltComposition, CompositionSpec, Source
 
-__all__ = ["masks", "transport", "CapturedLoop", "final_state_check", "ClassBatchField", "ComposedField", "Composition", "Mode", "check_class_ids",
-           "permutations", "check_finite", "sample", "sample_pure", "SOLVERS", "Solver",
-           "integrate", "time_grid"]
+__all__ = ["masks", "transport", "CapturedLoop", "final_state_check", "ClassBatchField",
+           "ComposedField", "Composition", "Mode", "check_class_ids", "permutations",
+           "resolve_classes", "check_finite", "sample", "sample_pure", "SOLVERS", "Solver",
+           "integrate", "time_grid", "BuiltComposition", "CompositionSpec", "Source"]

@@ -75,11 +75,11 @@ class Composition:
         if alpha is not None:
             if n != 2:
                 raise ConfigError(f"--alpha blends exactly 2 classes, got {n}: {list(classes)}")
-            a = _finite(alpha, "alpha")
+            a = check_coefficient(alpha, "alpha")
             return cls(classes, torch.tensor([a, 1.0 - a]).view(2, 1, 1, 1), Mode.ALPHA)
         w = None
         if weights is not None:
-            w = [_finite(x, "weight") for x in weights]
+            w = [check_coefficient(x, "weight") for x in weights]
             if len(w) != n:
                 raise ConfigError(f"{len(w)} weight(s) {w} for {n} class(es) {list(classes)}: "
                                   "give one weight per class")
@@ -129,6 +129,23 @@ def check_class_ids(classes: Sequence[int], config: GAFConfig) -> None:
                           f"{config.num_classes} classes (0..{config.num_classes - 1})")
 
 
+def resolve_classes(tokens: Sequence[str | int], config: GAFConfig) -> list[int]:
+    """Class ids from indices or class names (case-insensitive), checked against the model."""
+    names = {n.lower(): i for i, n in enumerate(config.class_names or ())}
+    out = []
+    for tok in tokens:
+        s = str(tok).strip()
+        if s.lstrip("-").isascii() and s.lstrip("-").isdigit():
+            out.append(int(s))
+        elif s.lower() in names:
+            out.append(names[s.lower()])
+        else:
+            known = ", ".join(list(config.class_names or ())[:12]) or "none (this model has no names)"
+            raise ConfigError(f"unknown class name {s!r}; known names: {known}")
+    check_class_ids(out, config)
+    return out
+
+
 def permutations(n: int) -> list[tuple[int, ...]]:
     """All orderings of ``range(n)``, identity first."""
     return list(itertools.permutations(range(n)))
@@ -139,7 +156,9 @@ def permutations(n: int) -> list[tuple[int, ...]]:
 MAX_COEFFICIENT = 100.0
 
 
-def _finite(x: float, what: str) -> float:
+def check_coefficient(x: float, what: str) -> float:
+    """An alpha or a weight as a finite float of magnitude at most :data:`MAX_COEFFICIENT`
+    (``what`` names it in the error)."""
     x = float(x)
     if not math.isfinite(x) or abs(x) > MAX_COEFFICIENT:
         raise ConfigError(f"{what} must be a finite number in [-{MAX_COEFFICIENT:g}, "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,15 @@ import torch
 from torch import Tensor
 
 from gaf_trt.compose import masks as mask_lib
-from gaf_trt.compose.composition import Composition
+from gaf_trt.compose.composition import Composition, check_class_ids, resolve_classes
+from gaf_trt.compose.spec import CompositionSpec, Source
 from gaf_trt.compose.solvers import SOLVERS, check_steps
 from gaf_trt.engine.base import BACKENDS
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
+from gaf_trt.pipeline.generation import MAX_SEED
 from gaf_trt.precision import Precision
 
-MAX_SEED = 2 ** 63 - 1
 MAX_SAMPLES = 10_000_000
 MAX_BATCH = 4096
 FORMATS = ("npz", "png", "both")
@@ -69,18 +69,15 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class Condition:
-    """What one sample is generated from: a pure class or a composition."""
+    """What one sample is generated from: a pure class (``spec`` None, from ``--classes``) or
+    an entry of the compositions file (its classes resolved to ids)."""
 
     classes: tuple[int, ...]
-    weights: tuple[float, ...] | None = None
-    alpha: float | None = None
-    mask_type: str | None = None
-    sigma: float = mask_lib.DEFAULT_SIGMA
+    spec: CompositionSpec | None = None
 
     @property
     def pure(self) -> bool:
-        return len(self.classes) == 1 and self.weights is None and self.alpha is None \
-            and self.mask_type is None
+        return len(self.classes) == 1 and (self.spec is None or not self.spec.composing)
 
     @property
     def label(self) -> int:
@@ -88,18 +85,20 @@ class Condition:
         return self.classes[0]
 
     def composition(self, config: GAFConfig) -> Composition:
-        masks = None
-        if self.mask_type is not None:
-            s = config.input_size
-            masks = mask_lib.build(self.mask_type, s, s, sigma=self.sigma)
-        comp = Composition.build(list(self.classes), weights=self.weights, alpha=self.alpha,
-                                 masks=masks)
-        comp.validate_for(config)
-        return comp
+        """The composition of this condition on ``config``'s grid (a pure one for a class)."""
+        built = self.spec.build(config).composition if self.spec is not None else None
+        if built is None:
+            check_class_ids(self.classes, config)
+            return Composition.pure(self.classes[0])
+        return built
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
+        """Its record in ``dataset.json`` (part of the job's identity): classes as ids, and a
+        mask image's path (as written in the file) with its sha256."""
+        if self.spec is None:
+            return {"classes": list(self.classes), "weights": None, "alpha": None,
+                    "mask_type": None, "sigma": mask_lib.DEFAULT_SIGMA}
+        return {**self.spec.to_dict(), "classes": list(self.classes)}
 
 
 # --------------------------------------------------------------------------- determinism
@@ -174,8 +173,6 @@ def resolve_conditions(cfg: GenerateConfig, config: GAFConfig) -> list[Condition
     if cfg.compositions is not None:
         conditions = read_compositions(cfg.compositions, config)
     else:
-        from gaf_trt.pipeline.sample import resolve_classes
-
         tokens = [str(t) for t in cfg.classes]
         if not tokens:
             raise ConfigError("give at least one class with --classes (or 'all')")
@@ -189,14 +186,11 @@ def resolve_conditions(cfg: GenerateConfig, config: GAFConfig) -> list[Condition
     return conditions
 
 
-_COMPOSITION_KEYS = {"classes", "weights", "alpha", "mask_type", "sigma"}
-
-
 def read_compositions(path: str, config: GAFConfig) -> list[Condition]:
-    """A JSON list of compositions ``{"classes": [...], "weights"|"alpha"|"mask_type": ...}``
-    (classes as ids or names; ``sigma`` softens a mask)."""
-    from gaf_trt.pipeline.sample import resolve_classes
-
+    """A JSON list of compositions ``{"classes": [...], "weights" | "alpha" | "mask_type" |
+    "regions" | "mask_image": ..., "sigma": ...}`` (classes as ids or names; ``mask_image`` a
+    path relative to the file), each parsed by :class:`CompositionSpec` and checked against
+    the model; an entry is one generation."""
     where = f"compositions file {path}"
     try:
         data = json.loads(Path(path).read_text())
@@ -208,38 +202,10 @@ def read_compositions(path: str, config: GAFConfig) -> list[Condition]:
         raise ConfigError(f"{where} must hold a non-empty JSON list of compositions")
     out = []
     for k, entry in enumerate(data):
-        at = f"{where}, entry {k}"
-        if not isinstance(entry, dict) or "classes" not in entry:
-            raise ConfigError(f"{at}: each composition is an object with 'classes'")
-        extra = set(entry) - _COMPOSITION_KEYS
-        if extra:
-            raise ConfigError(f"{at}: unknown key(s) {sorted(extra)}; valid: "
-                              f"{', '.join(sorted(_COMPOSITION_KEYS))}")
-        classes = entry["classes"]
-        if not isinstance(classes, list) or not classes:
-            raise ConfigError(f"{at}: 'classes' must be a non-empty list")
-        try:
-            ids = tuple(resolve_classes([str(c) for c in classes], config))
-            weights = entry.get("weights")
-            if weights is not None and (not isinstance(weights, list) or not all(
-                    isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
-                raise ConfigError("'weights' must be a list of numbers")
-            alpha = entry.get("alpha")
-            if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
-                raise ConfigError("'alpha' must be a number")
-            mask_type = entry.get("mask_type")
-            if mask_type is not None:
-                mask_lib.MASKS.get(mask_type)
-            sigma = entry.get("sigma", mask_lib.DEFAULT_SIGMA)
-            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or \
-                    not math.isfinite(sigma) or not 0 <= sigma <= mask_lib.MAX_SIGMA:
-                raise ConfigError(f"'sigma' must be in [0, {mask_lib.MAX_SIGMA:g}]")
-            cond = Condition(ids, tuple(float(w) for w in weights) if weights else None,
-                             None if alpha is None else float(alpha), mask_type, float(sigma))
-            cond.composition(config)
-        except ConfigError as err:
-            raise ConfigError(f"{at}: {err}") from None
-        out.append(cond)
+        spec = CompositionSpec.validate(entry, source=Source.entry(path, k))
+        classes = spec.build(config).classes  # class ids and masks checked first
+        spec.require_one_generation()
+        out.append(Condition(tuple(classes), spec))
     return out
 
 

@@ -1,11 +1,10 @@
 """End-to-end jobs built from the library pieces (what the CLI commands call)."""
 
+from gaf_trt.pipeline.generation import SamplePlan
 from gaf_trt.pipeline.sample import (
     SampleConfig,
-    SamplePlan,
     SampleResult,
     prepare_sample,
-    resolve_classes,
     run_sample,
 )
 from gaf_trt.pipeline.transport import (
@@ -20,7 +19,7 @@ from gaf_trt.pipeline.transport import (
     run_transport,
 )
 
-__all__ = ["SampleConfig", "SamplePlan", "SampleResult", "prepare_sample", "resolve_classes",
+__all__ = ["SampleConfig", "SamplePlan", "SampleResult", "prepare_sample",
            "run_sample", "TRANSPORT_MODES", "ModelSource", "TranslateConfig", "TransportConfig",
            "TransportResult", "prepare_translate", "prepare_transport", "run_translate",
            "run_transport"]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gaf_trt.compose import transport as tr
+from gaf_trt.compose.composition import resolve_classes
 from gaf_trt.compose.solvers import StepCallback, check_steps
 from gaf_trt.device import resolve_device
 from gaf_trt.engine.base import BACKENDS, LoadRequest, load_backend
@@ -31,15 +32,12 @@ from gaf_trt.errors import ConfigError
 from gaf_trt.io import images as img
 from gaf_trt.io.files import OutputDir, check_output_dir, file_sha256, write_json
 from gaf_trt.model.config import GAFConfig
-from gaf_trt.pipeline.sample import resolve_classes
+from gaf_trt.pipeline.generation import ProgressFactory
 from gaf_trt.precision import Precision
 from gaf_trt.records import TRANSPORT
 from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
-
-#: ``progress(label, total) -> per-step callback`` (the CLI draws a bar with it).
-ProgressFactory = Callable[[str, int], StepCallback]
 
 RECORD = TRANSPORT.record  # translate writes the same record
 #: Bounds of ``--size`` (long side of a written picture, pixels) and ``--batch``.

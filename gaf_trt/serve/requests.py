@@ -1,17 +1,18 @@
 """One generation request: its arguments, their validation, and its run through the sampling
 pipeline (the same code path as ``gaf-trt sample``, on whatever network it is given).
 
-A request is a composition (classes -- ids or names -- with weights, alpha, a mask preset or
-a mask image), a solver, a step count, a seed and a batch. :func:`plan_request` validates it once against the model and the
-server's limits and raises :class:`~gaf_trt.errors.ConfigError` naming the bad value;
+A request is a composition (classes -- ids or names -- with weights, alpha, a mask preset,
+AFHQ regions or a mask image; parsed by :class:`~gaf_trt.compose.spec.CompositionSpec`, as
+``gaf-trt sample`` and ``gaf-trt generate`` parse theirs), a solver, a step count, a seed and
+a batch. :func:`plan_request` validates it once against the model and the server's limits and
+raises :class:`~gaf_trt.errors.ConfigError` naming the bad value;
 :func:`run_request` draws the noise and integrates exactly as ``gaf-trt sample`` does
-(``gaf_trt.pipeline.sample.generate``), so the result is that of ``gaf-trt sample`` with the
+(``gaf_trt.pipeline.generation.generate``), so the result is that of ``gaf-trt sample`` with the
 same arguments.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -20,12 +21,14 @@ from torch import Tensor
 from gaf_trt.checks import int_in
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition
+from gaf_trt.compose.spec import REQUEST, CompositionSpec
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
 from gaf_trt.io import images as img
 from gaf_trt.model.config import GAFConfig
-from gaf_trt.pipeline.sample import MAX_SEED, SampleConfig, SamplePlan, generate, resolve_classes
+from gaf_trt.pipeline.generation import MAX_SEED, SamplePlan, generate
+from gaf_trt.pipeline.sample import SampleConfig
 
 OUTPUTS = ("images", "latents")
 
@@ -74,15 +77,9 @@ class ServeRequest:
 
     def _composing(self) -> bool:
         return any(v is not None for v in (self.weights, self.alpha, self.mask_type,
-                                           self.mask_image))
+                                           self.mask_image)) or bool(self.regions)
 
 
-def _check_numbers(name: str, values: object) -> list[float]:
-    if not isinstance(values, (list, tuple)) or not all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            for v in values):
-        raise ConfigError(f"{name} must be a list of numbers, got {values!r}")
-    return [float(v) for v in values]
 
 
 @dataclass(frozen=True)
@@ -113,6 +110,15 @@ def python_scalars(req: ServeRequest) -> ServeRequest:
     return replace(req, **changes) if changes else req
 
 
+def request_spec(req: ServeRequest) -> CompositionSpec:
+    """The composition of a request, validated by the one composition parser (a mask image
+    comes as a uint8 array; a request never names a file)."""
+    return CompositionSpec.validate(
+        {"classes": req.classes, "weights": req.weights, "alpha": req.alpha,
+         "mask_type": req.mask_type, "mask_image": req.mask_image, "regions": req.regions,
+         "sigma": req.sigma}, source=REQUEST)
+
+
 def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> RequestPlan:
     """Validate every argument of ``req`` against the model and ``limits``."""
     req = python_scalars(req)
@@ -120,11 +126,8 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         raise ConfigError(f"unknown request field(s) {sorted(req.extra)}; valid: classes, "
                           "weights, alpha, mask_type, mask_image, regions, sigma, steps, "
                           "solver, seed, batch, t_eps, output")
-    if not isinstance(req.classes, (list, tuple)):
-        raise ConfigError(f"classes must be a list of class ids or names, got {req.classes!r}")
-    if not req.classes:
-        raise ConfigError("give at least one class")
-    int_in("classes (count)", len(req.classes), 1, limits.max_classes)
+    spec = request_spec(req)
+    int_in("classes (count)", len(spec.classes), 1, limits.max_classes)
     SOLVERS.get(req.solver)
     check_steps(req.steps, limits.max_steps)
     int_in("batch", req.batch, 1, limits.max_batch)
@@ -135,52 +138,18 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
         raise ConfigError("this is a latent model: ask for output 'latents'")
     if req.t_eps is not None:
         check_t_eps(req.t_eps)
-    weights = None if req.weights is None else _check_numbers("weights", req.weights)
-    if req.alpha is not None and (isinstance(req.alpha, bool) or not isinstance(
-            req.alpha, (int, float, np.integer, np.floating))):
-        raise ConfigError(f"alpha must be a number, got {req.alpha!r}")
-    alpha = None if req.alpha is None else float(req.alpha)
-    if not isinstance(req.sigma, (int, float)) or not math.isfinite(req.sigma) \
-            or not 0 <= req.sigma <= mask_lib.MAX_SIGMA:
-        raise ConfigError(f"sigma must be in [0, {mask_lib.MAX_SIGMA:g}], got {req.sigma!r}")
-    classes = resolve_classes(req.classes, config)
-    masks = None
-    s = config.input_size
-    if req.mask_image is not None:
-        _check_mask_image(req.mask_image, req.mask_type, limits)
-        masks = mask_lib.build("custom", s, s, sigma=float(req.sigma), image=req.mask_image)
-    elif req.mask_type is not None:
-        if mask_lib.MASKS.get(req.mask_type).takes("image"):
-            raise ConfigError(f"mask type {req.mask_type!r} needs an image file's gray levels: "
-                              "send them as the input mask_image (uint8 [H, W], one region "
-                              "per gray level)")
-        masks = mask_lib.build(req.mask_type, s, s, sigma=float(req.sigma), regions=req.regions)
-    composition = None
-    if len(classes) > 1 or any(v is not None for v in (weights, alpha, masks)):
-        composition = Composition.build(classes, weights=weights, alpha=alpha, masks=masks)
-        composition.validate_for(config)
-    plan = RequestPlan(req, req.sample_config(), classes, composition, masks)
-    if plan.rows > limits.max_rows:
-        raise ConfigError(f"{len(classes)} class(es) x batch {req.batch} = {plan.rows} rows per "
-                          f"evaluation; the server's row budget is {limits.max_rows}")
-    return plan
-
-
-def _check_mask_image(image: object, mask_type: str | None, limits: ServeLimits) -> None:
-    """A mask image is uint8 ``[H, W]`` of at most ``limits.max_mask_pixels`` pixels and goes
-    with mask type ``custom`` (or none)."""
-    if mask_type not in (None, "custom"):
-        raise ConfigError(f"a mask image goes with mask type 'custom' (or none), not "
-                          f"{mask_type!r}")
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 2 \
-            or 0 in image.shape:
-        raise ConfigError(f"mask_image must be uint8 [H, W], got "
-                          f"{getattr(image, 'dtype', type(image).__name__)} "
-                          f"{list(getattr(image, 'shape', []))}")
-    if image.size > limits.max_mask_pixels:
+    image = req.mask_image
+    if image is not None and image.size > limits.max_mask_pixels:
         raise ConfigError(f"mask_image is {image.shape[1]}x{image.shape[0]} = {image.size:,} "
                           f"pixels; the server takes at most {limits.max_mask_pixels:,} (it is "
                           "resized to the model's grid anyway)")
+    built = spec.build(config)  # composition None: one class, run pure
+    spec.require_one_generation()
+    plan = RequestPlan(req, req.sample_config(), built.classes, built.composition, built.masks)
+    if plan.rows > limits.max_rows:
+        raise ConfigError(f"{len(built.classes)} class(es) x batch {req.batch} = {plan.rows} "
+                          f"rows per evaluation; the server's row budget is {limits.max_rows}")
+    return plan
 
 
 def run_request(plan: RequestPlan, network: AnchorNetwork) -> Tensor:

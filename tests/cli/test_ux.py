@@ -148,7 +148,8 @@ def test_pure_grids_are_paged_and_chunks_stream(ref_ckpt, tmp_path):
     """--batch 260 --chunk 100: pure_{c}.png holds 256 samples (16 x 16), the rest go to
     pure_{c}_page2.png; every chunk reaches the writer on its own, and the chunked states
     equal one loop's."""
-    from gaf_trt.pipeline.sample import SampleConfig, generate, prepare_sample
+    from gaf_trt.pipeline.generation import generate
+    from gaf_trt.pipeline.sample import SampleConfig, prepare_sample
 
     out = tmp_path / "o"
     r = invoke(*base(ref_ckpt, out), "--classes", 5, "--batch", 260, "--chunk", 100,

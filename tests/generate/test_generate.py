@@ -208,6 +208,34 @@ def test_compositions_file(tmp_path):
     assert rec["job"]["conditions"][1]["mask_type"] == "horizontal_2"
 
 
+def test_compositions_file_regions_and_mask_image(tmp_path):
+    """A compositions file takes what sample and serve take: AFHQ regions and a custom mask
+    image (a path relative to the file, recorded with its sha256)."""
+    from PIL import Image
+
+    (tmp_path / "masks").mkdir()
+    gray = np.zeros((16, 16), np.uint8)
+    gray[:, 8:] = 255
+    Image.fromarray(gray).save(tmp_path / "masks" / "halves.png")
+    comps = tmp_path / "comps.json"
+    comps.write_text(json.dumps([{"classes": [4, 9], "mask_image": "masks/halves.png"},
+                                 {"classes": [1, 2, 3], "regions": ["eyes", "nose"],
+                                  "sigma": 0}]))
+    out = tmp_path / "ds"
+    run_generate(tiny(out, compositions=str(comps), classes=[], per_class=1, format="npz"))
+    with np.load(out / store.FINAL_NPZ) as z:
+        assert z["labels"].tolist() == [4, 1] and z["arr_0"].std() > 10
+    conditions = json.loads((out / store.RECORD).read_text())["job"]["conditions"]
+    sha = hashlib.sha256((tmp_path / "masks" / "halves.png").read_bytes()).hexdigest()
+    assert conditions[0]["mask_type"] == "custom" and conditions[0]["mask_sha256"] == sha
+    assert conditions[0]["mask_image"] == "masks/halves.png"
+    assert conditions[1]["mask_type"] == "afhq" and conditions[1]["regions"] == ["eyes", "nose"]
+    gray[:, 4:] = 255  # another mask under the same name: another dataset
+    Image.fromarray(gray).save(tmp_path / "masks" / "halves.png")
+    with pytest.raises(ConfigError, match="other arguments"):
+        run_generate(tiny(out, compositions=str(comps), classes=[], per_class=1, format="npz"))
+
+
 def test_noise_depends_only_on_seed_and_index():
     shape = (1, 4, 4)
     whole = sample_noise(3, range(10), shape)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from gaf_trt.pipeline.sample import generate, prepare_sample
+from gaf_trt.pipeline.generation import generate
+from gaf_trt.pipeline.sample import prepare_sample
 from gaf_trt.serve import MinRowsNetwork, ServeRequest
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from gaf_trt.pipeline.sample import generate, prepare_sample
+from gaf_trt.pipeline.generation import generate
+from gaf_trt.pipeline.sample import prepare_sample
 from gaf_trt.serve import MinRowsNetwork, ServeRequest, to_images
 from gaf_trt.serve.host import descendants, free_ports, is_running
 from gaf_trt.serve.wire import STATS

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from gaf_trt.checks import int_in
@@ -155,13 +156,17 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
 def run_request(plan: RequestPlan, network: AnchorNetwork) -> Tensor:
     """Generate ``plan`` on ``network`` through the ``gaf-trt sample`` pipeline; returns the
     final state ``[B, C, S, S]`` (CPU float32): the composition's, or the pure class's."""
-    cfg = plan.sample
     sample_plan = SamplePlan(network, network.config, plan.classes, plan.composition,
                              plan.masks, None, "cpu")
-    gen = generate(cfg, sample_plan)
-    if plan.composition is not None:
-        return gen.mixes[plan.composition.classes]
-    return gen.pure[plan.classes[0]]
+    parts: list[Tensor] = []
+
+    def keep(_start: int, pure: dict[int, Tensor], mixes: dict[tuple[int, ...], Tensor]) -> None:
+        # every chunk (the pipeline's summary keeps only the first few samples)
+        parts.append(mixes[plan.composition.classes] if plan.composition is not None
+                     else pure[plan.classes[0]])
+
+    generate(plan.sample, sample_plan, sink=keep)
+    return torch.cat(parts).float().cpu()
 
 
 def to_images(state: Tensor) -> np.ndarray:

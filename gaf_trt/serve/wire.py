@@ -10,8 +10,8 @@ unless noted; all optional):
   --mask-img``; at most ``ServeLimits.max_mask_pixels``).
 
 String settings are request parameters (one per request): ``solver``, ``mask_type`` (a
-preset), ``output``, and ``class_names`` (a JSON list of class names, instead of the
-``classes`` input). No BYTES tensors: the stub crashes decoding them under numpy >= 2 (its
+preset), ``output``, ``class_names`` (a JSON list of class names, instead of the
+``classes`` input) and ``regions`` (a JSON list of AFHQ region names, as ``--regions``). No BYTES tensors: the stub crashes decoding them under numpy >= 2 (its
 ``as_numpy`` builds object arrays with the numpy 1.x ABI, and BYTES have no DLPack form).
 
 Outputs: ``images`` UINT8 ``[B, S, S, C]`` (pixel models) and ``latents`` FP32
@@ -36,6 +36,8 @@ from gaf_trt.serve.requests import ServeRequest
 MODEL_NAME = "gaf"
 STRING_FIELDS = ("solver", "mask_type", "output")
 NAMES_PARAM = "class_names"  # JSON list of class names: no BYTES tensors (see above)
+REGIONS_PARAM = "regions"  # JSON list of region names (the mask preset's --regions)
+LIST_PARAMS = (NAMES_PARAM, REGIONS_PARAM)
 INT_FIELDS = ("steps", "seed", "batch")
 FLOAT_FIELDS = ("alpha", "sigma", "t_eps")
 STATS = ("active", "pending_rows", "calls", "rows", "cancelled")
@@ -64,10 +66,7 @@ OUTPUTS = (WireTensor("images", "uint8", (-1, -1, -1, -1), optional=False),
 def encode_request(req: ServeRequest) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The input tensors (a batch of one row: leading dimension 1) and request parameters
     of ``req``, as a client sends them; :func:`decode_request` of its row gives ``req`` back.
-    Class names (not ids) go as the parameter ``class_names``."""
-    if req.regions is not None:
-        raise ConfigError("a request's regions have no wire form (no 'regions' input or "
-                          "parameter); send a mask image or a mask preset")
+    Class names (not ids) go as the parameter ``class_names``, regions as ``regions``."""
     dtypes = {t.name: np.dtype(t.dtype) for t in INPUTS}
     arrays: dict[str, np.ndarray] = {}
     params: dict[str, str] = {}
@@ -75,6 +74,8 @@ def encode_request(req: ServeRequest) -> tuple[dict[str, np.ndarray], dict[str, 
         arrays["classes"] = np.asarray([req.classes], dtypes["classes"])
     else:
         params[NAMES_PARAM] = json.dumps([str(c) for c in req.classes])
+    if req.regions is not None:
+        params[REGIONS_PARAM] = json.dumps([str(r) for r in req.regions])
     if req.weights is not None:
         arrays["weights"] = np.asarray([req.weights], dtypes["weights"])
     if req.mask_image is not None:
@@ -97,8 +98,9 @@ def _one(name: str, value: np.ndarray) -> object:
 
 
 
-def decode_names(text: object) -> list[str]:
-    """The classes of the parameter ``class_names``: a JSON list of class names (or ids)."""
+def decode_names(text: object, param: str = NAMES_PARAM) -> list[str]:
+    """The names of a JSON-list parameter: ``class_names`` (class names or ids) or
+    ``regions`` (region names)."""
     try:
         names = json.loads(text) if isinstance(text, str) else None
     except (json.JSONDecodeError, RecursionError):  # deep nesting raises RecursionError
@@ -106,8 +108,10 @@ def decode_names(text: object) -> list[str]:
     if not isinstance(names, list) or not all(isinstance(n, (str, int)) and not isinstance(
             n, bool) for n in names):
         shown = repr(text) if len(repr(text)) <= 200 else repr(text)[:200] + "..."
-        raise ConfigError(f"parameter {NAMES_PARAM} must be a JSON list of class names, e.g. "
-                          f'\'["golden retriever", "3"]\', got {shown}')
+        example = '["golden retriever", "3"]' if param == NAMES_PARAM else '["ears", "eyes"]'
+        what = "class names" if param == NAMES_PARAM else "region names"
+        raise ConfigError(f"parameter {param} must be a JSON list of {what}, e.g. "
+                          f"'{example}', got {shown}")
     return [str(n) for n in names]
 
 
@@ -123,6 +127,8 @@ def decode_request(row: Mapping[str, np.ndarray],
                           f"{'both' if names is not None else 'neither'}")
     fields: dict[str, object] = {"classes": decode_names(names) if names is not None
                                  else [int(c) for c in row["classes"].reshape(-1)]}
+    if REGIONS_PARAM in params:
+        fields["regions"] = decode_names(params.pop(REGIONS_PARAM), REGIONS_PARAM)
     if "weights" in row:
         fields["weights"] = [float(v) for v in np.asarray(row["weights"]).reshape(-1)]
     if "mask_image" in row:
@@ -135,7 +141,7 @@ def decode_request(row: Mapping[str, np.ndarray],
             fields[name] = value
     if params:
         raise ConfigError(f"unknown request parameter(s) {sorted(params)}; valid: "
-                          f"{', '.join((*STRING_FIELDS, NAMES_PARAM))}")
+                          f"{', '.join((*STRING_FIELDS, *LIST_PARAMS))}")
     for name in INT_FIELDS:
         if name in row:
             fields[name] = int(_one(name, row[name]))

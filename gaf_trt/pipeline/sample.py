@@ -9,7 +9,6 @@ concurrent run into the same folder fail at once.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import platform
@@ -27,14 +26,18 @@ from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition, permutations
 from gaf_trt.compose.sampling import sample, sample_pure
 from gaf_trt.compose.solvers import SOLVERS, StepCallback, check_steps, check_t_eps
-from gaf_trt.device import resolve_device
-from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, load_backend
+from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
 from gaf_trt.io import images as img
 from gaf_trt.io.files import OutputDir, check_output_dir, write_json
 from gaf_trt.model.config import GAFConfig
-from gaf_trt.pipeline.artifacts import artifact_record, load_decoder
-from gaf_trt.precision import Precision
+from gaf_trt.pipeline.source import (
+    ModelSource,
+    flat_args,
+    load_decoder,
+    load_source,
+    source_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,6 @@ class SampleConfig:
     """Arguments of one sampling job (serialised into ``run.json``)."""
 
     classes: list[str]
-    ckpt: str = "digits"
     out: str = "samples"
     weights: list[float] | None = None
     alpha: float | None = None
@@ -73,20 +75,12 @@ class SampleConfig:
     batch: int = 4
     chunk: int = DEFAULT_CHUNK
     max_runs: int = DEFAULT_MAX_RUNS
-    backend: str = "torch"
-    device: str = "auto"
-    precision: Precision = Precision.FP32
-    vae: str | None = None
-    num_heads: int | None = None
-    use_ema: bool = True
-    trust_pickle: bool = False
     t_eps: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # backend options (e.g. compile)
+    model: ModelSource = field(default_factory=ModelSource)  # backend options in its options
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["precision"] = self.precision.value
-        return d
+        """The record's ``args`` (the model source in its flat keys)."""
+        return flat_args(self)
 
 
 @dataclass
@@ -154,7 +148,7 @@ def _check_bounds(cfg: SampleConfig) -> None:
     if not cfg.classes:
         raise ConfigError("give at least one class with --classes")
     SOLVERS.get(cfg.solver)
-    BACKENDS.get(cfg.backend)
+    cfg.model.check()
     check_steps(cfg.steps)
     if cfg.t_eps is not None:
         check_t_eps(cfg.t_eps)
@@ -192,11 +186,8 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
     """Validate every option and load the model; raises before anything is written."""
     t0 = time.perf_counter()
     _check_bounds(cfg)
-    device = resolve_device(cfg.device)
-    network = load_backend(cfg.backend, LoadRequest(
-        artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
-        use_ema=cfg.use_ema, trust_pickle=cfg.trust_pickle, options=dict(cfg.options)))
-    config = network.config
+    loaded = load_source(cfg.model, decoder=False)
+    network, config, device = loaded.network, loaded.config, loaded.device
     classes = resolve_classes(cfg.classes, config)
     mask_type = _mask_type(cfg)
     masks = None
@@ -214,7 +205,7 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
         raise ConfigError("--skip without a composition generates nothing; drop --skip or "
                           "give a composition (--weight, --alpha, --mask-type, --mask-img or "
                           "--regions)")
-    decoder = load_decoder(cfg.ckpt, cfg.vae, cfg.backend, config, device)
+    decoder = load_decoder(loaded.source, config, device)
     return SamplePlan(network, config, classes, composition, masks, decoder, device,
                       time.perf_counter() - t0)
 
@@ -538,15 +529,15 @@ def _record(cfg: SampleConfig, plan: SamplePlan, timings: dict[str, float],
             files: list[str]) -> dict[str, Any]:
     return {
         "args": cfg.to_dict(),
-        "checkpoint": artifact_record(cfg.ckpt),
+        "checkpoint": source_record(cfg.model.artifact),
         "model": plan.config.to_dict(),
         "classes": plan.classes,
         "composition": plan.composition.mode.value if plan.composition else "pure",
-        "backend": getattr(plan.network, "name", cfg.backend),
+        "backend": getattr(plan.network, "name", cfg.model.resolved().backend),
         "device": plan.device,
         "device_name": (torch.cuda.get_device_name(plan.device)
                         if plan.device.startswith("cuda") else platform.processor() or "cpu"),
-        "precision": cfg.precision.value,
+        "precision": cfg.model.resolved().precision.value,
         "torch": torch.__version__,
         "timings_s": {"load": round(plan.load_s, 4), **{k: round(v, 4) for k, v in timings.items()}},
         "files": files,

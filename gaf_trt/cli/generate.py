@@ -6,24 +6,12 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.cli.options import (
-    DEFAULT_ARTIFACT,
-    Artifact,
-    BackendOpt,
-    DeviceOpt,
-    HeadsOpt,
-    NoEmaOpt,
-    PrecisionOpt,
-    TrustPickleOpt,
-    VaeOpt,
-    backend_note,
-    model_source_from_cli,
-)
+from gaf_trt.cli import options as mo
 from gaf_trt.compose.solvers import SOLVERS
 
 
 def generate(
-    ckpt: Artifact = DEFAULT_ARTIFACT,
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
     classes: Optional[list[str]] = typer.Option(None, "--classes", "-c", help="'all' (default), "
                                                 "or class ids / names: --classes 3 8"),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Samples per class (or "
@@ -43,13 +31,13 @@ def generate(
                                              ">= 1024): the unit of work, resume and retry."),
     fmt: str = typer.Option("npz", "--format", help="npz (samples.npz: arr_0 uint8 NxHxWx3 + "
                             "labels), png (png/NNN/IIIIII.png + labels.txt) or both."),
-    backend: BackendOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
-    vae: VaeOpt = None,
-    heads: HeadsOpt = None,
-    no_ema: NoEmaOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
+    vae: mo.VaeOpt = None,
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     runner: str = typer.Option("local", "--runner", help="local (in-process), torchrun (start "
                                "with torchrun --nproc_per_node K -m gaf_trt.cli generate ...) "
                                "or ray."),
@@ -65,7 +53,7 @@ def generate(
     any runner and any number of workers."""
     from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate
 
-    model = model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
+    model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
                                   trust_pickle)
     cfg = GenerateConfig(
         out=out, classes=list(classes) if classes else ["all"], per_class=per_class, num=num,
@@ -86,4 +74,4 @@ def generate(
                    f"{result.seconds:.1f} s = {result.images_per_s:.1f} images/s, "
                    f"{result.images_per_s / max(result.workers, 1):.1f} per worker; "
                    f"{result.workers} worker(s), {result.runner}, "
-                   f"{backend_note(model.backend, result.backend)})")
+                   f"{mo.backend_note(model.backend, result.backend)})")

@@ -7,29 +7,17 @@ from typing import Optional
 
 import typer
 
+from gaf_trt.cli import options as mo
 from gaf_trt.cli.progress import progress_factory, shown
 from gaf_trt.compose import masks as mask_lib
-from gaf_trt.cli.options import (
-    DEFAULT_ARTIFACT,
-    Artifact,
-    BackendOpt,
-    DeviceOpt,
-    HeadsOpt,
-    NoEmaOpt,
-    PrecisionOpt,
-    TrustPickleOpt,
-    VaeOpt,
-    backend_note,
-    model_source_from_cli,
-)
 from gaf_trt.compose.solvers import SOLVERS
 
 
 def sample(
     classes: Optional[list[str]] = typer.Option(
         None, "--classes", "-c", help="Class indices or names; several after one flag: --classes 3 8"),
-    ckpt: Artifact = DEFAULT_ARTIFACT,
-    vae: VaeOpt = None,
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
+    vae: mo.VaeOpt = None,
     weight: Optional[list[float]] = typer.Option(None, "--weight", "-w", help="One weight per class."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Blend of 2 classes: a*v1 + (1-a)*v2."),
     mask_type: Optional[str] = typer.Option(None, "--mask-type", help="Spatial mask layout (see "
@@ -50,14 +38,14 @@ def sample(
                               "larger batches run in chunks (lower it when memory is short)."),
     max_runs: int = typer.Option(24, "--max-runs", help="Refuse jobs of more compositions than "
                                  "this (--permute with n classes runs n! of them)."),
-    backend: BackendOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
     compile_: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the "
                                   "network (slow first call, cached across runs)."),
-    heads: HeadsOpt = None,
-    no_ema: NoEmaOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     out: str = typer.Option("samples", "--out", "-o", help="Output directory (written as a whole "
                             "at the end; run.json last)."),
     list_masks: bool = typer.Option(False, "--list-masks", help="List the mask types and exit."),
@@ -70,7 +58,7 @@ def sample(
         return
     from gaf_trt.pipeline.sample import SampleConfig, prepare_sample, run_sample
 
-    model = model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
+    model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
                                   trust_pickle, {"compile": True} if compile_ else None)
     cfg = SampleConfig(
         classes=list(classes or []), out=out, weights=weight, alpha=alpha,
@@ -85,6 +73,6 @@ def sample(
         with shown(progress):
             result = run_sample(cfg, progress=factory, plan=plan)
     typer.echo(f"wrote {len(result.files)} files to {result.out_dir} "
-               f"({backend_note(model.backend, result.record['backend'])}, "
+               f"({mo.backend_note(model.backend, result.record['backend'])}, "
                f"{result.record['device']})")
 

@@ -8,28 +8,17 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.cli.options import (
-    DEFAULT_ARTIFACT,
-    Artifact,
-    BackendOpt,
-    DeviceOpt,
-    HeadsOpt,
-    NoEmaOpt,
-    PrecisionOpt,
-    TrustPickleOpt,
-    backend_note,
-    model_source_from_cli,
-)
+from gaf_trt.cli import options as mo
 
 
 def serve(
-    ckpt: Artifact = DEFAULT_ARTIFACT,
-    backend: BackendOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
-    heads: HeadsOpt = None,
-    no_ema: NoEmaOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     http_port: int = typer.Option(8000, "--http-port", help="Triton HTTP port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="Triton gRPC port."),
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Triton metrics port."),
@@ -62,7 +51,7 @@ def serve(
     from gaf_trt.serve import triton as tr
     from gaf_trt.serve.scheduler import check_positive
 
-    model = model_source_from_cli(ckpt, backend, device, precision, None, heads, no_ema,
+    model = mo.model_source_from_cli(ckpt, backend, device, precision, None, heads, no_ema,
                                   trust_pickle)
     if batching not in ("step", "request"):
         raise ConfigError(f"unknown --batching {batching!r}; valid: request, step")
@@ -102,7 +91,7 @@ def serve(
 
         torch.set_num_threads(check_positive("--threads", threads, 1024))
     loaded = load_source(model, decoder=False)
-    typer.echo(f"model {model.artifact}: {backend_note(model.backend, loaded.backend)}, "
+    typer.echo(f"model {model.artifact}: {mo.backend_note(model.backend, loaded.backend)}, "
                f"{loaded.device}, {loaded.precision.value}")
     service = GenerationService(loaded.network, service_cfg)
     stop = threading.Event()

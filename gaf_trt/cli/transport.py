@@ -7,21 +7,10 @@ from typing import Optional
 
 import typer
 
+from gaf_trt.cli import options as mo
 from gaf_trt.cli.progress import progress_factory, shown
-from gaf_trt.cli.options import (
-    DEFAULT_ARTIFACT,
-    Artifact,
-    BackendOpt,
-    DeviceOpt,
-    HeadsOpt,
-    NoEmaOpt,
-    PrecisionOpt,
-    TrustPickleOpt,
-    VaeOpt,
-    backend_note,
-    model_source_from_cli,
-)
 from gaf_trt.compose.solvers import SOLVERS
+
 
 def _run(job, cfg, plan, quiet: bool):
     if quiet:
@@ -40,7 +29,7 @@ def _summary(result) -> str:
 
 def _backend(result) -> str:
     rec = result.record
-    return f"{backend_note(rec['backend_requested'], rec['backend'])}, {rec['device']}"
+    return f"{mo.backend_note(rec['backend_requested'], rec['backend'])}, {rec['device']}"
 
 
 def transport(
@@ -57,14 +46,14 @@ def transport(
                                  "2..256)."),
     grid_size: int = typer.Option(5, "--grid-size", help="Barycentric grid side (2..32)."),
     batch: int = typer.Option(1, "--batch", "-b", help="Noises run side by side (1..64)."),
-    ckpt: Artifact = DEFAULT_ARTIFACT,
-    vae: VaeOpt = None,
-    backend: BackendOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
-    heads: HeadsOpt = None,
-    no_ema: NoEmaOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
+    vae: mo.VaeOpt = None,
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     out: Path = typer.Option(Path("transport"), "--out", "-o", help="Output directory."),
     size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
                                        "picture in pixels (16..8192; default: cells of at "
@@ -82,7 +71,7 @@ def transport(
     cfg = TransportConfig(
         mode=mode, classes=list(classes or []), out=str(out), steps=steps, solver=solver,
         reverse_solver=reverse_solver, n_interp=n_interp, grid_size=grid_size, batch=batch,
-        seed=seed, size=size, model=model_source_from_cli(ckpt, backend, device, precision, vae,
+        seed=seed, size=size, model=mo.model_source_from_cli(ckpt, backend, device, precision, vae,
                                                           heads, no_ema, trust_pickle))
     result = _run(run_transport, cfg, prepare_transport(cfg), quiet)
     typer.echo(f"{mode}: {_summary(result)}".rstrip(": "))
@@ -99,26 +88,30 @@ def translate(
         None, "--reverse-solver", help="Solver of the inversion leg (default: --solver; rk4 "
         "when --solver is ier)."),
     snapshots: int = typer.Option(6, "--snapshots", help="Trajectory points per leg (1..64)."),
-    ckpt: Artifact = DEFAULT_ARTIFACT,
-    vae: VaeOpt = None,
-    backend: BackendOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = None,
-    heads: HeadsOpt = None,
-    no_ema: NoEmaOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
+    vae: mo.VaeOpt = None,
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     out: Path = typer.Option(Path("translate"), "--out", "-o", help="Output directory."),
     size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
                                        "picture (px); label bands come on top."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Translate an image: invert it with the source class, generate with the target class."""
-    from gaf_trt.pipeline.translate import TranslateConfig, prepare_translate, run_translate
+    from gaf_trt.pipeline.translate import (
+        TranslateConfig,
+        prepare_translate,
+        run_translate,
+    )
 
     cfg = TranslateConfig(
         image=str(image), source=source, target=target, out=str(out), steps=steps,
         solver=solver, reverse_solver=reverse_solver, snapshots=snapshots, size=size,
-        model=model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
+        model=mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
                                     trust_pickle))
     result = _run(run_translate, cfg, prepare_translate(cfg), quiet)
     typer.echo(f"translate {source}->{target}: {_summary(result)}")

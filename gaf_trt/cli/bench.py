@@ -70,7 +70,12 @@ def bench(
     from gaf_trt.cli.command import check_output_file
     from gaf_trt.cli.progress import shown, step_progress
     from gaf_trt.pipeline.bench import BenchGrid, run_bench
-    from gaf_trt.pipeline.bench_report import plot_png, rich_table, write_records
+    from gaf_trt.pipeline.bench_report import (
+        grid_artifacts,
+        plot_png,
+        rich_table,
+        write_records,
+    )
 
     grid = BenchGrid(ckpt=ckpt, preset=preset, engine=engine, latent=latent,
                      backends=tuple(backend), precisions=tuple(precision),
@@ -90,7 +95,7 @@ def bench(
             records = run_bench(grid, progress=say)
     Console().print(rich_table(records))
     if as_json is not None:
-        write_records(as_json, records)
+        write_records(as_json, records, grid_artifacts(grid.ckpt, grid.engine))
     if plot is not None:
         plot_png(plot, records)
 

@@ -221,3 +221,21 @@ def test_serve_precision_defaults_to_the_engines(engine16, no_server, monkeypatc
     src = seen["src"]
     assert (src.backend, src.precision) == ("auto", Precision.FP16)
     assert (src.use_ema, src.num_heads) == (False, 2)
+
+
+def test_bench_json_records_the_artifacts_hash(tiny_engine, tiny_ckpt, tmp_path, monkeypatch):
+    """Every row of ``bench --json`` names the artifacts' hashes (the grid itself is stubbed:
+    bench's own tests measure)."""
+    import gaf_trt.pipeline.bench as bench
+    import gaf_trt.pipeline.bench_report as report
+
+    seen = {}
+    monkeypatch.setattr(bench, "run_bench", lambda grid, progress=None: [])
+    monkeypatch.setattr(report, "rich_table", lambda records: "")
+    monkeypatch.setattr(report, "write_records",
+                        lambda path, records, artifacts=None: seen.setdefault("a", artifacts))
+    r = invoke("bench", "--ckpt", tiny_ckpt, "--engine", tiny_engine, "--backend", "ort",
+               "--device", "cpu", "-q", "--json", tmp_path / "b.json")
+    assert r.exit_code == 0, r.output
+    assert seen["a"]["engine"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert seen["a"]["ckpt"]["sha256"] == file_sha256(tiny_ckpt)

@@ -21,7 +21,8 @@ import time
 import torch
 
 from gaf_trt.compose import transport as tr
-from gaf_trt.pipeline.transport import ModelSource, image_metrics, load
+from gaf_trt.pipeline.source import ModelSource, load_source
+from gaf_trt.pipeline.transport import image_metrics
 from gaf_trt.precision import Precision
 
 
@@ -55,8 +56,8 @@ def machine(device: str) -> str:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    loaded = load(ModelSource(ckpt=args.ckpt, backend=args.backend, device=args.device,
-                              precision=Precision(args.precision)))
+    loaded = load_source(ModelSource(artifact=args.ckpt, backend=args.backend,
+                                     device=args.device, precision=Precision(args.precision)))
     shape = loaded.config.sample_shape
     gen = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(args.batch, *shape, generator=gen).to(loaded.device)

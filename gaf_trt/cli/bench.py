@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from gaf_trt.cli.multivalue import MultiValueCommand
+from gaf_trt.cli.options import DeviceOpt
 from gaf_trt.compose.solvers import SOLVERS
 from gaf_trt.precision import Precision
 
@@ -36,20 +37,24 @@ def bench(
                                       "trt, auto; several allowed. The reference loop is "
                                       "always measured."),
     precision: list[Precision] = typer.Option([Precision.FP32], "--precision",
-                                              case_sensitive=False),
+                                              case_sensitive=False, help="Network "
+                                              "precisions (fp32, fp16, bf16, int8, fp8); "
+                                              "several allowed."),
     batch: list[int] = typer.Option([4], "--batch", "-b", help="Samples per loop (B)."),
     classes: list[int] = typer.Option([2], "--classes", help="Classes composed (N): 2-4 "
                                       "use spatial soft masks, more use uniform weights."),
-    steps: list[int] = typer.Option([20], "--steps"),
+    steps: list[int] = typer.Option([20], "--steps", help="Solver steps per loop; several "
+                                    "allowed."),
     solver: list[str] = typer.Option(["euler"], "--solver",
                                      help=f"One of: {', '.join(SOLVERS.names())}."),
-    device: str = typer.Option("auto", "--device"),
+    device: DeviceOpt = "auto",
     repeats: int = typer.Option(5, "--repeats", help="Timed loops per row (1-1000)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed loops per row after the first "
                                "call (>= 0)."),
     no_cuda_graph: bool = typer.Option(False, "--no-cuda-graph", help="Run CUDA rows eagerly "
                                        "instead of replaying one captured graph per loop."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise (and of a preset's random "
+                             "weights)."),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Write the records here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of images/s by "
                                         "backend and batch here."),
@@ -65,7 +70,12 @@ def bench(
     from gaf_trt.console.command import check_output_file
     from gaf_trt.console.progress import shown, step_progress
     from gaf_trt.pipeline.bench import BenchGrid, run_bench
-    from gaf_trt.pipeline.bench.report import plot_png, rich_table, write_records
+    from gaf_trt.pipeline.bench.report import (
+        grid_artifacts,
+        plot_png,
+        rich_table,
+        write_records,
+    )
 
     grid = BenchGrid(ckpt=ckpt, preset=preset, engine=engine, latent=latent,
                      backends=tuple(backend), precisions=tuple(precision),
@@ -85,7 +95,7 @@ def bench(
             records = run_bench(grid, progress=say)
     Console().print(rich_table(records))
     if as_json is not None:
-        write_records(as_json, records)
+        write_records(as_json, records, grid_artifacts(grid.ckpt, grid.engine))
     if plot is not None:
         plot_png(plot, records)
 

@@ -47,6 +47,7 @@ def evaluate(
     if compare is not None:
         from gaf_trt.evaluate.compare import format_compare, run_compare
         from gaf_trt.generate import GenerateConfig
+        from gaf_trt.pipeline.source import ModelSource
 
         if dataset is not None:
             raise ConfigError("--compare generates its own datasets; drop the DATASET argument")
@@ -54,7 +55,7 @@ def evaluate(
                 if names or inception is not None else None)
         base = GenerateConfig(out=out, classes=list(classes) if classes else ["all"],
                               per_class=per_class, num=num, solver=solver, steps=steps,
-                              seed=seed, device=device)
+                              seed=seed, model=ModelSource(device=device))
         report = run_compare(compare[0], compare[1], base, ecfg)
         text = format_compare(report)
     else:

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from gaf_trt.cli.options import HeadsOpt, NoEmaOpt, TrustPickleOpt
 from gaf_trt.precision import Precision
 
 
@@ -23,7 +24,8 @@ def export(
                                       "trajectories (4-4096)."),
     calib_steps: int = typer.Option(10, "--calib-steps", help="int8/fp8: solver steps per "
                                     "calibration trajectory (2-200)."),
-    calib_seed: int = typer.Option(0, "--calib-seed"),
+    calib_seed: int = typer.Option(0, "--calib-seed", help="int8/fp8: seed of the calibration "
+                                   "noise and classes."),
     calib_method: str = typer.Option("minmax", "--calib-method", help="int8: minmax, "
                                      "percentile or entropy (fp8: always distribution)."),
     accept_error: bool = typer.Option(False, "--accept-error", help="int8/fp8: write the "
@@ -34,8 +36,9 @@ def export(
                                help="Comma-separated: split, fused, vae."),
     opset: int = typer.Option(18, "--opset", help="18, or 23 (one Attention node per block; "
                               "TensorRT >= 10.14)."),
-    min_batch: int = typer.Option(1, "--min-batch"),
-    opt_batch: int = typer.Option(4, "--opt-batch"),
+    min_batch: int = typer.Option(1, "--min-batch", help="Smallest batch of the profiles."),
+    opt_batch: int = typer.Option(4, "--opt-batch", help="Batch the TensorRT plans are tuned "
+                                  "for (between --min-batch and --max-batch)."),
     max_batch: int = typer.Option(16, "--max-batch", help="Largest batch of the profiles "
                                   "(at most 4096)."),
     max_classes: int = typer.Option(4, "--max-classes", help="Most classes composed at once "
@@ -45,13 +48,17 @@ def export(
     onnx_only: bool = typer.Option(False, "--onnx-only", help="Write ONNX + manifest only."),
     from_onnx: Optional[str] = typer.Option(None, "--from-onnx", help="Build the TensorRT "
                                             "plans of this engine directory here."),
-    heads: Optional[int] = typer.Option(None, "--heads"),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle"),
+    heads: HeadsOpt = None,
+    no_ema: NoEmaOpt = False,
+    trust_pickle: TrustPickleOpt = False,
     no_parity: bool = typer.Option(False, "--no-parity", help="Skip the ONNX Runtime check."),
-    workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb"),
+    workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb", help="TensorRT "
+                                                 "builder workspace limit in GiB (default: "
+                                                 "TensorRT's)."),
     hardware_compat: str = typer.Option("none", "--hardware-compat",
                                         help="none, ampere_plus or same_compute_capability."),
-    version_compatible: bool = typer.Option(False, "--version-compatible"),
+    version_compatible: bool = typer.Option(False, "--version-compatible", help="Plans that "
+                                            "later TensorRT versions can run (lean runtime)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
     strip_plan: bool = typer.Option(False, "--strip-plan", help="Weight-stripped plans, "
                                     "refitted from the ONNX weights at load."),
@@ -83,7 +90,8 @@ def export(
         raise ConfigError("give --ckpt CKPT and --out DIR (or --from-onnx DIR)")
     cfg = ExportConfig(ckpt=ckpt, out=out, precision=precision, graphs=parse_groups(graphs),
                        opset=opset, profile=profile, vae=vae, onnx_only=onnx_only,
-                       num_heads=heads, trust_pickle=trust_pickle, parity=not no_parity,
+                       num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle,
+                       parity=not no_parity,
                        trt_options=trt_options,
                        quant=_quant_config(precision, calib_samples, calib_steps, calib_seed,
                                            calib_method, accept_error, smoothquant))

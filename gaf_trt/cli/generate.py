@@ -6,16 +6,12 @@ from typing import Optional
 
 import typer
 
+from gaf_trt.cli import options as mo
 from gaf_trt.compose.solvers import SOLVERS
-from gaf_trt.engine.base import BACKENDS
-from gaf_trt.precision import Precision
 
 
 def generate(
-    ckpt: str = typer.Option("digits", "--ckpt", help="Checkpoint (.pt / .safetensors) or a "
-                             "bundled model name (digits)."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="Engine directory from `gaf-trt "
-                                         "export` (instead of --ckpt)."),
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
     classes: Optional[list[str]] = typer.Option(None, "--classes", "-c", help="'all' (default), "
                                                 "or class ids / names: --classes 3 8"),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Samples per class (or "
@@ -32,23 +28,18 @@ def generate(
                              "(seed, i)."),
     batch: int = typer.Option(64, "--batch", "-b", help="Samples per solver loop, aligned to "
                               "sample indices (part of the dataset's identity)."),
-    shard_size: int = typer.Option(1024, "--shard-size", help="Samples per shard (a multiple "
-                                   "of --batch): the unit of work, resume and retry."),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="Samples per shard (a "
+                                             "multiple of --batch; default: the smallest one "
+                                             ">= 1024): the unit of work, resume and retry."),
     fmt: str = typer.Option("npz", "--format", help="npz (samples.npz: arr_0 uint8 NxHxWx3 + "
                             "labels), png (png/NNN/IIIIII.png + labels.txt) or both."),
-    backend: str = typer.Option("torch", "--backend", help=f"One of: {', '.join(BACKENDS.names())}."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Optional[Precision] = typer.Option(
-        None, "--precision", case_sensitive=False,
-        help="Network precision (default: an engine directory's own, else fp32); the solver "
-             "state stays fp32."),
-    vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL directory, "
-                                      "for latent checkpoints."),
-    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the "
-                                        "checkpoint does not say."),
-    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw model weights, not the EMA."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow arbitrary unpickling "
-                                      "(only for checkpoints you trust)."),
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
+    vae: mo.VaeOpt = None,
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     runner: str = typer.Option("local", "--runner", help="local (in-process), torchrun (start "
                                "with torchrun --nproc_per_node K -m gaf_trt.cli generate ...) "
                                "or ray."),
@@ -62,17 +53,14 @@ def generate(
 ) -> None:
     """Generate a dataset for evaluation: deterministic shards, resumable, the same bytes on
     any runner and any number of workers."""
-    from gaf_trt.engine.loader import default_precision
     from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate
 
-    artifact = engine if engine is not None else ckpt
+    model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
+                                  trust_pickle)
     cfg = GenerateConfig(
-        ckpt=artifact, out=out,
-        classes=list(classes) if classes else ["all"], per_class=per_class, num=num,
+        out=out, classes=list(classes) if classes else ["all"], per_class=per_class, num=num,
         compositions=compositions, solver=solver, steps=steps, seed=seed, batch=batch,
-        shard_size=shard_size, format=fmt, backend=backend, device=device,
-        precision=default_precision(artifact, precision), vae=vae, num_heads=heads,
-        use_ema=not no_ema, trust_pickle=trust_pickle)
+        shard_size=shard_size, format=fmt, model=model)
 
     def on_shard(done: int, total: int, samples: int) -> None:
         if not quiet:
@@ -87,4 +75,5 @@ def generate(
                    f"{result.resumed} resumed; {result.generated} generated in "
                    f"{result.seconds:.1f} s = {result.images_per_s:.1f} images/s, "
                    f"{result.images_per_s / max(result.workers, 1):.1f} per worker; "
-                   f"{result.workers} worker(s), {result.runner})")
+                   f"{result.workers} worker(s), {result.runner}, "
+                   f"{mo.backend_note(model.backend, result.backend)})")

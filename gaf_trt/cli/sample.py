@@ -7,23 +7,17 @@ from typing import Optional
 
 import typer
 
+from gaf_trt.cli import options as mo
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.solvers import SOLVERS
 from gaf_trt.console.progress import progress_factory, shown
-from gaf_trt.engine.base import BACKENDS
-from gaf_trt.precision import Precision
 
 
 def sample(
     classes: Optional[list[str]] = typer.Option(
         None, "--classes", "-c", help="Class indices or names; several after one flag: --classes 3 8"),
-    ckpt: str = typer.Option("digits", "--ckpt", help="Checkpoint (.pt / .safetensors) or a bundled "
-                             "model name (digits)."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="Engine directory from `gaf-trt "
-                                         "export` (instead of --ckpt); runs on --backend auto "
-                                         "(the fastest of trt, ort here) unless given."),
-    vae: Optional[str] = typer.Option(None, "--vae", help="diffusers AutoencoderKL directory, for "
-                                      "latent checkpoints."),
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
+    vae: mo.VaeOpt = None,
     weight: Optional[list[float]] = typer.Option(None, "--weight", "-w", help="One weight per class."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Blend of 2 classes: a*v1 + (1-a)*v2."),
     mask_type: Optional[str] = typer.Option(None, "--mask-type", help="Spatial mask layout (see "
@@ -44,20 +38,14 @@ def sample(
                               "larger batches run in chunks (lower it when memory is short)."),
     max_runs: int = typer.Option(24, "--max-runs", help="Refuse jobs of more compositions than "
                                  "this (--permute with n classes runs n! of them)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help=f"One of: {', '.join(BACKENDS.names())} "
-                                          "(default: torch; auto with --engine)."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Optional[Precision] = typer.Option(
-        None, "--precision", case_sensitive=False,
-        help="Network precision (default: an engine directory's own, else fp32); the solver "
-             "state stays fp32."),
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
     compile_: bool = typer.Option(False, "--compile", help="torch backend: torch.compile the "
                                   "network (slow first call, cached across runs)."),
-    heads: Optional[int] = typer.Option(None, "--heads", help="Attention heads, when the checkpoint "
-                                        "does not say."),
-    no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw model weights, not the EMA."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow arbitrary unpickling "
-                                      "(only for checkpoints you trust)."),
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     out: str = typer.Option("samples", "--out", "-o", help="Output directory (written as a whole "
                             "at the end; run.json last)."),
     list_masks: bool = typer.Option(False, "--list-masks", help="List the mask types and exit."),
@@ -68,17 +56,15 @@ def sample(
         for name, desc in mask_lib.list_masks():
             typer.echo(f"{name:<14}{desc}")
         return
-    from gaf_trt.engine.loader import default_precision
     from gaf_trt.pipeline.sample import SampleConfig, prepare_sample, run_sample
 
+    model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
+                                  trust_pickle, {"compile": True} if compile_ else None)
     cfg = SampleConfig(
-        classes=list(classes or []), ckpt=engine if engine is not None else ckpt, out=out, weights=weight, alpha=alpha,
+        classes=list(classes or []), out=out, weights=weight, alpha=alpha,
         mask_type=mask_type, mask_img=str(mask_img) if mask_img else None, regions=regions,
         sigma=sigma, steps=steps, solver=solver, seed=seed, permute=permute, gif=gif, skip=skip,
-        batch=batch, chunk=chunk, max_runs=max_runs, backend=default_backend(backend, engine),
-        device=device, precision=default_precision(engine or ckpt, precision), vae=vae,
-        num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle,
-        options={"compile": True} if compile_ else {})
+        batch=batch, chunk=chunk, max_runs=max_runs, model=model)
     plan = prepare_sample(cfg)
     if quiet:
         result = run_sample(cfg, plan=plan)
@@ -87,18 +73,6 @@ def sample(
         with shown(progress):
             result = run_sample(cfg, progress=factory, plan=plan)
     typer.echo(f"wrote {len(result.files)} files to {result.out_dir} "
-               f"({backend_note(cfg.backend, result.record['backend'])}, "
+               f"({mo.backend_note(model.backend, result.record['backend'])}, "
                f"{result.record['device']})")
 
-
-def default_backend(backend: Optional[str], engine: Optional[str]) -> str:
-    """``--backend`` as given; else ``auto`` for an engine directory (only ort / trt can run
-    one), ``torch`` for a checkpoint."""
-    if backend is not None:
-        return backend
-    return "auto" if engine is not None else "torch"
-
-
-def backend_note(asked: str, ran: str) -> str:
-    """``backend ort (chosen by auto)`` when auto picked, else ``backend torch``."""
-    return f"backend {ran} (chosen by auto)" if asked == "auto" else f"backend {ran}"

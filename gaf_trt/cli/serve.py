@@ -8,18 +8,17 @@ from typing import Optional
 
 import typer
 
-from gaf_trt.engine.base import BACKENDS
-from gaf_trt.precision import Precision
+from gaf_trt.cli import options as mo
 
 
 def serve(
-    ckpt: str = typer.Option("digits", "--ckpt", help="Checkpoint or a bundled model name."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="Engine directory from `gaf-trt "
-                                         "export` (instead of --ckpt); use with --backend ort|trt|auto."),
-    backend: str = typer.Option("torch", "--backend", help=f"One of: {', '.join(BACKENDS.names())}."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    precision: Precision = typer.Option(Precision.FP32, "--precision", case_sensitive=False,
-                                        help="Network precision; the solver state stays fp32."),
+    ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
+    backend: mo.BackendOpt = None,
+    device: mo.DeviceOpt = "auto",
+    precision: mo.PrecisionOpt = None,
+    heads: mo.HeadsOpt = None,
+    no_ema: mo.NoEmaOpt = False,
+    trust_pickle: mo.TrustPickleOpt = False,
     http_port: int = typer.Option(8000, "--http-port", help="Triton HTTP port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="Triton gRPC port."),
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Triton metrics port."),
@@ -43,17 +42,19 @@ def serve(
     threads: int = typer.Option(0, "--threads", help="torch intra-op threads on the CPU "
                                 "(0: torch's default)."),
 ) -> None:
-    """Serve a model on Triton: step-level batching of many requests' solver loops."""
+    """Serve a model on Triton: step-level batching of many requests' solver loops (a latent
+    model serves latents: the service does not decode)."""
     from gaf_trt.checks import positive_int
     from gaf_trt.compose.solvers import MAX_STEPS
-    from gaf_trt.device import resolve_device
-    from gaf_trt.engine.base import LoadRequest, load_backend
     from gaf_trt.errors import ConfigError
+    from gaf_trt.pipeline.source import load_source
     from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits
     from gaf_trt.serve import triton as tr
     from gaf_trt.serve.host import check_port_free, check_shm
     from gaf_trt.serve.pytriton_patch import pytriton_missing
 
+    model = mo.model_source_from_cli(ckpt, backend, device, precision, None, heads, no_ema,
+                                  trust_pickle)
     if batching not in ("step", "request"):
         raise ConfigError(f"unknown --batching {batching!r}; valid: request, step")
     for name, value, hi in (("--instances", instances, 64), ("--max-batch", max_batch, 1024),
@@ -91,10 +92,10 @@ def serve(
         import torch
 
         torch.set_num_threads(positive_int("--threads", threads, 1024))
-    network = load_backend(backend, LoadRequest(
-        artifact=engine if engine is not None else ckpt, device=resolve_device(device),
-        precision=precision))
-    service = GenerationService(network, service_cfg)
+    loaded = load_source(model, decoder=False)
+    typer.echo(f"model {model.artifact}: {mo.backend_note(model.backend, loaded.backend)}, "
+               f"{loaded.device}, {loaded.precision.value}")
+    service = GenerationService(loaded.network, service_cfg)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

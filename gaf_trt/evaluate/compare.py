@@ -47,9 +47,10 @@ class Side:
         return cls(parts[0], backend, precision)
 
     def config(self, base: GenerateConfig, out: Path) -> GenerateConfig:
-        return dataclasses.replace(base, ckpt=self.artifact, out=str(out), format="npz",
-                                   backend=self.backend or base.backend,
-                                   precision=self.precision or base.precision)
+        model = dataclasses.replace(base.model, artifact=self.artifact,
+                                    backend=self.backend or base.model.backend,
+                                    precision=self.precision or base.model.precision)
+        return dataclasses.replace(base, out=str(out), format="npz", model=model)
 
 
 def error_distribution(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

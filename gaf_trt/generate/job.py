@@ -12,7 +12,6 @@ depend on neither.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -26,11 +25,10 @@ from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition, check_class_ids, resolve_classes
 from gaf_trt.compose.spec import CompositionSpec, Source
 from gaf_trt.compose.solvers import SOLVERS, check_steps
-from gaf_trt.engine.base import BACKENDS
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.generation import MAX_SEED
-from gaf_trt.precision import Precision
+from gaf_trt.pipeline.source import ModelSource, flat_args, split_args
 
 MAX_SAMPLES = 10_000_000
 MAX_BATCH = 4096
@@ -41,7 +39,6 @@ FORMATS = ("npz", "png", "both")
 class GenerateConfig:
     """Arguments of one generation job (recorded in ``dataset.json``)."""
 
-    ckpt: str = "digits"
     out: str = "dataset"
     classes: list[str] = field(default_factory=lambda: ["all"])
     per_class: int | None = None
@@ -51,20 +48,36 @@ class GenerateConfig:
     steps: int = 20
     seed: int = 0
     batch: int = 64  # rows per solver loop, aligned to global sample indices
-    shard_size: int = 1024  # samples per shard (a multiple of batch)
+    shard_size: int | None = None  # samples per shard (a multiple of batch; see __post_init__)
     format: str = "npz"
-    backend: str = "torch"
-    device: str = "auto"
-    precision: Precision = Precision.FP32
-    vae: str | None = None
-    num_heads: int | None = None
-    use_ema: bool = True
-    trust_pickle: bool = False
+    model: ModelSource = field(default_factory=ModelSource)
+
+    def __post_init__(self) -> None:
+        if self.shard_size is None:
+            self.shard_size = default_shard_size(self.batch)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["precision"] = self.precision.value
-        return d
+        """The record's ``job`` arguments (the model source in its flat keys)."""
+        return flat_args(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> GenerateConfig:
+        """The config :meth:`to_dict` wrote (a Ray actor rebuilds the job from it)."""
+        own, model = split_args(record)
+        return cls(**own, model=model)
+
+
+#: Samples per shard when ``--shard-size`` is not given: the smallest multiple of ``--batch``
+#: at least this large.
+SHARD_TARGET = 1024
+
+
+def default_shard_size(batch: object) -> int | None:
+    """The smallest multiple of ``batch`` that is at least :data:`SHARD_TARGET` (None for a
+    ``batch`` that is no positive integer: :func:`check_bounds` names it)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        return None
+    return -(-SHARD_TARGET // batch) * batch
 
 
 @dataclass(frozen=True)
@@ -148,7 +161,7 @@ def _int_in(name: str, value: object, lo: int, hi: int) -> int:
 def check_bounds(cfg: GenerateConfig) -> None:
     """Every option with a bound, checked before the model is loaded."""
     SOLVERS.get(cfg.solver)
-    BACKENDS.get(cfg.backend)
+    cfg.model.check()
     check_steps(cfg.steps)
     if cfg.format not in FORMATS:
         raise ConfigError(f"unknown format {cfg.format!r}; valid: {', '.join(FORMATS)}")

@@ -89,11 +89,10 @@ class ShardWorker:
         import torch
 
         from gaf_trt.generate.render import prepare_job
-        from gaf_trt.precision import Precision
 
         if not torch.cuda.is_available():
             torch.set_num_threads(1)  # a CPU fraction: one thread
-        self.job = prepare_job(GenerateConfig(**{**cfg, "precision": Precision(cfg["precision"])}))
+        self.job = prepare_job(GenerateConfig.from_dict(cfg))
         self.digest = digest
         self.hooks = Hooks(on_files=on_files)
 

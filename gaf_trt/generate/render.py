@@ -22,8 +22,7 @@ from gaf_trt.compose import (
     integrate,
     sample,
 )
-from gaf_trt.device import resolve_device
-from gaf_trt.engine.base import AnchorNetwork, LoadRequest, load_backend
+from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.generate.job import (
     Condition,
     GenerateConfig,
@@ -39,6 +38,7 @@ from gaf_trt.io import images as img
 from gaf_trt.io.files import check_output_dir
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.records import GENERATE
+from gaf_trt.pipeline.source import load_decoder, load_source
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,6 @@ class Job:
         return self._compositions[k]
 
 
-def _decoder(cfg: GenerateConfig, config: GAFConfig, device: str) -> Any:
-    """The latent decoder, through the loader of ``gaf-trt sample`` (``--vae`` or the engine
-    directory's VAE graph); None for pixel models."""
-    from gaf_trt.pipeline.artifacts import load_decoder
-
-    return load_decoder(cfg.ckpt, cfg.vae, cfg.backend, config, device)
-
-
 def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
     """Validate every option and load the network (and VAE); raises before anything is
     written. ``device`` overrides ``cfg.device`` (a torchrun rank's own GPU)."""
@@ -80,14 +72,11 @@ def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
     t0 = time.perf_counter()
     check_bounds(cfg)
     check_output_dir(cfg.out, command=GENERATE.command)
-    device = resolve_device(device if device is not None else cfg.device)
-    network = load_backend(cfg.backend, LoadRequest(
-        artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
-        use_ema=cfg.use_ema, trust_pickle=cfg.trust_pickle))
-    config = network.config
+    loaded = load_source(cfg.model, decoder=False, device=device)
+    network, config, device = loaded.network, loaded.config, loaded.device
     conditions = resolve_conditions(cfg, config)
     n = num_samples(cfg, conditions)
-    decoder = _decoder(cfg, config, device)
+    decoder = load_decoder(loaded.source, config, device)  # --vae or the engine's VAE graph
     return Job(cfg, network, config, conditions, decoder, device, n,
                plan_shards(n, cfg.shard_size), time.perf_counter() - t0)
 

@@ -59,6 +59,7 @@ class GenerateResult:
     workers: int
     runner: str
     files: dict[str, str]
+    backend: str = ""  # the backend that ran (what auto chose, when asked for auto)
 
     @property
     def images_per_s(self) -> float:
@@ -67,18 +68,19 @@ class GenerateResult:
 
 def job_identity(job: Job) -> dict[str, Any]:
     """Everything that fixes the bytes of the dataset (a rerun must match it exactly)."""
-    from gaf_trt.pipeline.artifacts import artifact_record
+    from gaf_trt.pipeline.source import source_record
 
     cfg = job.cfg
-    artifact = {k: v for k, v in artifact_record(cfg.ckpt).items() if k != "path"}
+    src = cfg.model.resolved()
+    artifact = {k: v for k, v in source_record(src.artifact).items() if k != "path"}
     return {"checkpoint": artifact, "model": job.config.to_dict(),
             "conditions": [c.to_dict() for c in job.conditions], "per_class": cfg.per_class,
             "num": cfg.num, "num_samples": job.num_samples, "seed": cfg.seed,
             "solver": cfg.solver, "steps": cfg.steps, "t_eps": job.config.t_eps,
             "batch": cfg.batch, "shard_size": cfg.shard_size, "format": cfg.format,
-            "backend": cfg.backend, "precision": cfg.precision.value,
-            "device_type": job.device.split(":")[0], "use_ema": cfg.use_ema,
-            "vae": None if cfg.vae is None else str(Path(cfg.vae).resolve())}
+            "backend": src.backend, "precision": src.precision.value,
+            "device_type": job.device.split(":")[0], "use_ema": src.use_ema,
+            "vae": None if src.vae is None else str(Path(src.vae).resolve())}
 
 
 class Driver:
@@ -151,8 +153,9 @@ class Driver:
                 "device": self.job.device}})
         finally:
             self._lock.release()
+        backend = getattr(self.job.network, "name", self.job.cfg.model.resolved().backend)
         return GenerateResult(self.out, self.job.num_samples, len(self.job.shards), self.resumed,
-                              generated, seconds, workers, runner, files)
+                              generated, seconds, workers, runner, files, backend)
 
     def close(self) -> None:
         self._lock.release()
@@ -230,9 +233,9 @@ def torchrun_env() -> tuple[int, int, int]:
 def _rank_device(cfg: GenerateConfig, local_rank: int) -> str:
     import torch
 
-    if cfg.device == "auto" and torch.cuda.is_available():
+    if cfg.model.device == "auto" and torch.cuda.is_available():
         return f"cuda:{local_rank % torch.cuda.device_count()}"
-    return cfg.device
+    return cfg.model.device
 
 
 def _agree(dist: Any, status: str | None) -> None:

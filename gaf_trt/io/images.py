@@ -156,6 +156,74 @@ def open_image(path: str | os.PathLike[str]) -> Iterator[Any]:
         yield im
 
 
+#: Largest input image :func:`read_image` reads (pixels before cropping and resizing).
+MAX_IMAGE_PIXELS = 1 << 26
+
+
+def read_image(path: str | os.PathLike[str], channels: int, side: int) -> Tensor:
+    """An image file -> ``[1, channels, side, side]`` in ``[-1, 1]``: centre-cropped to a
+    square and resized (bicubic, antialiased). ``channels`` is 1 (grayscale) or 3 (RGB);
+    16-bit images keep their full range. Images over :data:`MAX_IMAGE_PIXELS` are refused
+    (:class:`~gaf_trt.errors.ConfigError`, as is an unreadable file)."""
+    from PIL import Image
+
+    from gaf_trt.errors import ConfigError
+
+    if channels not in (1, 3):
+        raise ConfigError(f"only grayscale or RGB images are read; this model has {channels} "
+                          "pixel channels")
+    try:
+        with open_image(path) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ConfigError(f"image {path} is {w}x{h} pixels; at most "
+                                  f"{MAX_IMAGE_PIXELS:,} pixels are read")
+            m = min(w, h)
+            left, top = (w - m) // 2, (h - m) // 2
+            arr = _pixels01(im.crop((left, top, left + m, top + m)), channels)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConfigError(f"cannot read image {path}: {reason.splitlines()[0][:160]}") from None
+    x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float()  # [1, C, m, m] in [0, 1]
+    x = F.interpolate(x, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
+    return (x.clamp(0, 1) * 2 - 1).contiguous()
+
+
+def _pixels01(im: Any, channels: int) -> np.ndarray:
+    """A PIL image -> ``[H, W, channels]`` float32 array in ``[0, 1]`` (16-bit aware)."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        scale = 65535.0 if im.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        a = np.clip(a / scale, 0, 1)[..., None]
+        return np.repeat(a, channels, axis=2).astype(np.float32)
+    a = np.asarray(im.convert("L" if channels == 1 else "RGB"), dtype=np.float32) / 255.0
+    return a[..., None] if a.ndim == 2 else a
+
+
+def fit_long_side(picture01: Tensor, size: int | None) -> Tensor:
+    """Resize ``[3, H, W]`` so that its long side is ``size`` (nearest when enlarging, area
+    averaging when shrinking); ``None`` leaves it as is."""
+    if size is None:
+        return picture01
+    h, w = picture01.shape[-2:]
+    scale = size / max(h, w)
+    new = (max(1, round(h * scale)), max(1, round(w * scale)))
+    mode = "nearest" if scale >= 1 else "area"
+    return F.interpolate(picture01.unsqueeze(0), size=new, mode=mode)[0].clamp(0, 1)
+
+
+def tile_cells(cells01: Tensor, nrow: int, size: int | None) -> Tensor:
+    """Tile ``[B, 3, h, w]`` (``[0, 1]``) into a picture ``[3, H, W]``: cells upscaled to at
+    least :data:`MIN_DISPLAY` px or, with ``size``, so that the long side is ``size`` px."""
+    h = cells01.shape[-2]
+    if size is None:
+        return grid(upscale(cells01, display_scale(h)), nrow)
+    rows = -(-cells01.shape[0] // nrow)
+    native = max(rows, nrow) * (h + PAD)
+    factor = max(1, -(-size // native))
+    return fit_long_side(grid(upscale(cells01, factor), nrow), size)
+
+
 # --------------------------------------------------------------------------- labels
 #
 # Pictures that explain themselves: column headers over strips, a legend on the mask tile,

@@ -9,7 +9,6 @@ concurrent run into the same folder fail at once.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -22,14 +21,11 @@ from torch import Tensor
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.spec import CLI, CompositionSpec
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
-from gaf_trt.device import resolve_device
-from gaf_trt.engine.base import BACKENDS, LoadRequest, load_backend
 from gaf_trt.errors import ConfigError
 from gaf_trt.io.files import OutputDir, check_output_dir, write_json
-from gaf_trt.pipeline.artifacts import load_decoder
 from gaf_trt.pipeline.generation import MAX_SEED, ProgressFactory, SamplePlan, generate
 from gaf_trt.pipeline.sample_writer import SampleWriter, run_record
-from gaf_trt.precision import Precision
+from gaf_trt.pipeline.source import ModelSource, flat_args, load_decoder, load_source
 from gaf_trt.records import SAMPLE
 
 log = logging.getLogger(__name__)
@@ -44,7 +40,6 @@ class SampleConfig:
     """Arguments of one sampling job (serialised into ``run.json``)."""
 
     classes: list[str]
-    ckpt: str = "digits"
     out: str = "samples"
     weights: list[float] | None = None
     alpha: float | None = None
@@ -61,20 +56,12 @@ class SampleConfig:
     batch: int = 4
     chunk: int = DEFAULT_CHUNK
     max_runs: int = DEFAULT_MAX_RUNS
-    backend: str = "torch"
-    device: str = "auto"
-    precision: Precision = Precision.FP32
-    vae: str | None = None
-    num_heads: int | None = None
-    use_ema: bool = True
-    trust_pickle: bool = False
     t_eps: float | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # backend options (e.g. compile)
+    model: ModelSource = field(default_factory=ModelSource)  # backend options in its options
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["precision"] = self.precision.value
-        return d
+        """The record's ``args`` (the model source in its flat keys)."""
+        return flat_args(self)
 
 @dataclass
 class SampleResult:
@@ -103,7 +90,7 @@ def _check_bounds(cfg: SampleConfig) -> CompositionSpec:
     """Every option with a bound, checked before any work; returns the composition."""
     spec = composition_spec(cfg)
     SOLVERS.get(cfg.solver)
-    BACKENDS.get(cfg.backend)
+    cfg.model.check()
     check_steps(cfg.steps)
     if cfg.t_eps is not None:
         check_t_eps(cfg.t_eps)
@@ -129,13 +116,10 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
     """Validate every option and load the model; raises before anything is written."""
     t0 = time.perf_counter()
     spec = _check_bounds(cfg)
-    device = resolve_device(cfg.device)
-    network = load_backend(cfg.backend, LoadRequest(
-        artifact=cfg.ckpt, device=device, precision=cfg.precision, num_heads=cfg.num_heads,
-        use_ema=cfg.use_ema, trust_pickle=cfg.trust_pickle, options=dict(cfg.options)))
-    config = network.config
+    loaded = load_source(cfg.model, decoder=False)
+    network, config, device = loaded.network, loaded.config, loaded.device
     built = spec.build(config)
-    decoder = load_decoder(cfg.ckpt, cfg.vae, cfg.backend, config, device)
+    decoder = load_decoder(loaded.source, config, device)
     return SamplePlan(network, config, built.classes, built.composition, built.masks, decoder,
                       device, time.perf_counter() - t0)
 

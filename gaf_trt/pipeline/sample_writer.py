@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.io import images as img
-from gaf_trt.pipeline.artifacts import artifact_record
+from gaf_trt.pipeline.source import source_record
 from gaf_trt.pipeline.generation import SUMMARY_COLUMNS, Generated, SamplePlan, tag
 
 if TYPE_CHECKING:
@@ -175,15 +175,15 @@ def run_record(cfg: SampleConfig, plan: SamplePlan, timings: dict[str, float],
             files: list[str]) -> dict[str, Any]:
     return {
         "args": cfg.to_dict(),
-        "checkpoint": artifact_record(cfg.ckpt),
+        "checkpoint": source_record(cfg.model.artifact),
         "model": plan.config.to_dict(),
         "classes": plan.classes,
         "composition": plan.composition.mode.value if plan.composition else "pure",
-        "backend": getattr(plan.network, "name", cfg.backend),
+        "backend": getattr(plan.network, "name", cfg.model.resolved().backend),
         "device": plan.device,
         "device_name": (torch.cuda.get_device_name(plan.device)
                         if plan.device.startswith("cuda") else platform.processor() or "cpu"),
-        "precision": cfg.precision.value,
+        "precision": cfg.model.resolved().precision.value,
         "torch": torch.__version__,
         "timings_s": {"load": round(plan.load_s, 4), **{k: round(v, 4) for k, v in timings.items()}},
         "files": files,

@@ -150,6 +150,7 @@ def test_pure_grids_are_paged_and_chunks_stream(ref_ckpt, tmp_path):
     equal one loop's."""
     from gaf_trt.pipeline.generation import generate
     from gaf_trt.pipeline.sample import SampleConfig, prepare_sample
+    from gaf_trt.pipeline.source import ModelSource
 
     out = tmp_path / "o"
     r = invoke(*base(ref_ckpt, out), "--classes", 5, "--batch", 260, "--chunk", 100,
@@ -159,8 +160,9 @@ def test_pure_grids_are_paged_and_chunks_stream(ref_ckpt, tmp_path):
         assert im.size == (16 * 130 + 2, 16 * 130 + 2)
     with Image.open(out / "pure_5_page2.png") as im:
         assert im.size == (2 * 130 + 2, 2 * 130 + 2)  # 4 samples: 2 x 2
-    cfg = SampleConfig(classes=["5", "6"], ckpt=str(ref_ckpt), alpha=0.3, batch=9, chunk=4,
-                       steps=2, device="cpu", out=str(tmp_path / "unused"))
+    cfg = SampleConfig(classes=["5", "6"], alpha=0.3, batch=9, chunk=4, steps=2,
+                       out=str(tmp_path / "unused"),
+                       model=ModelSource(str(ref_ckpt), device="cpu"))
     plan = prepare_sample(cfg)
     seen: list[tuple[int, int]] = []
     chunks: dict[tuple[int, ...], list[torch.Tensor]] = {}

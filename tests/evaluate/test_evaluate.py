@@ -16,6 +16,7 @@ from gaf_trt.evaluate.compare import error_distribution, run_compare
 from gaf_trt.evaluate.inception import WEIGHTS_NAME, Inception, _extractor_class
 from gaf_trt.generate import GenerateConfig, run_generate
 from gaf_trt.generate.store import save_npz
+from gaf_trt.pipeline.source import ModelSource
 
 try:
     _extractor_class()
@@ -115,7 +116,7 @@ def test_reference_of_another_resolution_refused(random_inception, tmp_path):
 def digits_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits") / "ds"
     run_generate(GenerateConfig(out=str(out), per_class=3, steps=4, batch=10, shard_size=10,
-                                format="png", device="cpu"))
+                                format="png", model=ModelSource(device="cpu")))
     return out
 
 
@@ -140,7 +141,7 @@ def test_error_distribution_closed_form():
 
 def test_compare_same_network_is_identical_and_bf16_is_not(tmp_path):
     base = GenerateConfig(out=str(tmp_path / "c1"), per_class=1, steps=2, batch=10,
-                          shard_size=10, device="cpu")
+                          shard_size=10, model=ModelSource(device="cpu"))
     same = run_compare("digits", "digits:torch:fp32", base, None)
     assert same["error"]["identical_share"] == 1.0 and same["error"]["pixel_max"] == 0
     base.out = str(tmp_path / "c2")

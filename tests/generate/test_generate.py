@@ -23,12 +23,14 @@ from gaf_trt.generate.job import (
     plan_shards,
     sample_noise,
 )
+from gaf_trt.pipeline.source import ModelSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[2]
 #: 20 samples, 2 per class; shards of 8 = 2 micro-batches of 4.
-TINY = dict(per_class=2, steps=2, batch=4, shard_size=8, format="both", device="cpu")
+TINY = dict(per_class=2, steps=2, batch=4, shard_size=8, format="both",
+            model=ModelSource(device="cpu"))
 
 
 def tiny(out: Path, **kw) -> GenerateConfig:
@@ -116,13 +118,14 @@ def test_torchrun_two_ranks_byte_identical(reference, tmp_path):
 KILL_SCRIPT = """
 import os, signal, sys
 from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate
+from gaf_trt.pipeline.source import ModelSource
 
 def on_files(start):
     if start == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)  # kill -9 between a shard's files and its seal
 
 cfg = GenerateConfig(out=sys.argv[1], per_class=2, steps=2, batch=4, shard_size=8,
-                     format="both", device="cpu")
+                     format="both", model=ModelSource(device="cpu"))
 run_generate(cfg, "local", RunOptions(hooks=Hooks(on_files=on_files)))
 """
 
@@ -272,9 +275,10 @@ def test_latent_model_decodes_through_the_vae(latent_ckpt, tiny_vae_dir, tmp_pat
     outs = []
     for shard in (2, 4):
         out = tmp_path / f"ds{shard}"
-        run_generate(GenerateConfig(ckpt=str(latent_ckpt), vae=str(tiny_vae_dir), out=str(out),
-                                    classes=["cat", "wild"], per_class=2, steps=2, batch=2,
-                                    shard_size=shard, device="cpu"))
+        run_generate(GenerateConfig(out=str(out), classes=["cat", "wild"], per_class=2,
+                                    steps=2, batch=2, shard_size=shard,
+                                    model=ModelSource(str(latent_ckpt), device="cpu",
+                                                      vae=str(tiny_vae_dir))))
         with np.load(out / store.FINAL_NPZ) as z:
             outs.append((z["arr_0"], z["labels"]))
         outs[-1] = (*outs[-1], (out / store.FINAL_NPZ).read_bytes())

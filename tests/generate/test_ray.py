@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate, store
+from gaf_trt.pipeline.source import ModelSource
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = dict(per_class=2, steps=2, batch=4, shard_size=8, format="both", device="cpu")
+TINY = dict(per_class=2, steps=2, batch=4, shard_size=8, format="both",
+            model=ModelSource(device="cpu"))
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -118,11 +118,13 @@ def test_every_command_refuses_another_commands_folder(tmp_path, owner, other):
 
 def test_generate_refuses_a_sample_folder_before_loading_anything(tmp_path):
     from gaf_trt.generate import GenerateConfig, run_generate
+    from gaf_trt.pipeline.source import ModelSource
 
     out = tmp_path / "pictures"
     write_record_of(out, "sample")
     with pytest.raises(ConfigError, match=r"holds the output of `gaf-trt sample` \(run.json\)"):
-        run_generate(GenerateConfig(out=str(out), num=2, batch=2, shard_size=2, device="cpu"))
+        run_generate(GenerateConfig(out=str(out), num=2, batch=2, shard_size=2,
+                                    model=ModelSource(device="cpu")))
     assert sorted(p.name for p in out.iterdir()) == ["run.json"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from gaf_trt.pipeline.generation import generate
@@ -13,7 +15,7 @@ def sample_reference(req: ServeRequest, network=None) -> torch.Tensor:
     """What ``gaf-trt sample`` generates for ``req``'s arguments (its pipeline:
     ``prepare_sample`` + ``generate``), optionally on another network."""
     cfg = req.sample_config()
-    cfg.device = "cpu"
+    cfg.model = dataclasses.replace(cfg.model, device="cpu")
     plan = prepare_sample(cfg)
     if network is not None:
         plan.network = network(plan.network)

@@ -5,6 +5,7 @@ queried with tritonclient over HTTP and gRPC, stopped with SIGTERM; nothing may 
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import signal
 import subprocess
@@ -208,7 +209,7 @@ def test_mask_image_input(server, tmp_path, one_thread):
     Image.fromarray(gray).save(png)
     req = ServeRequest(classes=[3, 7], mask_image=gray, steps=3, solver="heun", seed=2)
     cfg = req.sample_config()
-    cfg.mask_img, cfg.device = str(png), "cpu"
+    cfg.mask_img, cfg.model = str(png), dataclasses.replace(cfg.model, device="cpu")
     plan = prepare_sample(cfg)
     plan.network = MinRowsNetwork(plan.network)
     expected = generate(cfg, plan).mixes[plan.composition.classes]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from gaf_trt.io.files import atomic_write, write_json
 from gaf_trt.pipeline.bench.grid import BenchRecord
@@ -71,9 +72,21 @@ def _num(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}" if abs(x) < 1e6 else f"{x:.2e}"
 
 
-def write_records(path: str | os.PathLike[str], records: Sequence[BenchRecord]) -> None:
-    """The records as a JSON list (atomically)."""
-    write_json(path, [r.to_dict() for r in records])
+def write_records(path: str | os.PathLike[str], records: Sequence[BenchRecord],
+                  artifacts: dict[str, Any] | None = None) -> None:
+    """The records as a JSON list (atomically); each row with ``artifacts`` when given (the
+    path and sha256 of what the grid ran: :func:`grid_artifacts`)."""
+    extra = {} if artifacts is None else {"artifacts": artifacts}
+    write_json(path, [{**r.to_dict(), **extra} for r in records])
+
+
+def grid_artifacts(ckpt: str | None, engine: str | None) -> dict[str, Any]:
+    """``{"ckpt": {"path", "sha256"}, "engine": {...}}`` of the artifacts a grid names (an
+    engine directory's sha256 is its manifest's; a random-weight preset has none)."""
+    from gaf_trt.pipeline.source import source_record
+
+    return {k: source_record(v) for k, v in (("ckpt", ckpt), ("engine", engine))
+            if v is not None}
 
 
 def plot_png(path: str | os.PathLike[str], records: Sequence[BenchRecord]) -> None:

@@ -1,0 +1,241 @@
+"""One model source (issue 22): every command that takes a model names it with the same
+options (names, defaults, help), resolves it by the same rules (an engine directory without
+``--backend`` runs ``auto`` and names the choice; ``--precision`` defaults to the engine's
+own) and records the artifact's hash. Tiny models, in-process (CliRunner); serve builds its
+service only (no server)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from gaf_trt.cli import app
+from gaf_trt.io.files import file_sha256
+from gaf_trt.precision import Precision
+from tests.export.shared import need_onnx, tiny_model
+
+runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: The commands that take a model, and the model options all of them share.
+MODEL_COMMANDS = ("sample", "transport", "translate", "generate", "serve")
+SHARED = ("--ckpt", "--backend", "--device", "--precision", "--heads", "--no-ema",
+          "--trust-pickle")
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from gaf_trt.model.checkpoint import save_safetensors
+
+    return save_safetensors(tiny_model(), tmp_path_factory.mktemp("ms") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_ckpt, tmp_path_factory):
+    """The tiny model exported (split + fused, fp32): ort runs it on the CPU."""
+    need_onnx()
+    from gaf_trt.export.build import ExportConfig, export_engine
+
+    out = tmp_path_factory.mktemp("ms_eng") / "engine"
+    export_engine(ExportConfig(str(tiny_ckpt), str(out), parity=False))
+    return out
+
+
+@pytest.fixture
+def engine16(tiny_engine, tmp_path):
+    """A copy whose manifest says fp16 (only its precision is read)."""
+    eng = tmp_path / "eng16"
+    shutil.copytree(tiny_engine, eng)
+    man = json.loads((eng / "manifest.json").read_text())
+    man["precision"] = "fp16"
+    (eng / "manifest.json").write_text(json.dumps(man))
+    return eng
+
+
+def _params(command: str) -> dict:
+    import typer.main
+
+    cmd = typer.main.get_command(app).commands[command]
+    return {p.opts[0]: p for p in cmd.params if getattr(p, "param_type_name", "") == "option"}
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_every_option_of_every_command_has_help():
+    import typer.main
+
+    missing = []
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+            return
+        missing.extend(f"{' '.join(path)} {p.opts[0]}" for p in cmd.params
+                       if getattr(p, "param_type_name", "") == "option"
+                       and not (p.help or "").strip())
+
+    walk(typer.main.get_command(app), [])
+    assert not missing, missing
+
+
+def test_model_options_are_the_same_everywhere():
+    """Same names (``--engine`` the same option as ``--ckpt``), defaults and help."""
+    ref = _params("sample")
+    for command in MODEL_COMMANDS:
+        params = _params(command)
+        for opt in SHARED:
+            assert opt in params, (command, opt)
+            p, r = params[opt], ref[opt]
+            assert (p.opts, p.default, p.help) == (r.opts, r.default, r.help), (command, opt)
+        if command != "serve":  # serve returns latents; it decodes nothing
+            assert params["--vae"].help == ref["--vae"].help, command
+    assert "--engine" in ref["--ckpt"].opts and ref["--backend"].default is None
+    assert "--vae" not in _params("serve")
+    export = _params("export")
+    for opt in ("--heads", "--no-ema", "--trust-pickle"):
+        assert export[opt].help == ref[opt].help, opt
+
+
+def test_export_no_ema_reaches_the_export(tiny_ckpt, tmp_path, monkeypatch):
+    import gaf_trt.export.build as build
+
+    seen = {}
+
+    def fake_export(cfg, progress=None):
+        seen["cfg"] = cfg
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(build, "export_engine", fake_export)
+    invoke("export", "--ckpt", tiny_ckpt, "--out", tmp_path / "e", "--no-ema", "-q")
+    assert seen["cfg"].use_ema is False
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def test_model_source_rules(tiny_ckpt, tiny_engine, engine16):
+    from gaf_trt.cli.options import model_source_from_cli
+
+    eng = model_source_from_cli(str(tiny_engine))
+    assert (eng.backend, eng.precision) == ("auto", Precision.FP32)
+    assert model_source_from_cli(str(engine16)).precision is Precision.FP16
+    ckpt = model_source_from_cli(str(tiny_ckpt))
+    assert (ckpt.backend, ckpt.precision) == ("torch", Precision.FP32)
+    given = model_source_from_cli(str(engine16), backend="ort", precision=Precision.FP16)
+    assert (given.backend, given.precision) == ("ort", Precision.FP16)
+    rec = eng.to_record()
+    assert rec["ckpt"] == str(tiny_engine) and rec["precision"] == "fp32"
+
+
+def test_sample_engine_dir_runs_auto_and_records_its_hash(tiny_engine, tmp_path):
+    out = tmp_path / "s"
+    r = invoke("sample", "--engine", tiny_engine, "--classes", 0, 1, "--alpha", 0.5,
+               "--steps", 1, "--batch", 1, "--device", "cpu", "-q", "--out", out)
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["args"]["backend"] == "auto" and rec["backend"] == "ort"
+    assert "(chosen by auto)" in r.output
+    assert rec["checkpoint"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+
+
+def test_transport_engine_dir_runs_auto_and_records_its_hash(tiny_engine, tmp_path):
+    out = tmp_path / "t"
+    r = invoke("transport", "--mode", "cycle", "--classes", 0, 1, "--engine", tiny_engine,
+               "--steps", 1, "--device", "cpu", "-q", "--out", out)
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "transport.json").read_text())
+    assert rec["backend_requested"] == "auto" and rec["backend"] == "ort"
+    assert rec["args"]["model"]["backend"] == "auto"
+    assert rec["checkpoint"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert "(chosen by auto)" in r.output
+
+
+def test_generate_engine_dir_runs_auto_with_batch_50(tiny_engine, tmp_path):
+    """``--batch 50`` works: the default shard size is the smallest multiple >= 1024."""
+    out = tmp_path / "g"
+    r = invoke("generate", "--engine", tiny_engine, "--per-class", 1, "--batch", 50,
+               "--steps", 1, "--device", "cpu", "-q", "--out", out)
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "dataset.json").read_text())
+    assert rec["job"]["shard_size"] == 1050 and rec["job"]["backend"] == "auto"
+    assert rec["job"]["checkpoint"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert "backend ort (chosen by auto)" in r.output
+
+
+def test_generate_shard_size_default_and_check():
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.generate import GenerateConfig
+    from gaf_trt.generate.job import check_bounds
+
+    assert [GenerateConfig(batch=b, per_class=1).shard_size for b in (50, 64, 1, 4096)] == \
+        [1050, 1024, 1024, 4096]
+    check_bounds(GenerateConfig(batch=50, shard_size=1000, per_class=1))
+    with pytest.raises(ConfigError, match="--shard-size 1001 must be a multiple of --batch 50"):
+        check_bounds(GenerateConfig(batch=50, shard_size=1001, per_class=1))
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    """``serve`` up to its service: no ports, no shared memory, no Triton."""
+    import signal
+
+    from gaf_trt.serve import triton as tr
+
+    seen = {}
+    monkeypatch.setattr(tr, "check_port_free", lambda *a, **k: None)
+    monkeypatch.setattr(tr, "check_shm", lambda *a, **k: None)
+    monkeypatch.setattr(tr, "pytriton_missing", lambda: None)
+    monkeypatch.setattr(tr, "serve_until_stopped",
+                        lambda service, *a, **k: seen.setdefault("service", service))
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    return seen
+
+
+def test_serve_engine_dir_runs_auto(tiny_engine, no_server):
+    r = invoke("serve", "--engine", tiny_engine, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert no_server["service"].scheduler.network.name == "ort"
+    assert "backend ort (chosen by auto)" in r.output
+
+
+def test_serve_precision_defaults_to_the_engines(engine16, no_server, monkeypatch):
+    import gaf_trt.pipeline.source as source
+
+    seen = {}
+
+    def fake_load(src, **kw):
+        seen["src"] = src
+        raise KeyboardInterrupt  # the source is all this test needs
+
+    monkeypatch.setattr(source, "load_source", fake_load)
+    invoke("serve", "--engine", engine16, "--device", "cpu", "--no-ema", "--heads", 2)
+    src = seen["src"]
+    assert (src.backend, src.precision) == ("auto", Precision.FP16)
+    assert (src.use_ema, src.num_heads) == (False, 2)
+
+
+def test_bench_json_records_the_artifacts_hash(tiny_engine, tiny_ckpt, tmp_path, monkeypatch):
+    """Every row of ``bench --json`` names the artifacts' hashes (the grid itself is stubbed:
+    bench's own tests measure)."""
+    import gaf_trt.pipeline.bench as bench
+    import gaf_trt.pipeline.bench.report as report
+
+    seen = {}
+    monkeypatch.setattr(bench, "run_bench", lambda grid, progress=None: [])
+    monkeypatch.setattr(report, "rich_table", lambda records: "")
+    monkeypatch.setattr(report, "write_records",
+                        lambda path, records, artifacts=None: seen.setdefault("a", artifacts))
+    r = invoke("bench", "--ckpt", tiny_ckpt, "--engine", tiny_engine, "--backend", "ort",
+               "--device", "cpu", "-q", "--json", tmp_path / "b.json")
+    assert r.exit_code == 0, r.output
+    assert seen["a"]["engine"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert seen["a"]["ckpt"]["sha256"] == file_sha256(tiny_ckpt)

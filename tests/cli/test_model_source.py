@@ -188,12 +188,13 @@ def no_server(monkeypatch):
     """``serve`` up to its service: no ports, no shared memory, no Triton."""
     import signal
 
+    from gaf_trt.serve import host, pytriton_patch
     from gaf_trt.serve import triton as tr
 
     seen = {}
-    monkeypatch.setattr(tr, "check_port_free", lambda *a, **k: None)
-    monkeypatch.setattr(tr, "check_shm", lambda *a, **k: None)
-    monkeypatch.setattr(tr, "pytriton_missing", lambda: None)
+    monkeypatch.setattr(host, "check_port_free", lambda *a, **k: None)
+    monkeypatch.setattr(host, "check_shm", lambda *a, **k: None)
+    monkeypatch.setattr(pytriton_patch, "pytriton_missing", lambda: None)
     monkeypatch.setattr(tr, "serve_until_stopped",
                         lambda service, *a, **k: seen.setdefault("service", service))
     monkeypatch.setattr(signal, "signal", lambda *a: None)

@@ -6,6 +6,7 @@ queried with tritonclient over HTTP and gRPC, stopped with SIGTERM; nothing may 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import queue
 import signal
 import subprocess
@@ -19,18 +20,34 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
 
 from gaf_trt.pipeline.generation import generate
 from gaf_trt.pipeline.sample import prepare_sample
-from gaf_trt.serve import MinRowsNetwork, ServeRequest, to_images
+from gaf_trt.serve import MinRowsNetwork, ServeLimits, ServeRequest, to_images
 from gaf_trt.serve.host import descendants, free_ports, is_running
-from gaf_trt.serve.wire import STATS
+from gaf_trt.serve.wire import STATS, encode_request
+from tests.serve import request_space
+from tests.serve.request_space import serve_request
 from tests.serve.refs import min_rows_reference
 
 pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed (README: "
                     "Serving, `pip install --no-deps nvidia-pytriton==0.7.0`)")
 th = pytest.importorskip("tritonclient.http", reason="tritonclient is not installed")
 tg = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
+from tritonclient.utils import np_to_triton_dtype  # noqa: E402
+
+
+@functools.lru_cache(maxsize=1)
+def digits_network():
+    """The bundled digits network on the torch backend (CPU, fp32), as the server loads it."""
+    from gaf_trt.engine.base import LoadRequest, load_backend
+
+    return load_backend("torch", LoadRequest(artifact="digits", device="cpu"))
+
+
+def digits_config():
+    return digits_network().config
 
 START_TIMEOUT = 240  # a hang fails the module, not the suite
 REQUEST_TIMEOUT = 120
@@ -178,6 +195,33 @@ def test_http_result_is_the_sample_result(server, reference):
         latents, images = good_http(client)
     assert torch.equal(torch.from_numpy(latents.copy()), reference)
     assert np.array_equal(images, to_images(reference))
+
+
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(req=serve_request(digits_config(), ServeLimits(max_steps=LONG_STEPS)))
+def test_requests_drawn_from_the_admitted_space_equal_sample(server, one_thread, req):
+    """A sample of the admitted request space (tests/serve/request_space.py), sent as a
+    client sends it (``wire.encode_request``): the served latents are the bits of
+    ``gaf_trt.sample`` on the padded network, and the images their rounding
+    (test_served_equals_sampled.py checks the whole space in-process)."""
+    arrays, params = encode_request(req)
+    inputs = []
+    for name, value in arrays.items():
+        i = th.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+        i.set_data_from_numpy(value)
+        inputs.append(i)
+    if not inputs:  # Triton takes no request without inputs
+        inputs = make_inputs(th, steps=req.steps)
+    with http_client(server) as client:
+        r = client.infer("gaf", inputs, parameters=params, timeout=REQUEST_TIMEOUT,
+                         outputs=[th.InferRequestedOutput("latents"),
+                                  th.InferRequestedOutput("images")])
+    latents = torch.from_numpy(r.as_numpy("latents")[0].copy())
+    ref = request_space.reference(req, digits_network())
+    assert latents.shape[0] == req.batch
+    assert torch.equal(latents, ref.min_rows)
+    assert np.array_equal(r.as_numpy("images")[0], to_images(ref.min_rows))
 
 
 def test_grpc_client(server, reference):

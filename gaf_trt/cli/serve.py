@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from typing import Optional
@@ -16,6 +17,7 @@ def serve(
     backend: mo.BackendOpt = None,
     device: mo.DeviceOpt = "auto",
     precision: mo.PrecisionOpt = None,
+    vae: mo.VaeOpt = None,
     heads: mo.HeadsOpt = None,
     no_ema: mo.NoEmaOpt = False,
     trust_pickle: mo.TrustPickleOpt = False,
@@ -43,7 +45,8 @@ def serve(
                                 "(0: torch's default)."),
 ) -> None:
     """Serve a model on Triton: step-level batching of many requests' solver loops (a latent
-    model serves latents: the service does not decode)."""
+    model's `images` are its latents decoded by --vae or the engine directory's VAE graph;
+    without either it serves latents only)."""
     from gaf_trt.checks import positive_int
     from gaf_trt.compose.solvers import MAX_STEPS
     from gaf_trt.errors import ConfigError
@@ -53,7 +56,7 @@ def serve(
     from gaf_trt.serve.host import check_port_free, check_shm
     from gaf_trt.serve.pytriton_patch import pytriton_missing
 
-    model = mo.model_source_from_cli(ckpt, backend, device, precision, None, heads, no_ema,
+    model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
                                   trust_pickle)
     if batching not in ("step", "request"):
         raise ConfigError(f"unknown --batching {batching!r}; valid: request, step")
@@ -95,9 +98,30 @@ def serve(
     loaded = load_source(model, decoder=False)
     typer.echo(f"model {model.artifact}: {mo.backend_note(model.backend, loaded.backend)}, "
                f"{loaded.device}, {loaded.precision.value}")
-    service = GenerationService(loaded.network, service_cfg)
+    decode = serving_decoder(loaded)
+    service = GenerationService(loaded.network,
+                                dataclasses.replace(service_cfg, decodes=decode is not None))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    tr.serve_until_stopped(service, server_cfg, stop, lambda msg: typer.echo(msg))
+    tr.serve_until_stopped(service, server_cfg, stop, lambda msg: typer.echo(msg), decode)
     typer.echo("stopped")
+
+
+def serving_decoder(loaded):
+    """A latent model's decoder for the ``images`` output (``--vae``, else the engine
+    directory's VAE graph), or None: a pixel model, or a latent model served as latents."""
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.pipeline.source import load_decoder
+
+    if loaded.config.mode != "latent":
+        return None
+    try:
+        loaded.decoder = load_decoder(loaded.source, loaded.config, loaded.device)
+    except ConfigError:
+        if loaded.source.vae is not None:
+            raise
+        typer.echo("latent model without a decoder: serving latents only (the images output "
+                   "is empty); give --vae DIR to serve decoded images")
+        return None
+    return loaded.decode

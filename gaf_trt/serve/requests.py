@@ -120,8 +120,10 @@ def request_spec(req: ServeRequest) -> CompositionSpec:
          "sigma": req.sigma}, source=REQUEST)
 
 
-def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> RequestPlan:
-    """Validate every argument of ``req`` against the model and ``limits``."""
+def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits,
+                 decodes: bool = False) -> RequestPlan:
+    """Validate every argument of ``req`` against the model and ``limits`` (``decodes``: a
+    latent model's server has its decoder, so it can answer with images)."""
     req = python_scalars(req)
     if req.extra:
         raise ConfigError(f"unknown request field(s) {sorted(req.extra)}; valid: classes, "
@@ -135,8 +137,9 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits) -> R
     int_in("seed", req.seed, 0, MAX_SEED)
     if req.output not in OUTPUTS:
         raise ConfigError(f"unknown output {req.output!r}; valid: {', '.join(OUTPUTS)}")
-    if req.output == "images" and config.mode == "latent":
-        raise ConfigError("this is a latent model: ask for output 'latents'")
+    if req.output == "images" and config.mode == "latent" and not decodes:
+        raise ConfigError("this is a latent model served without its decoder: ask for output "
+                          "'latents' (or serve it with --vae DIR)")
     if req.t_eps is not None:
         check_t_eps(req.t_eps)
     image = req.mask_image

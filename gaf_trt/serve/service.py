@@ -64,6 +64,7 @@ class ServeConfig:
     group_size: int = 8  # ``request`` mode: requests started together
     max_active: int = 0  # ``step`` mode: requests running at once (0: all admitted)
     call_rows: int | None = None  # rows per call aimed at (None: max_rows; 0: calibrated)
+    decodes: bool = False  # a latent model with its decoder: requests may ask for images
 
     def validate(self) -> ServeConfig:
         positive_int("max_queue", self.max_queue, 100_000)
@@ -183,7 +184,8 @@ class GenerationService:
 
     def plan(self, request: ServeRequest) -> RequestPlan:
         """Validate ``request`` (raises ``ConfigError`` naming the bad value)."""
-        return plan_request(request, self.scheduler.config, self.config.limits)
+        return plan_request(request, self.scheduler.config, self.config.limits,
+                            self.config.decodes)
 
     def submit(self, request: ServeRequest) -> Job:
         """Validate and admit ``request``; raises ``ConfigError`` for a bad request and

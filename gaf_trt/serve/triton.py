@@ -34,8 +34,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from gaf_trt.errors import GAFError
 from gaf_trt.serve.host import (
@@ -94,9 +98,11 @@ class GafTritonServer:
     """The ``gaf`` model (and ``gaf_stats``) on a local Triton started by PyTriton,
     answering with ``service``."""
 
-    def __init__(self, service: GenerationService, config: ServerConfig) -> None:
+    def __init__(self, service: GenerationService, config: ServerConfig,
+                 decode: Callable[[Tensor], Tensor] | None = None) -> None:
         self.service = service
         self.config = config
+        self.decode = decode  # a latent model's decoder: latents [B,C,S,S] -> [B,3,H,W]
         self.cancelled = 0  # requests cancelled by their client (Triton's cancellation)
         self._triton = None
         self._logdir: tempfile.TemporaryDirectory | None = None
@@ -144,9 +150,12 @@ class GafTritonServer:
     def _outputs(self, states: list) -> dict[str, np.ndarray]:
         """Output tensors of one request from its rows' final states ``[B, C, S, S]``."""
         latents = np.stack([s.numpy() for s in states]).astype(np.float32)
-        images = (np.stack([to_images(s) for s in states])
-                  if self.service.scheduler.config.mode != "latent"
-                  else np.zeros((len(states), 0, 0, 0, 0), np.uint8))
+        if self.decode is not None:  # a latent model served with its VAE
+            images = np.stack([to_images(self.decode(s)) for s in states])
+        elif self.service.scheduler.config.mode != "latent":
+            images = np.stack([to_images(s) for s in states])
+        else:  # latents only (serve --vae decodes them)
+            images = np.zeros((len(states), 0, 0, 0, 0), np.uint8)
         return {"images": images, "latents": latents}
 
     def _safe_infer(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
@@ -228,12 +237,14 @@ class GafTritonServer:
 
 
 def serve_until_stopped(service: GenerationService, config: ServerConfig,
-                        stop: threading.Event, ready: Callable[[str], None]) -> None:
+                        stop: threading.Event, ready: Callable[[str], None],
+                        decode: Callable[[Tensor], Tensor] | None = None) -> None:
     """Start the scheduler and Triton, call ``ready(message)`` once serving, and run until
     ``stop`` is set (a signal) or Triton dies; then close the service (requests in flight
     get a "shutting down" error at once) and stop Triton. Nothing is left behind: Triton's
-    processes, PyTriton's shared memory and workspace go with it."""
-    server = GafTritonServer(service, config)
+    processes, PyTriton's shared memory and workspace go with it. ``decode`` turns a latent
+    model's latents into the ``images`` output."""
+    server = GafTritonServer(service, config, decode)
     service.start()
     try:
         server.start()

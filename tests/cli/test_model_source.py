@@ -195,8 +195,10 @@ def no_server(monkeypatch):
     monkeypatch.setattr(host, "check_port_free", lambda *a, **k: None)
     monkeypatch.setattr(host, "check_shm", lambda *a, **k: None)
     monkeypatch.setattr(pytriton_patch, "pytriton_missing", lambda: None)
-    monkeypatch.setattr(tr, "serve_until_stopped",
-                        lambda service, *a, **k: seen.setdefault("service", service))
+    def fake_serve(service, config, stop, ready, decode=None):
+        seen.update(service=service, decode=decode)
+
+    monkeypatch.setattr(tr, "serve_until_stopped", fake_serve)
     monkeypatch.setattr(signal, "signal", lambda *a: None)
     return seen
 
@@ -240,3 +242,32 @@ def test_bench_json_records_the_artifacts_hash(tiny_engine, tiny_ckpt, tmp_path,
     assert r.exit_code == 0, r.output
     assert seen["a"]["engine"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
     assert seen["a"]["ckpt"]["sha256"] == file_sha256(tiny_ckpt)
+
+
+def test_serve_vae_decodes_a_latent_models_images(latent_ckpt, tiny_vae_dir, no_server):
+    """``serve --vae``: the images output of a latent model is its latents decoded (the
+    rounding of ``gaf-trt sample``'s decoded pictures); without it, latents only."""
+    import numpy as np
+
+    from gaf_trt.model.vae import load_vae
+    from gaf_trt.serve import ServeRequest, to_images
+    from gaf_trt.serve.triton import GafTritonServer, ServerConfig
+
+    r = invoke("serve", "--ckpt", str(latent_ckpt), "--vae", str(tiny_vae_dir), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    service, decode = no_server["service"], no_server["decode"]
+    assert decode is not None
+    service.start()
+    try:
+        state = service.generate(ServeRequest(classes=["cat"], steps=2, batch=2), timeout=120)
+        out = GafTritonServer(service, ServerConfig(), decode)._outputs([state])
+    finally:
+        service.close()
+    vae = load_vae(str(tiny_vae_dir), scale=service.scheduler.config.vae_scale, device="cpu")
+    want = to_images(vae.decode(state))
+    assert want.shape == (2, 32, 32, 3) and np.array_equal(out["images"][0], want)
+    assert np.array_equal(out["latents"][0], state.numpy())
+
+    r = invoke("serve", "--ckpt", str(latent_ckpt), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert no_server["decode"] is None and "serving latents only" in r.output

@@ -50,22 +50,14 @@ from gaf_trt.generate import GenerateConfig, render, run_generate, store
 from gaf_trt.generate.job import MAX_SEED, condition_index, micro_batches, sample_noise
 from gaf_trt.io import images as img
 from gaf_trt.pipeline.source import ModelSource
+from tests.helpers import mask_images
 
 RTOL = 1e-5  # relative error of the float states where the batching differs
 MAX_SHARE = 0.01  # share of uint8 values allowed to differ (by 1 level) where it differs
 
 
-def _mask_images() -> dict[str, np.ndarray]:
-    """Gray images with 1, 2 and 3 levels that survive the nearest resize to 16x16."""
-    two = np.zeros((12, 12), np.uint8)
-    two[:, 5:] = 255
-    three = np.zeros((20, 10), np.uint8)
-    three[7:14] = 90
-    three[14:] = 180
-    return {"one.png": np.full((9, 9), 77, np.uint8), "two.png": two, "three.png": three}
-
-
-IMAGES = _mask_images()
+#: Mask images with 1, 2 and 3 gray levels on the 16x16 grid.
+IMAGES = {"one.png": np.full((9, 9), 77, np.uint8), **mask_images()}
 IMAGE_REGIONS = {"one.png": 1, "two.png": 2, "three.png": 3}
 NAMES = tuple(str(c) for c in range(10))  # the digits model's class names
 PRESETS = [n for n in MASKS.names() if MASKS.get(n).regions is not None]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,6 +24,7 @@ from gaf_trt.generate.job import read_compositions
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.pipeline.sample import SampleConfig, composition_spec
 from gaf_trt.serve.requests import ServeLimits, ServeRequest, plan_request
+from tests.helpers import mask_images
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CONFIG = GAFConfig(in_channels=1, input_size=8, patch_size=2, hidden_size=32, depth=1,
@@ -32,16 +32,7 @@ CONFIG = GAFConfig(in_channels=1, input_size=8, patch_size=2, hidden_size=32, de
 LIMITS = ServeLimits()
 
 
-def _images() -> dict[str, np.ndarray]:
-    two = np.zeros((12, 12), np.uint8)
-    two[:, 5:] = 255
-    three = np.zeros((20, 10), np.uint8)
-    three[7:14] = 90
-    three[14:] = 180
-    return {"two.png": two, "three.png": three}
-
-
-IMAGES = _images()
+IMAGES = mask_images()
 
 CLASS = st.one_of(st.integers(0, 9), st.sampled_from(NAMES))
 #: Any value of each field, valid or not.

@@ -38,7 +38,14 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class AnchorNetwork(Protocol):
-    """Anything that gives both anchors: ``(x [M,C,S,S], t [M], y [M]) -> (J, K)``."""
+    """Anything that gives both anchors: ``(x [M,C,S,S], t [M], y [M]) -> (J, K)``.
+
+    Devices: a network computes on one device, :func:`network_device` (a ``device``
+    attribute when it declares one, else its parameters' device, else the CPU), and may
+    expect its inputs there; it need not move them. Every caller hands it rows through
+    :func:`call_network` (a fused step through :func:`call_fused`), which moves ``x, t, y``
+    to that device and ``J, K`` back to the device of the caller's state.
+    """
 
     config: GAFConfig
 

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.checks import positive_int
-from gaf_trt.engine.base import AnchorNetwork, call_network
+from gaf_trt.engine.base import AnchorNetwork, call_network, network_device
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 
@@ -94,8 +94,10 @@ class MinRowsNetwork:
 def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> dict[int, float]:
     """Seconds of one network call of ``m`` random rows ``x [M,C,S,S], t [M], y [M]`` for
     each ``m`` in ``sizes``: one warm-up call, then the fastest of ``repeats`` (the least
-    disturbed by other work on the machine)."""
+    disturbed by other work on the machine). The rows start on the CPU and reach the
+    network as the scheduler's do (:func:`~gaf_trt.engine.base.call_network`)."""
     cfg = network.config
+    device = network_device(network)
     gen = torch.Generator().manual_seed(0)
     out = {}
     for m in sizes:
@@ -106,7 +108,7 @@ def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> di
         with torch.no_grad():
             for i in range(repeats + 1):
                 start = time.perf_counter()
-                j, _ = network(x, t, y)
+                j, _ = call_network(network, x, t, y, device=device)
                 float(j.reshape(-1)[0])  # waits for an asynchronous device
                 if i:
                     times.append(time.perf_counter() - start)

@@ -18,7 +18,7 @@ from gaf_trt.compose.capture import CapturedLoop
 from gaf_trt.compose.composition import ComposedField
 from gaf_trt.compose.solvers import SOLVERS, integrate
 from gaf_trt.device import device_name, gpu_peak_tflops, peak_memory, resolve_device
-from gaf_trt.engine.base import AnchorNetwork, LoadRequest, load_backend
+from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.engine.torch_backend import best_compile_options, engine_from_model
 from gaf_trt.enginedir import EngineDirError
 from gaf_trt.errors import ConfigError, GAFError
@@ -44,6 +44,7 @@ from gaf_trt.pipeline.bench.reference import (
     load_fp32_model,
     max_rel_err,
 )
+from gaf_trt.pipeline.source import ModelSource, load_source
 from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,9 @@ def _engine(ctx: _Context, backend: str, precision: Precision) -> tuple[AnchorNe
     if backend == "auto":
         from gaf_trt.engine.auto import resolve_auto
 
-        choice = resolve_auto(LoadRequest(g.engine or g.ckpt or "preset", device=ctx.device,
-                                          precision=precision))
+        source = ModelSource(g.engine or g.ckpt or "preset", backend="auto",
+                             device=ctx.device, precision=precision)
+        choice = resolve_auto(source.load_request(ctx.device))
         name, options = choice.backend, dict(choice.options)
         resolved = choice.label
     else:
@@ -91,8 +93,9 @@ def _engine(ctx: _Context, backend: str, precision: Precision) -> tuple[AnchorNe
     if name == "torch":
         engine = engine_from_model(_model_at(ctx, precision), precision, options)
     else:
-        engine = load_backend(name, LoadRequest(g.engine, device=ctx.device, precision=precision,
-                                                options=options))
+        source = ModelSource(g.engine, backend=name, device=ctx.device, precision=precision,
+                             options=options)
+        engine = load_source(source, decoder=False).network
         built = getattr(engine, "manifest", {}).get("precision")
         if built is not None and built != precision.value:
             raise ConfigError(f"engine directory {g.engine} was exported at {built}; a "

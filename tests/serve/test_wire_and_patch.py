@@ -115,9 +115,15 @@ def test_a_request_survives_the_wire(req: ServeRequest):
     assert (NAMES_PARAM in params) == any(isinstance(c, str) for c in req.classes)
 
 
-def test_regions_have_no_wire_form():
-    with pytest.raises(ConfigError, match="regions"):
-        encode_request(ServeRequest(classes=[1, 2], mask_type="vertical", regions=["a", "b"]))
+def test_regions_travel_as_a_json_list_parameter():
+    req = ServeRequest(classes=[1, 2, 3], regions=["ears", "eyes"], steps=2)
+    arrays, params = encode_request(req)
+    assert params["regions"] == '["ears", "eyes"]'
+    back = decode_request({k: v[0] for k, v in arrays.items()}, params)
+    assert back.regions == ["ears", "eyes"] and back.classes == [1, 2, 3]
+    for bad in ('["ears", 3.5]', "ears", '{"a": 1}'):
+        with pytest.raises(ConfigError, match="parameter regions must be a JSON list of region"):
+            decode_request({k: v[0] for k, v in arrays.items()}, {**params, "regions": bad})
 
 
 def test_triton_repo_solver_model_speaks_the_same_wire():

@@ -27,7 +27,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import gaf_trt
-from gaf_trt.engine.base import LoadRequest, load_backend, network_device
+from gaf_trt.compose.placement import network_device
+from gaf_trt.engine.base import LoadRequest, load_backend
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -318,7 +319,11 @@ def test_transport_functions(real, stand_in):
 
 def test_transport_pipeline(real, stand_in, tmp_path):
     from gaf_trt.pipeline.source import ModelSource
-    from gaf_trt.pipeline.transport import TransportConfig, prepare_transport, run_transport
+    from gaf_trt.pipeline.transport import (
+        TransportConfig,
+        prepare_transport,
+        run_transport,
+    )
 
     def run(name: str, network=None):
         cfg = TransportConfig(mode="cycle", classes=["1", "7"], out=str(tmp_path / name),

@@ -36,6 +36,8 @@ FLOORS = {
 }
 #: The one import allowed to run up a floor: compose names the engine's protocols for typing.
 ALLOWED_UP = {("compose", "gaf_trt.engine.base")}
+#: What compose may name from engine.base: the contract's protocols, for typing and isinstance.
+ENGINE_PROTOCOLS = {"AnchorNetwork", "FusedComposedStep"}
 #: Who may import training.
 TRAINING_USERS = {"cli", "training"}
 MAX_MODULE_LINES = 450
@@ -119,6 +121,20 @@ def test_no_import_runs_up_a_floor():
             if FLOORS[dst] > FLOORS[src] or (dst == "training" and src not in TRAINING_USERS):
                 bad.append(f"{mod} (floor {FLOORS[src]}) -> {t} (floor {FLOORS[dst]})")
     assert not bad, "imports running up a floor:\n" + "\n".join(sorted(bad))
+
+
+def test_compose_names_only_the_engine_protocols():
+    bad = []
+    for name, path in MODULES.items():
+        if not name.startswith("gaf_trt.compose"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "gaf_trt.engine.base":
+                bad += [f"{name}: {a.name}" for a in node.names if a.name not in ENGINE_PROTOCOLS]
+            elif isinstance(node, ast.Import) and any(a.name.startswith("gaf_trt.engine")
+                                                      for a in node.names):
+                bad.append(f"{name}: import {', '.join(a.name for a in node.names)}")
+    assert not bad, f"compose may name only {sorted(ENGINE_PROTOCOLS)} of the engine: {bad}"
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -17,13 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import (
-    AnchorNetwork,
-    FusedComposedStep,
-    call_fused,
-    call_network,
-    network_device,
-)
+from gaf_trt.compose.placement import call_fused, call_network, network_device
+from gaf_trt.engine.base import AnchorNetwork, FusedComposedStep
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.model.gaf import broadcast_time

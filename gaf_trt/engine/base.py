@@ -9,12 +9,10 @@ An engine that can run the whole composed step itself (a fused graph) also satis
 :class:`FusedComposedStep` on plain tensors; :class:`~gaf_trt.compose.ComposedField` uses it
 when present. This layer sits below ``compose/`` and never imports it.
 
-Devices: a network computes on :func:`network_device` (its ``device`` attribute, else its
-parameters' device, else the CPU). Callers hand it rows through :func:`call_network` /
-:func:`call_fused`, which move the inputs to that device and the results back to the device
-of the caller's state, so a solver state on the CPU can drive a CUDA network and the
-other way round. When both are the same, nothing moves (no copy, no host synchronisation:
-a captured CUDA-graph loop stays capturable).
+Devices: a network computes on one device (its ``device`` attribute, else its parameters'
+device, else the CPU) and may expect its inputs there. Callers hand it rows through
+``gaf_trt.compose.placement`` (``call_network`` / ``call_fused``), which move the inputs to
+that device and the results back to the device of the caller's state.
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
 from gaf_trt.errors import ConfigError
@@ -40,11 +37,10 @@ log = logging.getLogger(__name__)
 class AnchorNetwork(Protocol):
     """Anything that gives both anchors: ``(x [M,C,S,S], t [M], y [M]) -> (J, K)``.
 
-    Devices: a network computes on one device, :func:`network_device` (a ``device``
-    attribute when it declares one, else its parameters' device, else the CPU), and may
-    expect its inputs there; it need not move them. Every caller hands it rows through
-    :func:`call_network` (a fused step through :func:`call_fused`), which moves ``x, t, y``
-    to that device and ``J, K`` back to the device of the caller's state.
+    Devices: a network computes on one device (a ``device`` attribute when it declares
+    one, else its parameters' device, else the CPU) and may expect its inputs there; it need
+    not move them: every caller hands it rows through ``gaf_trt.compose.placement``, which
+    moves ``x, t, y`` to that device and ``J, K`` back to the device of the caller's state.
     """
 
     config: GAFConfig
@@ -69,45 +65,6 @@ class FusedComposedStep(Protocol):
 
     def composed_anchors(self, x: Tensor, t: Tensor, classes: Tensor,
                          coef: Tensor) -> tuple[Tensor, Tensor]: ...
-
-
-def network_device(network: object) -> torch.device:
-    """The device ``network`` computes on: its ``device`` attribute when it declares one, else
-    the device of its first parameter (an ``nn.Module``), else the CPU."""
-    device = getattr(network, "device", None)
-    if device is None and isinstance(network, torch.nn.Module):
-        param = next(network.parameters(), None)
-        device = param.device if param is not None else None
-    return torch.device(device) if device is not None else torch.device("cpu")
-
-
-def _to(tensors: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor, ...]:
-    return tuple(a if a.device == device else a.to(device) for a in tensors)
-
-
-def call_network(network: AnchorNetwork, x: Tensor, t: Tensor, y: Tensor,
-                 device: torch.device | None = None) -> tuple[Tensor, Tensor]:
-    """``network(x [M,C,S,S], t [M], y [M]) -> (J, K)`` run on the network's device
-    (``device``: :func:`network_device`, given when the caller has it cached); ``J, K``
-    ``[M,C,S,S]`` come back on ``x``'s device."""
-    home = x.device
-    device = network_device(network) if device is None else device
-    if device == home:
-        return network(x, t, y)
-    j, k = network(*_to((x, t, y), device))
-    return j.to(home), k.to(home)
-
-
-def call_fused(method: Callable[..., Any], device: torch.device, x: Tensor,
-               *args: Tensor) -> Any:
-    """A :class:`FusedComposedStep` method (``composed_velocity`` / ``composed_anchors``) on
-    ``x [B,C,S,S]`` and its other tensor arguments, run on ``device`` (the network's); the
-    result (a tensor or a pair) comes back on ``x``'s device."""
-    home = x.device
-    if device == home:
-        return method(x, *args)
-    out = method(*_to((x, *args), device))
-    return tuple(o.to(home) for o in out) if isinstance(out, tuple) else out.to(home)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ import torch
 from torch import Tensor
 
 from gaf_trt.checks import positive_int
-from gaf_trt.engine.base import AnchorNetwork, call_network, network_device
+from gaf_trt.compose.placement import call_network, network_device
+from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 
@@ -95,7 +96,7 @@ def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> di
     """Seconds of one network call of ``m`` random rows ``x [M,C,S,S], t [M], y [M]`` for
     each ``m`` in ``sizes``: one warm-up call, then the fastest of ``repeats`` (the least
     disturbed by other work on the machine). The rows start on the CPU and reach the
-    network as the scheduler's do (:func:`~gaf_trt.engine.base.call_network`)."""
+    network as the scheduler's do (:func:`~gaf_trt.compose.placement.call_network`)."""
     cfg = network.config
     device = network_device(network)
     gen = torch.Generator().manual_seed(0)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.compose.composition import AnchorNetwork, Composition
+from gaf_trt.compose.placement import call_network, network_device
 from gaf_trt.compose.sampling import check_finite
 from gaf_trt.compose.solvers import StepCallback, integrate
 from gaf_trt.compose.transport.legs import (
@@ -27,9 +28,7 @@ from gaf_trt.compose.transport.legs import (
     require_distinct,
     reverse_leg,
 )
-from gaf_trt.engine.base import call_network, network_device
 from gaf_trt.errors import ConfigError
-
 
 # --------------------------------------------------------------------------- cycle
 

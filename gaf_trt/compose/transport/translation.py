@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.compose.composition import AnchorNetwork, Composition
+from gaf_trt.compose.placement import call_network
 from gaf_trt.compose.sampling import check_finite
 from gaf_trt.compose.solvers import SOLVERS, StepCallback
 from gaf_trt.compose.transport.legs import (
@@ -22,8 +23,6 @@ from gaf_trt.compose.transport.legs import (
     mse,
     reverse_leg,
 )
-from gaf_trt.engine.base import call_network
-
 
 # --------------------------------------------------------------------------- translation
 

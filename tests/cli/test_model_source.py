@@ -96,10 +96,8 @@ def test_model_options_are_the_same_everywhere():
             assert opt in params, (command, opt)
             p, r = params[opt], ref[opt]
             assert (p.opts, p.default, p.help) == (r.opts, r.default, r.help), (command, opt)
-        if command != "serve":  # serve returns latents; it decodes nothing
-            assert params["--vae"].help == ref["--vae"].help, command
+        assert params["--vae"].help == ref["--vae"].help, command
     assert "--engine" in ref["--ckpt"].opts and ref["--backend"].default is None
-    assert "--vae" not in _params("serve")
     export = _params("export")
     for opt in ("--heads", "--no-ema", "--trust-pickle"):
         assert export[opt].help == ref[opt].help, opt

@@ -21,11 +21,13 @@ from gaf_trt.errors import unknown_key
 @dataclass(frozen=True)
 class Owner:
     """A command that writes an output folder: its name (``command``), the record file it
-    leaves in the folder (``record``) and how messages name it (``shown``)."""
+    leaves in the folder (``record``), how messages name it (``shown``) and the globs of the
+    files that mark its output even when the record is gone (``marks``: a dataset's shards)."""
 
     command: str
     record: str
     shown: str
+    marks: tuple[str, ...] = ()
 
 
 class Owners:
@@ -35,11 +37,13 @@ class Owners:
     def __init__(self) -> None:
         self._by_command: dict[str, Owner] = {}
 
-    def register(self, command: str, record: str, shown: str | None = None) -> Owner:
-        """Register ``command`` as the writer of ``record``; returns its :class:`Owner`."""
+    def register(self, command: str, record: str, shown: str | None = None,
+                 marks: tuple[str, ...] = ()) -> Owner:
+        """Register ``command`` as the writer of ``record`` (``marks``: globs, relative to the
+        folder, of files that only this command writes); returns its :class:`Owner`."""
         if command in self._by_command:
             raise ValueError(f"command {command!r} registered twice")
-        owner = Owner(command, record, shown or f"gaf-trt {command}")
+        owner = Owner(command, record, shown or f"gaf-trt {command}", tuple(marks))
         self._by_command[command] = owner
         return owner
 
@@ -52,6 +56,9 @@ class Owners:
 
     def __contains__(self, command: object) -> bool:
         return command in self._by_command
+
+    def owners(self) -> list[Owner]:
+        return list(self._by_command.values())
 
     def commands(self) -> list[str]:
         return list(self._by_command)
@@ -80,7 +87,9 @@ TRANSPORT = OWNERS.register("transport", "transport.json")
 TRANSLATE = OWNERS.register("translate", "transport.json")
 EXPORT = OWNERS.register("export", "manifest.json")  # an engine directory
 TRITON_REPO = OWNERS.register("triton-repo", "gaf_repository.json")
-GENERATE = OWNERS.register("generate", "dataset.json")
+#: A dataset folder is marked by its shards and their seals even without its dataset.json.
+GENERATE = OWNERS.register("generate", "dataset.json",
+                           marks=("shards/[0-9]*-[0-9]*.json", "shards/[0-9]*-[0-9]*.npz"))
 #: A training run's record is its checkpoint (or, before the first one, its config.yaml).
 TRAINING = OWNERS.register("training", "last.pt", "python -m gaf_trt.training train")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -23,6 +24,9 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
     batch: int = typer.Option(64, "--batch", "-b", help="Images per Inception batch."),
     json_out: Optional[str] = typer.Option(None, "--json", help="Also write the report here."),
+    allow_incomplete: bool = typer.Option(False, "--allow-incomplete", help="Score the "
+                                          "finished shards of an incomplete generate folder "
+                                          "(refused by default, naming the missing shards)."),
     compare: Optional[tuple[str, str]] = typer.Option(
         None, "--compare", help="Two ARTIFACT[:BACKEND[:PRECISION]] (e.g. digits "
         "digits:torch:bf16): generate both on the same noise and compare."),
@@ -44,6 +48,8 @@ def evaluate(
     from gaf_trt.io.files import write_json
 
     names = [n for n in (metrics or "").split(",") if n.strip()]
+    if json_out is not None and (not json_out.strip() or Path(json_out).is_dir()):
+        raise ConfigError(f"--json {json_out!r} must name a file to write, not a folder")
     if compare is not None:
         from gaf_trt.evaluate.compare import format_compare, run_compare
         from gaf_trt.generate import GenerateConfig
@@ -61,7 +67,8 @@ def evaluate(
     else:
         if dataset is None:
             raise ConfigError("give the DATASET to evaluate (or --compare A B)")
-        report = run_evaluate(EvaluateConfig(dataset, ref, inception, names, device, batch))
+        report = run_evaluate(EvaluateConfig(dataset, ref, inception, names, device, batch,
+                                             allow_incomplete))
         text = format_report(report)
     if json_out is not None:
         write_json(json_out, report)

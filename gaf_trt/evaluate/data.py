@@ -14,6 +14,8 @@ from gaf_trt.metrics.features import Stats
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MAX_IMAGE_PIXELS = 64_000_000
+#: The largest class id a label may hold.
+MAX_LABEL = 2**31 - 1
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Images:
     images: np.ndarray
     labels: np.ndarray | None
     source: str
+    note: str = ""  # what was left out (an incomplete dataset read with --allow-incomplete)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -57,13 +60,53 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ConfigError(f"{path} is not a readable .npz ({str(err).splitlines()[0]})") from None
 
 
+def check_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
+    """Labels ``[n]`` as int64: integers (an integer dtype, or finite whole floats), one per
+    image, none negative; else a ConfigError naming the first bad one."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise ConfigError(f"{where}: expected one label per image ({n}), got labels of shape "
+                          f"{list(labels.shape)}")
+    if labels.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+        if bad.size:
+            raise ConfigError(f"{where}: labels must be integers; label {bad[0]} is "
+                              f"{labels[bad[0]]!r}")
+    elif labels.dtype.kind not in "iu":
+        raise ConfigError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+    for k in (int(np.argmin(labels)), int(np.argmax(labels))) if labels.size else ():
+        if not 0 <= labels[k] <= MAX_LABEL:
+            raise ConfigError(f"{where}: labels must be class ids in 0..{MAX_LABEL}; label {k} "
+                              f"is {labels[k]}")
+    return labels.astype(np.int64)
+
+
 def _npz_images(arrays: dict[str, np.ndarray], path: Path) -> Images | None:
     key = next((k for k in ("arr_0", "images") if k in arrays and arrays[k].ndim >= 3), None)
     if key is None:
         return None
-    labels = next((arrays[k] for k in ("labels", "arr_1") if k in arrays
-                   and arrays[k].ndim == 1 and len(arrays[k]) == len(arrays[key])), None)
-    return Images(_as_rgb_uint8(arrays[key], str(path)), labels, str(path))
+    images = _as_rgb_uint8(arrays[key], str(path))
+    labels = arrays.get("labels")
+    other = arrays.get("arr_1")
+    if labels is None and other is not None and other.ndim == 1 and len(other) == len(images):
+        labels = other  # arr_1 only when it fits (it may be anything else)
+    if labels is not None:
+        labels = check_labels(labels, len(images), f"{path} labels")
+    return Images(images, labels, str(path))
+
+
+def _labels_txt(txt: Path, n: int) -> np.ndarray:
+    """``labels.txt``: one integer class id per line, one line per image."""
+    import re
+
+    try:
+        values = txt.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {txt}: {err}") from None
+    for k, v in enumerate(values):
+        if not re.fullmatch(r"-?[0-9]{1,18}", v):
+            raise ConfigError(f"{txt}: labels must be integers; entry {k + 1} is {v[:40]!r}")
+    return check_labels(np.array([int(v) for v in values], dtype=np.int64), n, str(txt))
 
 
 def _folder_images(folder: Path) -> Images:
@@ -84,24 +127,24 @@ def _folder_images(folder: Path) -> Images:
     if len({a.shape for a in pics}) > 1:
         raise ConfigError(f"the images in {folder} have different sizes "
                           f"({sorted({a.shape[:2] for a in pics})[:3]}...)")
-    labels = None
     txt = folder / "labels.txt"
-    if txt.is_file():
-        values = txt.read_text().split()
-        if len(values) == len(pics) and all(v.lstrip("-").isdigit() for v in values):
-            labels = np.array([int(v) for v in values], dtype=np.int64)
+    labels = _labels_txt(txt, len(pics)) if txt.is_file() else None
     return Images(np.stack(pics), labels, str(folder))
 
 
-def load_images(path: str | Path, what: str = "dataset") -> Images:
-    """Images of a generated dataset folder (its ``samples.npz``, else its PNGs), a folder of
-    images, or an ``.npz`` (``arr_0`` / ``images``; labels ``labels`` / ``arr_1``)."""
+def load_images(path: str | Path, what: str = "dataset", *,
+                allow_incomplete: bool = False) -> Images:
+    """Images of a generated dataset folder (its verified shards: :mod:`.dataset`), a folder
+    of images, or an ``.npz`` (``arr_0`` / ``images``; labels ``labels`` / ``arr_1``)."""
+    from gaf_trt.evaluate.dataset import is_generated, load_generated
+
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{what} not found: {p}")
     if p.is_dir():
-        if (p / "samples.npz").is_file():
-            return load_images(p / "samples.npz", what)
+        if is_generated(p):
+            images, labels, note = load_generated(p, allow_incomplete)
+            return Images(images, labels, str(p), note)
         return _folder_images(p)
     if p.suffix.lower() != ".npz":
         raise ConfigError(f"{what} {p}: give a folder of images or an .npz")
@@ -118,16 +161,39 @@ def load_reference(path: str | Path) -> Reference:
         arrays = _read_npz(p)
         stats = None
         if "mu" in arrays and "sigma" in arrays:
-            mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
-            if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-                raise ConfigError(f"{p}: mu {list(mu.shape)} and sigma {list(sigma.shape)} "
-                                  "are not a mean and its covariance")
-            stats = Stats(mu, sigma)
+            stats = check_stats(arrays["mu"], arrays["sigma"], str(p))
         images = _npz_images(arrays, p)
         if images is None and stats is None:
             raise ConfigError(f"reference {p} holds neither images (arr_0) nor mu/sigma")
         return Reference(images, stats, str(p))
     return Reference(load_images(p, "reference"), None, str(p))
+
+
+#: Relative tolerance of the symmetry and positive-semidefiniteness checks of a sigma.
+STATS_RTOL = 1e-6
+
+
+def check_stats(mu: np.ndarray, sigma: np.ndarray, where: str) -> Stats:
+    """Reference statistics ``mu [D]``, ``sigma [D, D]`` as float64 :class:`Stats`: finite, and
+    sigma symmetric and positive semi-definite (a covariance); else a ConfigError."""
+    try:
+        mu, sigma = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: mu and sigma must be numeric arrays") from None
+    if mu.ndim != 1 or mu.shape[0] < 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise ConfigError(f"{where}: mu {list(mu.shape)} and sigma {list(sigma.shape)} are not "
+                          "a mean [D] and its covariance [D, D]")
+    for name, arr in (("mu", mu), ("sigma", sigma)):
+        if not np.isfinite(arr).all():
+            raise ConfigError(f"{where}: {name} holds NaN or infinite values")
+    scale = max(float(np.abs(sigma).max()), np.finfo(np.float64).tiny)
+    if np.abs(sigma - sigma.T).max() > STATS_RTOL * scale:
+        raise ConfigError(f"{where}: sigma is not symmetric (not a covariance)")
+    low = float(np.linalg.eigvalsh(sigma).min())
+    if low < -STATS_RTOL * scale * sigma.shape[0]:
+        raise ConfigError(f"{where}: sigma is not positive semi-definite (smallest eigenvalue "
+                          f"{low:.4g}; not a covariance)")
+    return Stats(mu, (sigma + sigma.T) / 2)
 
 
 def check_same_size(generated: Images, reference: Reference) -> None:

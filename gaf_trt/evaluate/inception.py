@@ -33,6 +33,8 @@ WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                + WEIGHTS_NAME)
 POOL = "2048"
+#: Features per image of the pool output (the dimension of FID statistics).
+POOL_FEATURES = 2048
 LOGITS = "logits_unbiased"
 #: Shapes that identify the file's format (checked before the network is built).
 EXPECTED = {"fc.weight": (1008, 2048), "fc.bias": (1008,),

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gaf_trt.errors import ConfigError
+from gaf_trt.errors import ConfigError, NonFiniteError
 from gaf_trt.evaluate.data import (
     Images,
     Reference,
@@ -35,6 +35,7 @@ class Metric:
     needs_inception: bool
     needs_ref: bool
     compute: Callable[[Features], dict[str, float]]
+    min_samples: int = 2  # on each side (a covariance needs two)
 
 
 @dataclass
@@ -111,9 +112,9 @@ def _digits(f: Features) -> dict[str, float]:
 
 
 METRICS.add("fid", Metric(True, True, _fid))
-METRICS.add("is", Metric(True, False, _is))
+METRICS.add("is", Metric(True, False, _is, min_samples=1))
 METRICS.add("kid", Metric(True, True, _kid))
-METRICS.add("pr", Metric(True, True, _pr))
+METRICS.add("pr", Metric(True, True, _pr, min_samples=m.PR_K + 1))
 METRICS.add("digits", Metric(False, False, _digits))
 
 
@@ -127,6 +128,7 @@ class EvaluateConfig:
     metrics: list[str] = field(default_factory=list)  # empty: every metric the inputs allow
     device: str = "auto"
     batch: int = 64
+    allow_incomplete: bool = False  # score the finished shards of an incomplete dataset
 
 
 def chosen_metrics(cfg: EvaluateConfig) -> list[str]:
@@ -161,10 +163,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         from gaf_trt.evaluate.inception import check_weights
 
         check_weights(cfg.inception)
-    generated = load_images(cfg.dataset)
+    generated = load_images(cfg.dataset, allow_incomplete=cfg.allow_incomplete)
     reference = load_reference(cfg.ref) if cfg.ref is not None else None
     if reference is not None:
         check_same_size(generated, reference)
+    check_inputs(names, generated, reference)
     feats = Features(generated, reference)
     if any(METRICS.get(n).needs_inception for n in names):
         from gaf_trt.evaluate.inception import Inception
@@ -177,13 +180,51 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"dataset": generated.source, "samples": len(generated.images),
                               "reference": None if reference is None else reference.source,
                               "metrics": {}}
+    if generated.note:
+        report["incomplete"] = generated.note
     for n in names:
         report["metrics"].update(METRICS.get(n).compute(feats))
+    check_metrics(report["metrics"], generated.source)
     return report
+
+
+def check_inputs(names: list[str], generated: Images, reference: Reference | None) -> None:
+    """Before any work: enough samples on each side for every chosen metric, and reference
+    statistics of the Inception pool's dimension."""
+    for n in names:
+        need = METRICS.get(n).min_samples
+        sides = [("dataset", generated)]
+        if METRICS.get(n).needs_ref and reference is not None and reference.images is not None:
+            sides.append(("reference", reference.images))
+        for what, side in sides:
+            if len(side.images) < need:
+                raise ConfigError(f"metric {n!r} needs at least {need} samples; the {what} "
+                                  f"{side.source} holds {len(side.images)}")
+    if reference is not None and reference.stats is not None and "fid" in names:
+        from gaf_trt.evaluate.inception import POOL_FEATURES
+
+        dim = reference.stats.mu.shape[0]
+        if dim != POOL_FEATURES:
+            raise ConfigError(f"{reference.source}: mu/sigma have dimension {dim}; FID "
+                              f"statistics of the Inception pool have {POOL_FEATURES}")
+
+
+def check_metrics(metrics: dict[str, float], source: str) -> None:
+    """A metric on output is a finite number, and a distance is not negative (a NonFiniteError
+    naming it otherwise: the inputs passed their checks, so this names what came out)."""
+    for key, value in metrics.items():
+        if not np.isfinite(value):
+            raise NonFiniteError(f"metric {key} of {source} came out {value}; the inputs give "
+                                 "no finite value")
+        if (key == "fid" or key.startswith("frechet")) and value < 0:
+            raise NonFiniteError(f"metric {key} of {source} came out negative ({value:.6g}); "
+                                 "a distance is never negative: the statistics are not "
+                                 "covariances")
 
 
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"{report['dataset']}: {report['samples']} samples"
-             + (f" vs {report['reference']}" if report.get("reference") else "")]
+             + (f" vs {report['reference']}" if report.get("reference") else "")
+             + (f" ({report['incomplete']})" if report.get("incomplete") else "")]
     lines += [f"  {k:<26}{v:.6g}" for k, v in report["metrics"].items()]
     return "\n".join(lines)

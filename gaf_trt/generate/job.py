@@ -139,6 +139,20 @@ def condition_index(seed: int, i: int, num_conditions: int, per_class: int | Non
     return _hash64("condition", seed, i) % num_conditions
 
 
+def job_labels(identity: dict[str, Any], start: int, stop: int) -> list[int]:
+    """The labels of samples ``start .. stop-1`` of the job whose identity (``dataset.json``
+    ``job``) is given: they follow from its seed, its conditions and the sample index alone.
+    A malformed identity is a :class:`~gaf_trt.errors.ConfigError`."""
+    try:
+        conds = [int(c["classes"][0]) for c in identity["conditions"]]
+        seed, per_class = identity["seed"], identity["per_class"]
+        return [conds[condition_index(seed, i, len(conds), per_class)]
+                for i in range(start, stop)]
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        raise ConfigError("the dataset record's job is malformed (conditions, seed, per_class)"
+                          ) from None
+
+
 def micro_batches(start: int, stop: int, batch: int) -> list[range]:
     """The global micro-batches ``[k·batch, (k+1)·batch) ∩ [0, stop)`` inside a shard."""
     return [range(s, min(s + batch, stop)) for s in range(start, stop, batch)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from gaf_trt.generate.job import (
     resolve_conditions,
     sample_noise,
 )
+from gaf_trt.generate.store import check_dataset_folder
 from gaf_trt.io import images as img
 from gaf_trt.io.files import check_output_dir
 from gaf_trt.model.config import GAFConfig
@@ -72,6 +74,7 @@ def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
     t0 = time.perf_counter()
     check_bounds(cfg)
     check_output_dir(cfg.out, command=GENERATE.command)
+    check_dataset_folder(Path(cfg.out))
     loaded = load_source(cfg.model, decoder=False, device=device)
     network, config, device = loaded.network, loaded.config, loaded.device
     conditions = resolve_conditions(cfg, config)

@@ -17,7 +17,7 @@ from typing import Any
 
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.generate import store
-from gaf_trt.generate.job import GenerateConfig
+from gaf_trt.generate.job import GenerateConfig, job_labels
 from gaf_trt.generate.render import Job, prepare_job, render
 from gaf_trt.io.files import check_owner
 from gaf_trt.io.lock import DirLock
@@ -103,9 +103,10 @@ class Driver:
         self._lock.acquire()
         try:  # one folder, one command's output (checked again under the lock)
             check_owner(self.out, GENERATE.command)
+            store.check_dataset_folder(self.out)
             store.check_same_job(self.out, self.identity)
             for s, e in self.job.shards:
-                seal = store.read_seal(self.out, self.digest, s, e)
+                seal = self._seal(s, e)
                 if seal is not None:
                     self.seals[s] = seal
             self.resumed = len(self.seals)
@@ -116,6 +117,11 @@ class Driver:
             raise
         self._t0 = time.perf_counter()
         return [(s, e) for s, e in self.job.shards if s not in self.seals]
+
+    def _seal(self, start: int, stop: int) -> dict[str, Any] | None:
+        """The verified seal of a shard, its labels checked against the job's."""
+        return store.read_seal(self.out, self.digest, start, stop,
+                               labels=job_labels(self.identity, start, stop))
 
     def start_clock(self) -> None:
         """Throughput is measured from here (a runner calls it once its workers are up)."""
@@ -134,7 +140,7 @@ class Driver:
     def collect(self, shards: list[tuple[int, int]]) -> None:
         """Seals that workers wrote (torchrun, Ray), verified from disk."""
         for s, e in shards:
-            seal = store.read_seal(self.out, self.digest, s, e)
+            seal = self._seal(s, e)
             if seal is None:
                 raise ConfigError(f"shard {s}..{e - 1} is missing or does not verify in "
                                   f"{self.out}; run the same command again to redo it")

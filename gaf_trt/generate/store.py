@@ -114,10 +114,11 @@ def write_shard(out: Path, digest: str, start: int, stop: int, images: np.ndarra
     return seal
 
 
-def read_seal(out: Path, digest: str, start: int, stop: int, *, verify: bool = True
-              ) -> dict[str, Any] | None:
+def read_seal(out: Path, digest: str, start: int, stop: int, *, verify: bool = True,
+              labels: list[int] | None = None) -> dict[str, Any] | None:
     """The seal of a finished shard of this job, or None (missing, another job's, a range
-    that does not match, or a file whose hash differs)."""
+    that does not match, labels other than ``labels`` (the job's, when given), or a file
+    whose hash differs)."""
     try:
         seal = json.loads((out / f"{shard_stem(start, stop)}.json").read_text())
     except (OSError, ValueError):
@@ -125,7 +126,9 @@ def read_seal(out: Path, digest: str, start: int, stop: int, *, verify: bool = T
     if not isinstance(seal, dict) or seal.get("job") != digest or \
             (seal.get("start"), seal.get("stop")) != (start, stop) or \
             not isinstance(seal.get("files"), dict) or \
-            len(seal.get("labels", [])) != stop - start:
+            not isinstance(seal.get("labels"), list) or len(seal["labels"]) != stop - start:
+        return None
+    if labels is not None and seal["labels"] != list(labels):
         return None
     if verify:
         for name, sha in seal["files"].items():
@@ -153,6 +156,22 @@ def read_record(out: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) and rec.get("writer") == "gaf-trt" else None
+
+
+#: What a dataset folder holds besides its record (the files a job writes or replaces).
+DATASET_FILES = ("shards", FINAL_NPZ, LABELS_TXT, PNG_DIR)
+
+
+def check_dataset_folder(out: Path, what: str = "--out") -> None:
+    """Refuse a folder holding dataset files but no readable ``dataset.json``: they belong to
+    no job that can be checked, and a job writing there would mix with them."""
+    if not out.is_dir() or read_record(out) is not None:
+        return
+    found = [name for name in DATASET_FILES if (out / name).exists()]
+    if found:
+        raise ConfigError(f"{what} {out} holds dataset files ({', '.join(found)}) but no "
+                          f"{RECORD}, so they belong to no job that can be checked; use "
+                          "another folder (or remove them)")
 
 
 def check_same_job(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:

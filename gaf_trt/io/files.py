@@ -179,6 +179,18 @@ def _is_training_folder(folder: Path) -> bool:
     return {"iters", "ckpt_every", "dit_hidden"} <= keys
 
 
+def _marked(folder: Path, marks: tuple[str, ...]) -> str | None:
+    """The first file of ``folder`` matching one of ``marks`` (globs), relative; else None."""
+    for pattern in marks:
+        try:
+            found = next((p for p in sorted(folder.glob(pattern)) if p.is_file()), None)
+        except OSError:
+            continue
+        if found is not None:
+            return str(found.relative_to(folder))
+    return None
+
+
 def folder_owners(folder: str | os.PathLike[str]) -> dict[str, str]:
     """``{command: record file}`` of the gaf-trt runs a folder holds (empty: none)."""
     folder = Path(folder)
@@ -189,6 +201,10 @@ def folder_owners(folder: str | os.PathLike[str]) -> dict[str, str]:
         data = None if name == TRAINING.record else read_record(folder / name)
         if data is not None:
             owners.setdefault(record_command(name, data), name)
+    for owner in OWNERS.owners():  # its files, without its record (deleted)
+        mark = None if owner.command in owners else _marked(folder, owner.marks)
+        if mark is not None:
+            owners[owner.command] = mark
     if _is_training_folder(folder):
         owners.setdefault(TRAINING.command, TRAINING.record
                           if (folder / TRAINING.record).is_file() else "config.yaml")

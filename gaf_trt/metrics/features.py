@@ -20,6 +20,17 @@ IS_SPLITS = 10
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 PR_K = 3
+#: A Fréchet distance this far below 0 (relative to its terms) is round-off, reported as 0.
+FRECHET_RTOL = 1e-9
+
+
+def _distance(diff2: float, tr_a: float, tr_b: float, tr_covmean: float) -> float:
+    """``diff2 + tr_a + tr_b - 2 tr_covmean`` with round-off below 0 reported as 0 (a larger
+    negative value is returned as it is: the callers' inputs were not covariances)."""
+    value = float(diff2 + tr_a + tr_b - 2 * tr_covmean)
+    if value < 0 and -value <= FRECHET_RTOL * (abs(diff2) + abs(tr_a) + abs(tr_b) + 1.0):
+        return 0.0
+    return value
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ def frechet(a: Stats, b: Stats) -> float:
     cross = np.linalg.eigvalsh(root @ b.sigma @ root)
     tr_covmean = np.sqrt(np.clip(cross, 0, None)).sum()
     diff = a.mu - b.mu
-    return float(diff @ diff + np.trace(a.sigma) + np.trace(b.sigma) - 2 * tr_covmean)
+    return _distance(diff @ diff, np.trace(a.sigma), np.trace(b.sigma), tr_covmean)
 
 
 def frechet_features(a: np.ndarray, b: np.ndarray | Stats) -> float:
@@ -82,7 +93,7 @@ def frechet_features(a: np.ndarray, b: np.ndarray | Stats) -> float:
     inner = inner / (n - 1)
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum()
     diff = mu_a - mu_b
-    return float(diff @ diff + (xa * xa).sum() / (n - 1) + tr_b - 2 * tr_covmean)
+    return _distance(diff @ diff, (xa * xa).sum() / (n - 1), tr_b, tr_covmean)
 
 
 def inception_score(logits: np.ndarray, splits: int = IS_SPLITS) -> tuple[float, float]:

@@ -71,7 +71,7 @@ def check_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
         bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
         if bad.size:
             raise ConfigError(f"{where}: labels must be integers; label {bad[0]} is "
-                              f"{labels[bad[0]]!r}")
+                              f"{float(labels[bad[0]])}")
     elif labels.dtype.kind not in "iu":
         raise ConfigError(f"{where}: labels must be integers, got dtype {labels.dtype}")
     for k in (int(np.argmin(labels)), int(np.argmax(labels))) if labels.size else ():

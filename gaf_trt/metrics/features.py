@@ -21,7 +21,7 @@ KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 PR_K = 3
 #: A Fréchet distance this far below 0 (relative to its terms) is round-off, reported as 0.
-FRECHET_RTOL = 1e-9
+FRECHET_RTOL = 1e-6
 
 
 def _distance(diff2: float, tr_a: float, tr_b: float, tr_covmean: float) -> float:

@@ -81,11 +81,14 @@ def check_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _npz_images(arrays: dict[str, np.ndarray], path: Path) -> Images | None:
+def _npz_images(arrays: dict[str, np.ndarray], path: Path, with_labels: bool = True
+                ) -> Images | None:
     key = next((k for k in ("arr_0", "images") if k in arrays and arrays[k].ndim >= 3), None)
     if key is None:
         return None
     images = _as_rgb_uint8(arrays[key], str(path))
+    if not with_labels:
+        return Images(images, None, str(path))
     labels = arrays.get("labels")
     other = arrays.get("arr_1")
     if labels is None and other is not None and other.ndim == 1 and len(other) == len(images):
@@ -109,7 +112,7 @@ def _labels_txt(txt: Path, n: int) -> np.ndarray:
     return check_labels(np.array([int(v) for v in values], dtype=np.int64), n, str(txt))
 
 
-def _folder_images(folder: Path) -> Images:
+def _folder_images(folder: Path, with_labels: bool = True) -> Images:
     from PIL import Image
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
@@ -128,14 +131,15 @@ def _folder_images(folder: Path) -> Images:
         raise ConfigError(f"the images in {folder} have different sizes "
                           f"({sorted({a.shape[:2] for a in pics})[:3]}...)")
     txt = folder / "labels.txt"
-    labels = _labels_txt(txt, len(pics)) if txt.is_file() else None
+    labels = _labels_txt(txt, len(pics)) if with_labels and txt.is_file() else None
     return Images(np.stack(pics), labels, str(folder))
 
 
 def load_images(path: str | Path, what: str = "dataset", *,
-                allow_incomplete: bool = False) -> Images:
+                allow_incomplete: bool = False, with_labels: bool = True) -> Images:
     """Images of a generated dataset folder (its verified shards: :mod:`.dataset`), a folder
-    of images, or an ``.npz`` (``arr_0`` / ``images``; labels ``labels`` / ``arr_1``)."""
+    of images, or an ``.npz`` (``arr_0`` / ``images``; labels ``labels`` / ``arr_1``, checked
+    by :func:`check_labels`; not read without ``with_labels``)."""
     from gaf_trt.evaluate.dataset import is_generated, load_generated
 
     p = Path(path)
@@ -145,10 +149,10 @@ def load_images(path: str | Path, what: str = "dataset", *,
         if is_generated(p):
             images, labels, note = load_generated(p, allow_incomplete)
             return Images(images, labels, str(p), note)
-        return _folder_images(p)
+        return _folder_images(p, with_labels)
     if p.suffix.lower() != ".npz":
         raise ConfigError(f"{what} {p}: give a folder of images or an .npz")
-    images = _npz_images(_read_npz(p), p)
+    images = _npz_images(_read_npz(p), p, with_labels)
     if images is None:
         raise ConfigError(f"{what} {p} holds no images (arr_0 / images)")
     return images
@@ -162,11 +166,11 @@ def load_reference(path: str | Path) -> Reference:
         stats = None
         if "mu" in arrays and "sigma" in arrays:
             stats = check_stats(arrays["mu"], arrays["sigma"], str(p))
-        images = _npz_images(arrays, p)
+        images = _npz_images(arrays, p, with_labels=False)
         if images is None and stats is None:
             raise ConfigError(f"reference {p} holds neither images (arr_0) nor mu/sigma")
         return Reference(images, stats, str(p))
-    return Reference(load_images(p, "reference"), None, str(p))
+    return Reference(load_images(p, "reference", with_labels=False), None, str(p))
 
 
 #: Relative tolerance of the symmetry and positive-semidefiniteness checks of a sigma.

@@ -33,8 +33,9 @@ def _job(folder: Path) -> tuple[dict[str, Any], list[tuple[int, int]]]:
     record)."""
     rec = store.read_record(folder)
     if rec is None:
-        raise ConfigError(f"dataset {folder} holds shards but no readable {store.RECORD} (not "
-                          "a complete gaf-trt generate folder); its samples cannot be checked")
+        raise ConfigError(f"dataset {folder} holds a generate folder's files (shards/ or "
+                          f"{store.RECORD}) but no readable {store.RECORD} written by gaf-trt; "
+                          "its samples cannot be checked")
     job = rec.get("job")
     try:
         n, size = job["num_samples"], job["shard_size"]

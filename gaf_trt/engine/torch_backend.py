@@ -3,7 +3,7 @@ through ``torch.compile``.
 
 Reduced precision (bf16 / fp16) runs the trunk and heads at that dtype but forms the anchors'
 skip terms ``(1 - t) x`` and ``t x`` from the float32 state, so only the learned residuals
-carry the rounding (the solver state stays float32; design note in docs/design.md).
+carry the rounding (the solver state stays float32: docs/design.md §4, docs/bench.md).
 Attention is ``scaled_dot_product_attention`` (the model's own), which picks the fused
 kernel for the device and dtype.
 

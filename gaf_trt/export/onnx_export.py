@@ -2,7 +2,7 @@
 
 ``torch.onnx.export(..., dynamo=True)`` at opset 18 (or 23: one ``Attention`` node per
 block); opset 17 with the dynamo exporter emits an invalid ``Split`` and the TorchScript
-exporter fails on ``unpatchify``'s shape arithmetic (docs/design.md, export notes). Dynamic
+exporter fails on ``unpatchify``'s shape arithmetic (docs/export.md). Dynamic
 axes use :class:`torch.export.Dim`. Graphs larger than the external-data threshold (2 GB by
 default: protobuf's limit) store their weights in ``<name>.onnx.data`` beside the graph; every
 graph is checked and shape-inferred by path, which works for both layouts.

@@ -1,7 +1,7 @@
 """Resuming a run: read a training checkpoint, compare its ``cfg`` with the new config, and
 restore model, EMA, optimiser and RNG.
 
-The rule (docs/design.md, training): architecture and objective fields
+The rule (docs/training.md, resume): architecture and objective fields
 (:data:`~gaf_trt.training.config.FROZEN_ON_RESUME`) never change on resume; schedule fields
 (:data:`~gaf_trt.training.config.SCHEDULE_FIELDS`) change only when the caller names them
 (``--override KEY=VALUE``), and then the optimiser and scheduler really use the new values

@@ -3,6 +3,7 @@ loader needs, their sha256 and the external data their ONNX graphs read."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,18 @@ def external_data_files(folder: str | Path, graph_file: str) -> list[str]:
     return found
 
 
+def beside_graph(graph_file: str, location: str) -> str:
+    """Where a graph's external-data ``location`` lies, relative to the engine directory:
+    beside the graph, as ONNX Runtime, TensorRT's parser and OpenVINO resolve it (a graph
+    ``sub/g.onnx`` reading ``w.data`` reads ``sub/w.data``, never the root's ``w.data``)."""
+    return posixpath.join(posixpath.dirname(graph_file), location)
+
+
 def verify_files(folder: str | Path, man: dict[str, Any], names: list[str] | None = None) -> None:
     """Every named file (all listed files when None) lies inside ``folder``, is a regular
     file and has the recorded sha256; each ONNX graph among them is then parsed (without its
-    data) and every external-data file it reads must be listed, hashed and verified too.
+    data) and every external-data file it reads -- resolved beside the graph, where the
+    runtimes open it (:func:`beside_graph`) -- must be listed, hashed and verified too.
     Anything else is an :class:`EngineDirError`."""
     folder = Path(folder)
     graph_files = {rec["file"] for rec in man["graphs"].values()}
@@ -106,10 +115,12 @@ def verify_files(folder: str | Path, man: dict[str, Any], names: list[str] | Non
         done.add(name)
         _verify_one(folder, man, name)
         if name in graph_files or name.endswith(".onnx"):
-            for data in external_data_files(folder, name):
+            for loc in external_data_files(folder, name):
+                data = beside_graph(name, loc)
                 if data not in man["files"]:
-                    raise EngineDirError(f"graph {name} in {folder} reads {data}, which the "
-                                         "manifest does not list and hash; re-export the "
+                    where = "" if data == loc else f" (its external data {loc!r}, beside it)"
+                    raise EngineDirError(f"graph {name} in {folder} reads {data}{where}, which "
+                                         "the manifest does not list and hash; re-export the "
                                          "engine")
                 todo.append(data)
 

@@ -64,6 +64,9 @@ def runs(tmp_path_factory, bad_ckpt):
                               root / "non_finite", "--precision", "int8", *FAST),
         "over_bound": patched_cli(TIGHT_BOUND, "export", "--ckpt", REF_CKPT, "--out",
                                   root / "over_bound", "--precision", "int8", *FAST),
+        "fp8_over_bound": patched_cli(TIGHT_BOUND.replace("INT8", "FP8"), "export", "--ckpt",
+                                      REF_CKPT, "--out", root / "fp8_over_bound",
+                                      "--precision", "fp8", *FAST),
         "accepted": patched_cli(TIGHT_BOUND, "export", "--ckpt", REF_CKPT, "--out",
                                 root / "accepted", "--precision", "int8", "--accept-error",
                                 *FAST),
@@ -84,6 +87,15 @@ def test_bad_quantised_export_is_one_line_and_writes_nothing(runs, case, needles
     root, results = runs
     assert_bad_input(results[case], *needles)
     assert_nothing_written(root / case)
+
+
+def test_the_fp8_refusal_is_its_one_line(runs):
+    """Issue 23 item 9: no WARNING line (fp8 simulated on the CPU) before the refusal."""
+    root, results = runs
+    res = results["fp8_over_bound"]
+    line = assert_bad_input(res, "fp8", "bound", "nothing written")
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [line], res.describe()
+    assert_nothing_written(root / "fp8_over_bound")
 
 
 def test_int8_on_a_backend_that_cannot_run_it(runs):

@@ -112,3 +112,25 @@ def test_accept_error_keeps_the_engine_and_says_so(runs):
     assert man["precision"] == "int8"
     assert man["quantization"]["accepted_over_bound"] is True
     assert man["quantization"]["quality"]["velocity"] > 1e-9
+
+
+def test_an_int8_engine_relabelled_fp32_is_refused(runs, tmp_path):
+    """Issue 23 item 9: an int8 engine whose manifest says fp32 would run int8 and record
+    fp32: refused by the commands that open it, one line, nothing written."""
+    import shutil
+
+    root, _ = runs
+    eng = tmp_path / "relabelled"
+    shutil.copytree(root / "accepted", eng)
+    man = json.loads((eng / "manifest.json").read_text())
+    man["precision"] = "fp32"
+    (eng / "manifest.json").write_text(json.dumps(man))
+    out = tmp_path / "out"
+    res = run_many({
+        "sample": cli_cmd("sample", "--engine", eng, "--classes", "1", "--steps", "2",
+                          "--batch", "1", "--device", "cpu", "-q", "--out", out),
+        "info": cli_cmd("info", eng)})
+    for r in res.values():
+        line = assert_bad_input(r, "trunk", "runs at int8", "fp32")
+        assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [line], r.describe()
+    assert_nothing_written(out)

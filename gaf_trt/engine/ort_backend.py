@@ -162,7 +162,8 @@ class OrtSplitEngine(GraphEngine):
         for g in self.graphs:
             self.sessions[g] = open_session(self.folder, g, self.manifest["graphs"][g], so,
                                             providers)
-        if self.precision == "fp8" and self.device.type == "cpu":
+        if self.precision == "fp8" and self.device.type == "cpu" \
+                and options.get("fp8_note", True):  # export measures, it does not run
             log.warning("fp8 graphs run dequantised to fp32 on the CPU (the FP8 rounding is "
                         "simulated; the speed-up needs TensorRT on compute capability >= 8.9)")
         log.info("ort engine %s: %s on %s, %d threads", self.folder, ", ".join(self.graphs),
@@ -204,7 +205,8 @@ class OrtFusedEngine(FusedStepMixin, OrtSplitEngine):
 
 def load_ort(req: LoadRequest) -> OrtSplitEngine:
     """Open an engine directory with ONNX Runtime (``req.options``: ``graphs`` =
-    auto|split|fused, ``ort_provider`` = cuda|tensorrt, ``threads``, ``verify``)."""
+    auto|split|fused, ``ort_provider`` = cuda|tensorrt, ``threads``, ``verify``,
+    ``fp8_note``: False to leave out the note that fp8 runs simulated on the CPU)."""
     device = resolve_device(req.device)
     folder = Path(req.artifact)
     man, graphs = open_engine_dir(folder, str(req.options.get("graphs", "auto")),

@@ -3,6 +3,7 @@ loader needs, their sha256 and the external data their ONNX graphs read."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,9 @@ def _onnx_tensors(graph: Any) -> Iterable[Any]:
                 yield from _onnx_tensors(sub)
 
 
-def external_data_files(folder: str | Path, graph_file: str) -> list[str]:
-    """The external-data files an ONNX graph reads (its tensors' ``location`` entries), read
-    without loading the data. An unreadable graph is an :class:`EngineDirError`."""
+def _load_graph(folder: str | Path, graph_file: str) -> Any:
+    """The ONNX model of a graph without its external data; an unreadable graph is an
+    :class:`EngineDirError`."""
     try:
         import onnx
     except ImportError:
@@ -69,12 +70,21 @@ def external_data_files(folder: str | Path, graph_file: str) -> list[str]:
                              "(pip install 'gaf-trt[onnx]')") from None
     path = Path(folder) / graph_file
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf / onnx raise several types
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else \
             type(err).__name__
         raise EngineDirError(f"graph {graph_file} in {folder} is not a valid ONNX model "
                              f"({reason}); re-export the engine") from None
+
+
+def external_data_files(folder: str | Path, graph_file: str, model: Any = None) -> list[str]:
+    """The external-data files an ONNX graph reads (its tensors' ``location`` entries, each
+    relative to the graph's own folder), read without loading the data. An unreadable graph
+    is an :class:`EngineDirError`."""
+    import onnx
+
+    model = model if model is not None else _load_graph(folder, graph_file)
     found: list[str] = []
     for tensor in _onnx_tensors(model.graph):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
@@ -90,13 +100,55 @@ def external_data_files(folder: str | Path, graph_file: str) -> list[str]:
     return found
 
 
+#: Graphs an engine's precision lowers (the others, e.g. the heads of a quantised engine,
+#: may stay fp32).
+LOWERED_GRAPHS = ("trunk", "step_velocity", "step_anchors")
+
+
+def graph_precision(model: Any) -> str:
+    """The precision a graph really runs at, from what it holds: Q/DQ nodes with float8
+    tensors ``fp8``, with integer ones ``int8``; else bfloat16 / float16 tensors ``bf16`` /
+    ``fp16``; else ``fp32``."""
+    import onnx
+
+    T = onnx.TensorProto
+    types = {t.data_type for t in _onnx_tensors(model.graph)}
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        fp8 = {getattr(T, n, -1) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
+                                            "FLOAT8E5M2FNUZ")}
+        return "fp8" if types & fp8 else "int8"
+    return "bf16" if T.BFLOAT16 in types else "fp16" if T.FLOAT16 in types else "fp32"
+
+
+def check_graph_precision(folder: Path, man: dict[str, Any], graph: str, model: Any) -> None:
+    """The manifest's precision is the one the graph runs at (a lowered graph: exactly; any
+    other: that or fp32), so what a run records is what ran; else an
+    :class:`EngineDirError`."""
+    said = man.get("precision")
+    real = graph_precision(model)
+    if said is None or real == said or (real == "fp32" and graph not in LOWERED_GRAPHS):
+        return
+    raise EngineDirError(f"graph {graph} ({man['graphs'][graph]['file']}) in {folder} runs at "
+                         f"{real}, but {MANIFEST} says precision {said}; a run would record "
+                         "a precision that did not run: re-export the engine")
+
+
+def beside_graph(graph_file: str, location: str) -> str:
+    """Where a graph's external-data ``location`` lies, relative to the engine directory:
+    beside the graph, as ONNX Runtime, TensorRT's parser and OpenVINO resolve it (a graph
+    ``sub/g.onnx`` reading ``w.data`` reads ``sub/w.data``, never the root's ``w.data``)."""
+    return posixpath.join(posixpath.dirname(graph_file), location)
+
+
 def verify_files(folder: str | Path, man: dict[str, Any], names: list[str] | None = None) -> None:
     """Every named file (all listed files when None) lies inside ``folder``, is a regular
     file and has the recorded sha256; each ONNX graph among them is then parsed (without its
-    data) and every external-data file it reads must be listed, hashed and verified too.
+    data): it must run at the manifest's precision (:func:`check_graph_precision`), and
+    every external-data file it reads -- resolved beside the graph, where the runtimes open
+    it (:func:`beside_graph`) -- must be listed, hashed and verified too.
     Anything else is an :class:`EngineDirError`."""
     folder = Path(folder)
-    graph_files = {rec["file"] for rec in man["graphs"].values()}
+    graph_of = {rec["file"]: g for g, rec in man["graphs"].items()}
     todo = list(man["files"] if names is None else names)
     done: set[str] = set()
     while todo:
@@ -105,11 +157,16 @@ def verify_files(folder: str | Path, man: dict[str, Any], names: list[str] | Non
             continue
         done.add(name)
         _verify_one(folder, man, name)
-        if name in graph_files or name.endswith(".onnx"):
-            for data in external_data_files(folder, name):
+        if name in graph_of or name.endswith(".onnx"):
+            model = _load_graph(folder, name)
+            if name in graph_of:
+                check_graph_precision(folder, man, graph_of[name], model)
+            for loc in external_data_files(folder, name, model):
+                data = beside_graph(name, loc)
                 if data not in man["files"]:
-                    raise EngineDirError(f"graph {name} in {folder} reads {data}, which the "
-                                         "manifest does not list and hash; re-export the "
+                    where = "" if data == loc else f" (its external data {loc!r}, beside it)"
+                    raise EngineDirError(f"graph {name} in {folder} reads {data}{where}, which "
+                                         "the manifest does not list and hash; re-export the "
                                          "engine")
                 todo.append(data)
 

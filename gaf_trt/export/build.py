@@ -154,6 +154,9 @@ class ExportConfig:
             raise ConfigError("--graphs vae needs --vae DIR (a diffusers AutoencoderKL folder)")
         if self.external_threshold < 0:
             raise ConfigError("external_threshold must be >= 0")
+        from gaf_trt.export.tensorrt import check_trt_options
+
+        check_trt_options(self.trt_options)
 
 
 @dataclass
@@ -360,6 +363,7 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
     from gaf_trt.engine.trt_runtime import unavailable
     from gaf_trt.export import tensorrt as trt_build
 
+    trt_build.check_trt_options(trt_options or {})
     folder = Path(folder)
     man = read_manifest(folder)
     verify_files(folder, man)

@@ -68,6 +68,19 @@ def default_timing_cache() -> Path:
         info.tensorrt, info.gpu_name, info.compute_capability, gpu_uuid())
 
 
+def check_trt_options(opts: dict[str, Any]) -> str:
+    """Validate the builder options of an export before any work (with or without TensorRT
+    here); returns the hardware-compatibility level, upper-case. A bad value is a
+    :class:`~gaf_trt.errors.ConfigError` naming it and the allowed ones."""
+    raw = opts.get("hardware_compatibility", "NONE")
+    level = str(raw).upper()
+    if level not in HW_COMPAT_LEVELS:
+        raise ConfigError(f"unknown hardware compatibility {level[:60]!r} (--hardware-compat "
+                          f"{str(raw)[:60]}); valid: "
+                          f"{', '.join(v.lower() for v in HW_COMPAT_LEVELS)}")
+    return level
+
+
 def _parse(trt, builder, logger, onnx_path: Path):
     network = builder.create_network(network_flags(trt))
     if network is None:
@@ -109,10 +122,7 @@ def _configure(trt, builder, network, shapes: dict[str, tuple[tuple[int, ...], .
         config.clear_flag(tf32)  # FP32 parity: no TF32 tensor-core rounding
     if opts.get("optimization_level") is not None:
         config.builder_optimization_level = int(opts["optimization_level"])
-    level = str(opts.get("hardware_compatibility", "NONE")).upper()
-    if level not in HW_COMPAT_LEVELS:
-        raise ConfigError(f"unknown hardware compatibility {level!r}; valid: "
-                          f"{', '.join(HW_COMPAT_LEVELS)}")
+    level = check_trt_options(opts)
     if level != "NONE":
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
     if opts.get("version_compatible"):

@@ -227,13 +227,45 @@ def check_owner(folder: str | os.PathLike[str], command: str, what: str = "--out
 def check_replaceable(folder: str | os.PathLike[str], command: str, what: str = "--out", *,
                       shown: str | os.PathLike[str] | None = None) -> None:
     """A folder that a writer replaces as a whole (``OutputDir(replace=True)``) is new, empty
-    or ``command``'s own previous output; anything else would be removed with it, so it is
-    refused with a :class:`~gaf_trt.errors.ConfigError` naming the folder."""
+    or ``command``'s own previous output holding exactly the files its record lists (some
+    may be missing); anything else would be removed with it, so it is refused with a
+    :class:`~gaf_trt.errors.ConfigError` naming the folder and the first foreign entry."""
     folder = Path(folder)
-    if folder.is_dir() and any(folder.iterdir()) and command not in folder_owners(folder):
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    record = OWNERS.get(command).record
+    if command not in folder_owners(folder):
+        first = sorted(p.name for p in folder.iterdir())[0]
         raise ConfigError(f"{what} {shown or folder} is a non-empty folder that is not a "
-                          f"{OWNERS.shown(command)} output; give a new or empty folder (one "
-                          "folder holds one command's output)")
+                          f"{OWNERS.shown(command)} output (it holds {first}); give a new or "
+                          "empty folder (one folder holds one command's output)")
+    data = read_record(folder / record) or {}
+    listed = data.get("files") if isinstance(data.get("files"), list) else []
+    foreign = foreign_entry(folder, {str(f) for f in listed} | {record})
+    if foreign is not None:
+        raise ConfigError(f"{what} {shown or folder} holds {foreign}, which its {record} does "
+                          f"not list: `{OWNERS.shown(command)}` replaces the folder as a "
+                          "whole and would delete it; move it out or give another folder")
+
+
+def foreign_entry(folder: Path, listed: set[str]) -> str | None:
+    """The first entry under ``folder`` (a relative POSIX path, sorted walk) that is not a
+    regular file named in ``listed``; real folders are walked, not entries themselves (an
+    empty one holds nothing to lose). None when there is none."""
+    todo = [""]
+    while todo:
+        prefix = todo.pop(0)
+        try:
+            entries = sorted(os.scandir(folder / prefix), key=lambda e: e.name)
+        except OSError:
+            return prefix or "."
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                todo.append(rel + "/")
+            elif not (entry.is_file(follow_symlinks=False) and rel in listed):
+                return rel
+    return None
 
 
 class OutputDir:
@@ -252,8 +284,9 @@ class OutputDir:
     With ``replace=True`` (``triton-repo``) the staging folder *becomes* ``out``: the
     previous output is renamed aside, the staging folder renamed into place and the old one
     removed, so nothing of the old output stays (empty folders included). ``out`` must then
-    be new, empty or this command's own previous output; a folder holding anything else is
-    refused, since it would be removed.
+    be new, empty or this command's own previous output holding only the files its record
+    lists; a folder holding anything else is refused naming it (:func:`check_replaceable`),
+    since it would be removed.
 
     One folder holds one command's output: ``command`` (by default the first command
     :data:`gaf_trt.records.OWNERS` registers for ``record``) is written into the record, and

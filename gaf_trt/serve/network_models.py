@@ -69,16 +69,15 @@ def onnx_files(engine: Path, man: dict[str, Any], graph: str) -> dict[str, Path]
     """``model.onnx`` and the external-data files it reads, as version-folder names ->
     engine files. The graph records each location relative to its own folder (ONNX
     external data); the same relative path inside the version folder keeps it valid there."""
-    from gaf_trt.enginedir.files import external_data_files
+    from gaf_trt.enginedir.files import beside_graph, external_data_files
 
     record = man["graphs"][graph]
-    graph_dir = Path(record["file"]).parent
     files = {"model.onnx": engine / record["file"]}
     for loc in external_data_files(engine, record["file"]):
         if loc in files or loc in (MODEL_PY, MODEL_RECORD, GRAPH_RECORD):
             raise ConfigError(f"graph {record['file']} keeps its weights in {loc!r}, a name "
                               "the model folder needs for itself; re-export the engine")
-        files[loc] = engine / graph_dir / loc
+        files[loc] = engine / beside_graph(record["file"], loc)
     return files
 
 

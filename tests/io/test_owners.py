@@ -14,7 +14,13 @@ import pytest
 
 import gaf_trt
 from gaf_trt.errors import ConfigError
-from gaf_trt.io.files import OutputDir, check_output_dir, folder_owners, write_json
+from gaf_trt.io.files import (
+    OutputDir,
+    check_output_dir,
+    check_replaceable,
+    folder_owners,
+    write_json,
+)
 from gaf_trt.records import OWNERS
 
 PACKAGE = Path(gaf_trt.__file__).parent
@@ -144,37 +150,58 @@ def test_a_generate_dataset_is_refused_by_sample_and_triton_repo(tmp_path):
 # --------------------------------------------------------------------------- one staging
 
 
-def _repo(od: OutputDir) -> None:
+def _repo(od: OutputDir, *extra: str) -> None:
     (od.staging / "gaf" / "1").mkdir(parents=True)
     (od.staging / "gaf_anchors" / "1").mkdir(parents=True)  # an empty version folder stays
     (od.staging / "gaf" / "config.pbtxt").write_text("name: 'gaf'\n")
+    for name in extra:
+        (od.staging / name).write_text("old")
     write_json(od.staging / "gaf_repository.json", {"writer": "gaf-trt",
                                                      "command": "triton-repo",
-                                                     "files": ["gaf/config.pbtxt"]})
+                                                     "files": ["gaf/config.pbtxt", *extra]})
 
 
 def test_replace_swaps_the_whole_folder_in(tmp_path):
     out = tmp_path / "repo"
     with OutputDir(out, record="gaf_repository.json", what="REPO", replace=True) as od:
-        _repo(od)
+        _repo(od, "gaf/1/model.onnx")
         od.commit()
-    assert (out / "gaf_anchors" / "1").is_dir()
-    (out / "gaf" / "1" / "stray.txt").write_text("old")
+    assert (out / "gaf_anchors" / "1").is_dir() and (out / "gaf" / "1" / "model.onnx").is_file()
     with OutputDir(out, record="gaf_repository.json", what="REPO", replace=True) as od:
         _repo(od)
         files = od.commit()
-    assert not (out / "gaf" / "1" / "stray.txt").exists()
+    assert not (out / "gaf" / "1" / "model.onnx").exists()  # the old output's file is gone
     assert sorted(str(f.relative_to(out)) for f in files) == ["gaf/config.pbtxt",
                                                               "gaf_repository.json"]
     assert json.loads((out / "gaf_repository.json").read_text())["command"] == "triton-repo"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no staging, old copy, lock
 
 
+def test_replace_refuses_an_own_output_holding_a_file_it_does_not_list(tmp_path):
+    """Issue 23 item 3: a file (or link) added to a previous output is refused, named, and
+    nothing is touched."""
+    out = tmp_path / "repo"
+    with OutputDir(out, record="gaf_repository.json", what="REPO", replace=True) as od:
+        _repo(od)
+        od.commit()
+    (out / "gaf" / "1" / "stray.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="gaf/1/stray.txt, which its gaf_repository.json"):
+        with OutputDir(out, record="gaf_repository.json", what="REPO", replace=True):
+            pass
+    (out / "gaf" / "1" / "stray.txt").unlink()
+    (out / "gaf_anchors" / "1" / "link").symlink_to(out / "gaf" / "config.pbtxt")
+    with pytest.raises(ConfigError, match="gaf_anchors/1/link"):
+        check_replaceable(out, "triton-repo", "REPO")
+    assert (out / "gaf_anchors" / "1" / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
 def test_replace_refuses_a_folder_of_other_files(tmp_path):
     out = tmp_path / "mixed"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a gaf-trt triton-repo output"):
+    with pytest.raises(ConfigError, match=r"not a gaf-trt triton-repo output \(it holds "
+                       "notes.txt\\)"):
         with OutputDir(out, record="gaf_repository.json", what="REPO", replace=True):
             pass
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -130,6 +130,26 @@ def _external_altered(eng: Path) -> None:
         f.write(bytes([byte[0] ^ 0x40]))
 
 
+def _external_beside_graph(eng: Path) -> None:
+    """Issue 23 item 2: the graph in ``sub/``, its data hashed at the root, while every
+    runtime reads the (other, unlisted) ``sub/trunk.onnx.data`` beside the graph."""
+    with_external_data(eng)
+    (eng / "sub").mkdir()
+    shutil.move(eng / "trunk.onnx", eng / "sub" / "trunk.onnx")
+    shutil.copy(eng / "trunk.onnx.data", eng / "sub" / "trunk.onnx.data")
+    with open(eng / "sub" / "trunk.onnx.data", "r+b") as f:
+        f.seek(64)
+        byte = f.read(1)
+        f.seek(64)
+        f.write(bytes([byte[0] ^ 0x40]))
+    man = load_man(eng)
+    man["files"].remove("trunk.onnx")
+    del man["sha256"]["trunk.onnx"]
+    man["graphs"]["trunk"]["file"] = "sub/trunk.onnx"
+    rehash(eng, man, "sub/trunk.onnx", "trunk.onnx.data")
+    save_man(eng, man)
+
+
 def _external_outside(eng: Path) -> None:
     with_external_data(eng, "trunk.onnx.data")
     shutil.move(eng / "trunk.onnx.data", eng.parent / "outside.data")
@@ -219,6 +239,8 @@ DEFECTS: dict[str, tuple[Callable[[Path], None], tuple]] = {
     "weights_outside": (_weights_outside, ("weights", ("absolute", "relative"))),
     "external_unlisted": (_external_unlisted, ("trunk.onnx.data", "does not list")),
     "external_altered": (_external_altered, ("trunk.onnx.data", "altered")),
+    "external_beside_graph": (_external_beside_graph, ("sub/trunk.onnx.data",
+                                                       "does not list")),
     "external_outside": (_external_outside, ("../outside.data", ("relative", ".."))),
     "graphs_list": (_field(["graphs"], ["trunk"]), ("graphs", "must be an object")),
     "config_string": (_field(["config"], "hidden_size=64"), ("config", "must be an object")),
@@ -232,6 +254,10 @@ DEFECTS: dict[str, tuple[Callable[[Path], None], tuple]] = {
     "dtype_complex": (_field(["graphs", "trunk", "inputs", 0, "dtype"], "complex128"),
                       ("dtype", "complex128", "allowed")),
     "precision_unknown": (_field(["precision"], "fp64"), ("precision", "fp64", "fp32")),
+    # issue 23 item 9: the graphs run at fp32; a run must not record fp16 (bench, whose rows
+    # say fp32, meets the precision check first)
+    "precision_relabelled": (_field(["precision"], "fp16"),
+                             ("fp16", ("trunk (trunk.onnx)", "a fp32 ort row"))),
     "profiles_garbage": (_field(["profiles", "B"], [8, 4, 1]), ("profiles.B", "min")),
     "profiles_text": (_field(["profiles"], "fast"), ("profiles", "must be an object")),
     "plan_without_trt": (_plan_without_trt, ("plans.trunk", ("tensorrt", "gpu"))),
@@ -336,18 +362,34 @@ def test_the_intact_engine_and_a_listed_external_data_file_still_work(ref_engine
     man = load_man(eng)
     rehash(eng, man, "trunk.onnx", "trunk.onnx.data")
     save_man(eng, man)
+    nested = tmp_path / "nested" / "eng"  # graph and data in sub/, listed where they lie
+    shutil.copytree(eng, nested)
+    (nested / "sub").mkdir()
+    for name in ("trunk.onnx", "trunk.onnx.data"):
+        shutil.move(nested / name, nested / "sub" / name)
+    man = load_man(nested)
+    for name in ("trunk.onnx", "trunk.onnx.data"):
+        man["files"].remove(name)
+        del man["sha256"][name]
+    man["graphs"]["trunk"]["file"] = "sub/trunk.onnx"
+    rehash(nested, man, "sub/trunk.onnx", "sub/trunk.onnx.data")
+    save_man(nested, man)
     runs = {
         "intact": invoke(gaf_app(), ["sample", "--engine", str(ref_engine), "--backend", "ort",
                                      *SAMPLE, "--out", str(tmp_path / "intact")]),
         "external": invoke(gaf_app(), ["sample", "--engine", str(eng), "--backend", "ort",
                                        *SAMPLE, "--out", str(tmp_path / "external")]),
+        "nested": invoke(gaf_app(), ["sample", "--engine", str(nested), "--backend", "ort",
+                                     *SAMPLE, "--out", str(tmp_path / "nested_out")]),
         "info": invoke(gaf_app(), ["info", str(eng)]),
+        "info_nested": invoke(gaf_app(), ["info", str(nested)]),
     }
-    for name in ("intact", "external"):
+    for name, out in (("intact", "intact"), ("external", "external"), ("nested", "nested_out")):
         assert runs[name].rc == 0, runs[name].describe()
-        assert assert_consistent(tmp_path / name) is not None
-    assert runs["info"].rc == 0 and "all sha256 verified" in runs["info"].stdout, \
-        runs["info"].describe()
+        assert assert_consistent(tmp_path / out) is not None
+    for name in ("info", "info_nested"):
+        assert runs[name].rc == 0 and "all sha256 verified" in runs[name].stdout, \
+            runs[name].describe()
 
 
 # --------------------------------------------------------------------------- precision

@@ -64,6 +64,9 @@ def runs(tmp_path_factory, bad_ckpt):
                               root / "non_finite", "--precision", "int8", *FAST),
         "over_bound": patched_cli(TIGHT_BOUND, "export", "--ckpt", REF_CKPT, "--out",
                                   root / "over_bound", "--precision", "int8", *FAST),
+        "fp8_over_bound": patched_cli(TIGHT_BOUND.replace("INT8", "FP8"), "export", "--ckpt",
+                                      REF_CKPT, "--out", root / "fp8_over_bound",
+                                      "--precision", "fp8", *FAST),
         "accepted": patched_cli(TIGHT_BOUND, "export", "--ckpt", REF_CKPT, "--out",
                                 root / "accepted", "--precision", "int8", "--accept-error",
                                 *FAST),
@@ -86,6 +89,15 @@ def test_bad_quantised_export_is_one_line_and_writes_nothing(runs, case, needles
     assert_nothing_written(root / case)
 
 
+def test_the_fp8_refusal_is_its_one_line(runs):
+    """Issue 23 item 9: no WARNING line (fp8 simulated on the CPU) before the refusal."""
+    root, results = runs
+    res = results["fp8_over_bound"]
+    line = assert_bad_input(res, "fp8", "bound", "nothing written")
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [line], res.describe()
+    assert_nothing_written(root / "fp8_over_bound")
+
+
 def test_int8_on_a_backend_that_cannot_run_it(runs):
     _, results = runs
     assert_bad_input(results["torch_int8"], "int8", ("--backend ort", "backend ort"))
@@ -100,3 +112,25 @@ def test_accept_error_keeps_the_engine_and_says_so(runs):
     assert man["precision"] == "int8"
     assert man["quantization"]["accepted_over_bound"] is True
     assert man["quantization"]["quality"]["velocity"] > 1e-9
+
+
+def test_an_int8_engine_relabelled_fp32_is_refused(runs, tmp_path):
+    """Issue 23 item 9: an int8 engine whose manifest says fp32 would run int8 and record
+    fp32: refused by the commands that open it, one line, nothing written."""
+    import shutil
+
+    root, _ = runs
+    eng = tmp_path / "relabelled"
+    shutil.copytree(root / "accepted", eng)
+    man = json.loads((eng / "manifest.json").read_text())
+    man["precision"] = "fp32"
+    (eng / "manifest.json").write_text(json.dumps(man))
+    out = tmp_path / "out"
+    res = run_many({
+        "sample": cli_cmd("sample", "--engine", eng, "--classes", "1", "--steps", "2",
+                          "--batch", "1", "--device", "cpu", "-q", "--out", out),
+        "info": cli_cmd("info", eng)})
+    for r in res.values():
+        line = assert_bad_input(r, "trunk", "runs at int8", "fp32")
+        assert [ln for ln in r.stderr.splitlines() if ln.strip()] == [line], r.describe()
+    assert_nothing_written(out)

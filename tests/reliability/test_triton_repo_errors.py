@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import assert_bad_input, assert_nothing_written, cli_cmd, run_many
+from tests.reliability.conftest import (
+    assert_bad_input,
+    assert_nothing_written,
+    cli_cmd,
+    hashes,
+    run_many,
+    staging_dirs,
+)
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed "
                     "(triton-repo checks configs against Triton's schema)")
@@ -85,3 +92,47 @@ def test_bad_folders_are_one_line_and_touch_nothing(runs, case, needles):
 def test_serve_option_refused_before_anything_starts(runs, case):
     _, results = runs
     assert_bad_input(results[case], *SERVE_CASES[case][1])
+
+
+# --------------------------------------------------------------------------- issue 23 item 3
+
+#: case -> (what the user added to a previous triton-repo output, the entry the line names)
+FOREIGN = {
+    "own_model_added": ("my_model/config.pbtxt", "my_model/config.pbtxt"),
+    "file_beside_record": ("notes.txt", "notes.txt"),
+    "file_in_version_folder": ("gaf_trunk/1/extra.onnx", "gaf_trunk/1/extra.onnx"),
+}
+
+
+@pytest.fixture(scope="module")
+def foreign_runs(ref_engine, tmp_path_factory):
+    """A previous triton-repo output, then copies of it with one foreign file each, and an
+    untouched copy (the control: replaced)."""
+    root = tmp_path_factory.mktemp("triton_repo_foreign")
+    first = run_many({"first": cli_cmd("triton-repo", ref_engine, root / "first")})["first"]
+    assert first.rc == 0, first.describe()
+    before = {}
+    for case, (added, _) in {**FOREIGN, "untouched": (None, None)}.items():
+        shutil.copytree(root / "first", root / case)
+        if added:
+            (root / case / added).parent.mkdir(parents=True, exist_ok=True)
+            (root / case / added).write_text("the user's own")
+        before[case] = hashes(root / case)
+    runs = run_many({case: cli_cmd("triton-repo", ref_engine, root / case) for case in before})
+    return root, before, runs
+
+
+@pytest.mark.parametrize("case", sorted(FOREIGN))
+def test_a_repository_holding_a_file_it_did_not_write_is_refused(foreign_runs, case):
+    root, before, runs = foreign_runs
+    assert_bad_input(runs[case], FOREIGN[case][1], "gaf_repository.json does not list")
+    assert hashes(root / case) == before[case], "the refused repository was changed"
+    assert not staging_dirs(root / case)
+    assert not (root / f".{case}.lock").exists()
+
+
+def test_an_untouched_previous_repository_is_still_replaced(foreign_runs):
+    root, _, runs = foreign_runs
+    assert runs["untouched"].rc == 0, runs["untouched"].describe()
+    assert (root / "untouched" / "gaf_repository.json").is_file()
+    assert not staging_dirs(root / "untouched")

@@ -221,6 +221,8 @@ def test_evaluate_checks_its_json_path_first(ro_folder):
     (["--max-batch", "1000000000"], "--max-batch must be at most 4096"),
     (["--max-classes", "1000"], "--max-classes must be at most 256"),
     (["--max-batch", "4096", "--static-batch", "5000"], "--static-batch must be at most 4096"),
+    # issue 23 item 9: refused with or without TensorRT here
+    (["--hardware-compat", "foo"], "--hardware-compat foo"),
 ])
 def test_export_profile_bounds_before_any_work(ref_ckpt, tmp_path, args, needle):
     out = tmp_path / "eng"

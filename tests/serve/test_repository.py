@@ -102,18 +102,20 @@ def test_graphs_and_weights_in_each_version_folder(written, digits_engine):
 
 
 def test_rewrite_replaces_the_previous_output_as_a_whole(written, digits_engine, tmp_path):
-    """A rerun (python network backend) replaces the repository: a stray file of the old
-    one is gone, nothing is left beside it (staging, old copy, lock)."""
+    """A rerun (python network backend) replaces the repository, and a rerun of that one
+    (onnxruntime again) drops the files of the old one it does not write again; nothing is
+    left beside it (staging, old copy, lock)."""
     from gaf_trt.serve.repository import RepoOptions, build_repository
 
     repo = tmp_path / "again"
     shutil.copytree(written, repo)
-    (repo / "gaf_trunk" / "1" / "stray.txt").write_text("old")
     build_repository(digits_engine, repo, RepoOptions(network_backend="python"))
-    assert not (repo / "gaf_trunk" / "1" / "stray.txt").exists()
     cfg = configs(repo)
     assert all(cfg[leaf].backend == "python" and not cfg[leaf].platform for leaf in LEAVES)
     assert (repo / "gaf_trunk" / "1" / "model.py").is_file()
+    build_repository(digits_engine, repo, RepoOptions())
+    assert not (repo / "gaf_trunk" / "1" / "model.py").exists()
+    assert configs(repo)["gaf_trunk"].platform == "onnxruntime_onnx"
     assert sorted(os.listdir(tmp_path)) == ["again"]
 
 

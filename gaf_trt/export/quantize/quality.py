@@ -83,7 +83,7 @@ def open_staged(staging: Path, graphs: dict[str, dict[str, Any]], config, precis
     names = list(SPLIT if mode == "split" else FUSED)
     cls = OrtFusedEngine if mode == "fused" else OrtSplitEngine
     engine = cls(staging, man, names, "cpu")
-    engine._open_sessions({})
+    engine._open_sessions({"fp8_note": False})  # no run of the user's: no note (one line)
     return engine
 
 

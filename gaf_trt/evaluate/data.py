@@ -4,11 +4,14 @@ folder of images, an ``.npz`` of images) and a reference (the same kinds, or pre
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gaf_trt.checks import int_text
 from gaf_trt.errors import ConfigError
 from gaf_trt.metrics.features import Stats
 
@@ -50,11 +53,18 @@ def _as_rgb_uint8(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive; a truncated archive, a ``.npy`` (or anything else)
+    named ``.npz`` and a damaged member are refused in one line naming the file."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ConfigError(f"{path} is a single .npy array, not an .npz archive (save it "
+                              "with numpy.savez)")
+        with loaded as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path} is not a readable .npz ({str(err).splitlines()[0]})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{path} is not a readable .npz ({reason})") from None
 
 
 def _npz_images(arrays: dict[str, np.ndarray], path: Path) -> Images | None:
@@ -87,10 +97,30 @@ def _folder_images(folder: Path) -> Images:
     labels = None
     txt = folder / "labels.txt"
     if txt.is_file():
-        values = txt.read_text().split()
-        if len(values) == len(pics) and all(v.lstrip("-").isdigit() for v in values):
-            labels = np.array([int(v) for v in values], dtype=np.int64)
+        labels = _read_labels_txt(txt, len(pics))
     return Images(np.stack(pics), labels, str(folder))
+
+
+def _read_labels_txt(txt: Path, n: int) -> np.ndarray | None:
+    """The ``[n]`` integer labels of a folder's ``labels.txt`` (one per image, in file order);
+    ``None`` when it holds another number of values. A value that is not a plain ASCII
+    integer (``--3``, ``³``, ``3.5``) is refused, naming it and its line."""
+    try:
+        lines = txt.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{txt} is not UTF-8 text ({err.reason})") from None
+    values = [(k + 1, v) for k, line in enumerate(lines) for v in line.split()]
+    if len(values) != n:
+        return None
+    out = []
+    for line, v in values:
+        label = int_text(f"{txt} line {line}: label", v)
+        if label is None:
+            shown = v if len(v) <= 40 else f"{v[:40]}..."
+            raise ConfigError(f"{txt} line {line}: label {shown!r} is not an integer "
+                              "(labels are class ids 0, 1, 2, ...)")
+        out.append(label)
+    return np.array(out, dtype=np.int64)
 
 
 def load_images(path: str | Path, what: str = "dataset") -> Images:

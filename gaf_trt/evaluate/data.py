@@ -13,6 +13,7 @@ import numpy as np
 
 from gaf_trt.checks import int_text
 from gaf_trt.errors import ConfigError
+from gaf_trt.io.images import open_image
 from gaf_trt.metrics.features import Stats
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -83,13 +84,15 @@ def _folder_images(folder: Path) -> Images:
                    and p.is_file())
     if not files:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     pics = []
     for p in files:
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:  # no Pillow warning; the size is checked before decoding
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise ConfigError(f"image {p} is {im.width}x{im.height} pixels; at most "
+                                      f"{MAX_IMAGE_PIXELS:,} pixels are read")
                 pics.append(np.asarray(im.convert("RGB")))
-        except (OSError, Image.DecompressionBombError) as err:
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise ConfigError(f"cannot read image {p}: {err}") from None
     if len({a.shape for a in pics}) > 1:
         raise ConfigError(f"the images in {folder} have different sizes "

@@ -21,6 +21,7 @@ helpers. The stub does not import gaf_trt, so this file imports nothing of gaf_t
 """
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -103,6 +104,24 @@ def gaf_error_parts(text):
         return code.strip(), line
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     return "INTERNAL", "internal error: " + (lines[-1] if lines else "request failed")
+
+
+def _gaf_pushed(push_future, requests_map, requests_id):
+    """The future of the requests' answer; when handing them to the serving process failed
+    (PyTriton's shared memory cannot carry an input with a dimension of 0), one holding
+    that failure as a marked error, answered by :func:`_gaf_answer` like any other."""
+    try:
+        return push_future.result()
+    except Exception as err:  # noqa: BLE001 - answered to the client in one line
+        requests_map.pop(requests_id, None)
+        if "zeros in shape" in str(err):
+            text = (f"{GAF_ERROR_MARK}INVALID_ARG] an input tensor is empty (a dimension of "
+                    "0); send at least one value in every input")
+        else:
+            text = f"{GAF_ERROR_MARK}INTERNAL] internal error: {type(err).__name__}: {err}"
+        done = concurrent.futures.Future()
+        done.set_result(pb_utils.TritonModelException(text))  # noqa: F821 - the stub's
+        return done
 
 
 def _gaf_answer(result, triton_requests):

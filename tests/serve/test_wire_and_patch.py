@@ -201,3 +201,19 @@ def test_remove_model_folders_takes_only_this_workspaces(tmp_path):
     unrelated = folder("folders_of_mine", "/ws/workspace_ours")
     assert remove_model_folders("/ws/workspace_ours", root=tmp_path) == [ours]
     assert not ours.exists() and other.is_dir() and unrelated.is_dir()
+
+
+def test_stub_answers_a_failed_hand_over_in_one_line():
+    """PyTriton's shared memory cannot carry a tensor with a 0 dimension: the request is
+    answered INVALID_ARG in one line (it was a 500 with the stub's traceback)."""
+    import concurrent.futures
+
+    ns, pb = _stub_namespace()
+    failed = concurrent.futures.Future()
+    failed.set_exception(TypeError("memoryview: cannot cast view with zeros in shape or strides"))
+    requests_map = {b"id": ["request"]}
+    answer = ns["_gaf_pushed"](failed, requests_map, b"id").result()
+    assert requests_map == {}
+    (response,) = ns["_gaf_answer"](answer, ["request"])
+    assert response.error().code() == pb.TritonError.INVALID_ARG
+    assert "an input tensor is empty" in response.error().message()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Iterable
 
 from gaf_trt.errors import ConfigError
@@ -60,4 +61,25 @@ def choice(name: str, value: object, valid: Iterable[str]) -> str:
     return value
 
 
-__all__ = ["choice", "int_in", "number_in", "numbers_list", "positive_int"]
+#: A plain integer as users type it: an optional minus sign, ASCII digits only.
+_INT_TEXT = re.compile(r"-?[0-9]+")
+#: Digits accepted in an integer given as text (it fits 64 bits, beyond any id or index; Python's
+#: ``int()`` refuses strings of over 4,300 digits with an error of its own).
+MAX_INT_DIGITS = 18
+
+
+def int_text(name: str, text: str) -> int | None:
+    """``text`` as an ``int`` when it is a plain ASCII integer (``-?[0-9]+``), else ``None``
+    (so a caller can try other readings, e.g. a class name). ``--3``, ``+3``, ``3.0`` and
+    non-ASCII digits (``³``, ``٣``) are not integers; one of over :data:`MAX_INT_DIGITS`
+    digits is refused: "NAME has N digits; at most 18 are accepted" (so it fits 64 bits)."""
+    s = text.strip()
+    if not _INT_TEXT.fullmatch(s):
+        return None
+    if len(s.lstrip("-")) > MAX_INT_DIGITS:
+        raise ConfigError(f"{name} {s[:20]}... has {len(s.lstrip('-')):,} digits; at most "
+                          f"{MAX_INT_DIGITS} are accepted")
+    return int(s)
+
+
+__all__ = ["choice", "int_in", "int_text", "number_in", "numbers_list", "positive_int"]

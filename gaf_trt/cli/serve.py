@@ -48,6 +48,7 @@ def serve(
     model's `images` are its latents decoded by --vae or the engine directory's VAE graph;
     without either it serves latents only)."""
     from gaf_trt.checks import positive_int
+    from gaf_trt.console.errors import STOP_SIGNALS
     from gaf_trt.compose.solvers import MAX_STEPS
     from gaf_trt.errors import ConfigError
     from gaf_trt.pipeline.source import load_source
@@ -102,7 +103,7 @@ def serve(
     service = GenerationService(loaded.network,
                                 dataclasses.replace(service_cfg, decodes=decode is not None))
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:  # SIGINT, SIGTERM, SIGHUP: stop as Ctrl-C does
         signal.signal(sig, lambda *_: stop.set())
     tr.serve_until_stopped(service, server_cfg, stop, lambda msg: typer.echo(msg), decode)
     typer.echo("stopped")

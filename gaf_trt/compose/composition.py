@@ -19,6 +19,7 @@ from torch import Tensor
 
 from gaf_trt.compose.placement import call_fused, call_network, network_device
 from gaf_trt.engine.base import AnchorNetwork, FusedComposedStep
+from gaf_trt.checks import int_text
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.model.gaf import broadcast_time
@@ -130,13 +131,15 @@ def resolve_classes(tokens: Sequence[str | int], config: GAFConfig) -> list[int]
     out = []
     for tok in tokens:
         s = str(tok).strip()
-        if s.lstrip("-").isascii() and s.lstrip("-").isdigit():
-            out.append(int(s))
+        as_int = int_text("class id", s)
+        if as_int is not None:
+            out.append(as_int)
         elif s.lower() in names:
             out.append(names[s.lower()])
         else:
             known = ", ".join(list(config.class_names or ())[:12]) or "none (this model has no names)"
-            raise ConfigError(f"unknown class name {s!r}; known names: {known}")
+            shown = s if len(s) <= 60 else f"{s[:60]}..."
+            raise ConfigError(f"unknown class name {shown!r}; known names: {known}")
     check_class_ids(out, config)
     return out
 

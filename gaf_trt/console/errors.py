@@ -6,7 +6,12 @@
 - Anything else is an internal fault: still one ``error: internal error: ...`` line, exit
   code 1; ``--debug`` (anywhere on the command line) or ``GAF_TRT_DEBUG=1`` prints the
   traceback instead.
-- Ctrl-C: ``aborted``, exit code 130.
+- Ctrl-C: ``aborted``, exit code 130; SIGTERM and SIGHUP alike (``aborted (SIGTERM)``, exit
+  code 128 + the signal's number): the handlers :func:`install_signal_handlers` puts in place
+  raise :class:`Terminated` (a ``KeyboardInterrupt``) in the command, so every ``with`` and
+  ``finally`` that cleans up after Ctrl-C (the lock file, the staging folder beside
+  ``--out``) runs for them too. An exception a library raises after such a signal (torch's
+  exporter wraps the interrupt in its own error) is reported as the interruption.
 
 The handler lives in :class:`OneLineErrorGroup`, the group class of both Typer apps
 (``gaf-trt`` and ``python -m gaf_trt.training``). It works with Typer releases that vendor
@@ -130,6 +135,48 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: The signals that end a command as Ctrl-C does (SIGHUP where the platform has it).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
+
+
+class Terminated(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) raised in the command as Ctrl-C is."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+class _Stop:
+    """The last stop signal received while the command ran (None before any)."""
+
+    signum: int | None = None
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    _Stop.signum = signum
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Terminated` in the main thread (nothing
+    elsewhere: Python takes signal handlers in the main thread only)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_stop)
+
+
+def interrupted_line(signum: int | None) -> tuple[str, int]:
+    """The one line and exit code of a command stopped by ``signum`` (Ctrl-C when None)."""
+    if signum is None or signum == signal.SIGINT:
+        return "aborted", EXIT_INTERRUPTED
+    return f"aborted ({signal.Signals(signum).name})", 128 + signum
+
+
 def _late_interrupt(_signum: int, _frame: object) -> None:
     """Ctrl-C after the command finished: say so and exit 130 at once (no traceback from
     interpreter shutdown)."""
@@ -146,14 +193,16 @@ def run_app(app: Callable[[], Any], *, fast_exit: bool = False) -> None:
     With ``fast_exit`` the process ends right after the command (streams flushed, no
     interpreter teardown): Python restores the default SIGINT action while it finalises, so a
     Ctrl-C during a slow teardown (torch's) would otherwise kill it with signal 2."""
+    install_signal_handlers()
     try:
         app()
-    except KeyboardInterrupt:
-        sys.stderr.write("aborted\n")
-        code: Any = EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        line, code = interrupted_line(getattr(err, "signum", None))
+        sys.stderr.write(f"{line}\n")
     except SystemExit as done:
         code = done.code
-    signal.signal(signal.SIGINT, _late_interrupt)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _late_interrupt)
     if not fast_exit:
         sys.exit(code)
     if code is not None and not isinstance(code, int):
@@ -172,8 +221,25 @@ def _flush_streams() -> None:
             pass
 
 
+def _interrupt_in_chain(err: BaseException) -> bool:
+    """Whether ``err`` was raised while handling (or from) a ``KeyboardInterrupt``."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 class Interrupted(Exception):
-    """Ctrl-C inside a command, carried past Typer (which would turn it into a silent exit)."""
+    """Ctrl-C (or SIGTERM, SIGHUP) inside a command, carried past Typer (which would turn it
+    into a silent exit); ``signum`` the signal."""
+
+    def __init__(self, signum: int | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class OneLineErrorGroup(TyperGroup):
@@ -183,8 +249,8 @@ class OneLineErrorGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise Interrupted() from None
+        except KeyboardInterrupt as err:
+            raise Interrupted(getattr(err, "signum", None)) from None
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -193,11 +259,12 @@ class OneLineErrorGroup(TyperGroup):
         argv = [a for a in argv if a != DEBUG_FLAG]
         if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        _Stop.signum = None
         try:
             code = self._run(argv, prog_name, complete_var, debug, **extra)
-        except KeyboardInterrupt:  # Ctrl-C in the handler's own gaps
-            sys.stderr.write("aborted\n")
-            code = EXIT_INTERRUPTED
+        except KeyboardInterrupt as err:  # Ctrl-C in the handler's own gaps
+            line, code = interrupted_line(getattr(err, "signum", None))
+            sys.stderr.write(f"{line}\n")
         sys.exit(code)
 
     def _run(self, argv: list[str], prog_name: str | None, complete_var: str | None,
@@ -215,12 +282,18 @@ class OneLineErrorGroup(TyperGroup):
         except ABORT_SIGNALS:
             sys.stderr.write("aborted\n")
             return EXIT_INTERNAL
-        except (KeyboardInterrupt, Interrupted):
-            sys.stderr.write("aborted\n")
-            return EXIT_INTERRUPTED
+        except (KeyboardInterrupt, Interrupted) as err:
+            line, code = interrupted_line(getattr(err, "signum", None))
+            sys.stderr.write(f"{line}\n")
+            return code
         except Exception as err:  # noqa: BLE001 - the one place that turns faults into a line
             if debug:
                 traceback.print_exc()
+            if _Stop.signum is not None or _interrupt_in_chain(err):
+                # a library wrapped the interrupt in an error of its own (torch's exporter)
+                line, code = interrupted_line(_Stop.signum)
+                sys.stderr.write(f"{line}\n")
+                return code
             message, code = describe(err)
             sys.stderr.write(f"error: {message}\n")
             return code

@@ -4,12 +4,16 @@ folder of images, an ``.npz`` of images) and a reference (the same kinds, or pre
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gaf_trt.checks import int_text
 from gaf_trt.errors import ConfigError
+from gaf_trt.io.images import open_image
 from gaf_trt.metrics.features import Stats
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -53,11 +57,18 @@ def _as_rgb_uint8(arr: np.ndarray, where: str) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive; a truncated archive, a ``.npy`` (or anything else)
+    named ``.npz`` and a damaged member are refused in one line naming the file."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ConfigError(f"{path} is a single .npy array, not an .npz archive (save it "
+                              "with numpy.savez)")
+        with loaded as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path} is not a readable .npz ({str(err).splitlines()[0]})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        reason = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{path} is not a readable .npz ({reason})") from None
 
 
 def check_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
@@ -99,17 +110,24 @@ def _npz_images(arrays: dict[str, np.ndarray], path: Path, with_labels: bool = T
 
 
 def _labels_txt(txt: Path, n: int) -> np.ndarray:
-    """``labels.txt``: one integer class id per line, one line per image."""
-    import re
-
+    """``labels.txt``: one integer class id per image, in file order (checked by
+    :func:`check_labels`). A value that is not a plain ASCII integer (``--3``, ``³``, ``3.5``)
+    is refused, naming it and its line."""
     try:
-        values = txt.read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError) as err:
+        lines = txt.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{txt} is not UTF-8 text ({err.reason})") from None
+    except OSError as err:
         raise ConfigError(f"cannot read {txt}: {err}") from None
-    for k, v in enumerate(values):
-        if not re.fullmatch(r"-?[0-9]{1,18}", v):
-            raise ConfigError(f"{txt}: labels must be integers; entry {k + 1} is {v[:40]!r}")
-    return check_labels(np.array([int(v) for v in values], dtype=np.int64), n, str(txt))
+    out = []
+    for line, v in ((k + 1, v) for k, text in enumerate(lines) for v in text.split()):
+        label = int_text(f"{txt} line {line}: label", v)
+        if label is None:
+            shown = v if len(v) <= 40 else f"{v[:40]}..."
+            raise ConfigError(f"{txt} line {line}: label {shown!r} is not an integer "
+                              "(labels are class ids 0, 1, 2, ...)")
+        out.append(label)
+    return check_labels(np.array(out, dtype=np.int64), n, str(txt))
 
 
 def _folder_images(folder: Path, with_labels: bool = True) -> Images:
@@ -119,13 +137,15 @@ def _folder_images(folder: Path, with_labels: bool = True) -> Images:
                    and p.is_file())
     if not files:
         raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {folder}")
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     pics = []
     for p in files:
         try:
-            with Image.open(p) as im:
+            with open_image(p) as im:  # no Pillow warning; the size is checked before decoding
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise ConfigError(f"image {p} is {im.width}x{im.height} pixels; at most "
+                                      f"{MAX_IMAGE_PIXELS:,} pixels are read")
                 pics.append(np.asarray(im.convert("RGB")))
-        except (OSError, Image.DecompressionBombError) as err:
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
             raise ConfigError(f"cannot read image {p}: {err}") from None
     if len({a.shape for a in pics}) > 1:
         raise ConfigError(f"the images in {folder} have different sizes "

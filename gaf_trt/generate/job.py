@@ -223,6 +223,8 @@ def read_compositions(path: str, config: GAFConfig) -> list[Condition]:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{where} not found") from None
+    except RecursionError:  # json's own recursion on deeply nested lists / objects
+        raise ConfigError(f"{where} is not valid JSON: nested too deeply") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ConfigError(f"{where} is not valid JSON: {str(err).splitlines()[0]}") from None
     if not isinstance(data, list) or not data:

@@ -121,7 +121,7 @@ def read_seal(out: Path, digest: str, start: int, stop: int, *, verify: bool = T
     whose hash differs)."""
     try:
         seal = json.loads((out / f"{shard_stem(start, stop)}.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(seal, dict) or seal.get("job") != digest or \
             (seal.get("start"), seal.get("stop")) != (start, stop) or \
@@ -153,7 +153,7 @@ def shard_entry(seal: dict[str, Any]) -> dict[str, Any]:
 def read_record(out: Path) -> dict[str, Any] | None:
     try:
         rec = json.loads((out / RECORD).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return rec if isinstance(rec, dict) and rec.get("writer") == "gaf-trt" else None
 

@@ -39,7 +39,7 @@ from gaf_trt.serve.pb_tensors import gaf_input_array, gaf_output_tensor
 from gaf_trt.serve.requests import ServeLimits, to_images
 from gaf_trt.serve.scheduler import Cancelled
 from gaf_trt.serve.service import GenerationService, Job, ServeConfig
-from gaf_trt.serve.wire import decode_request, split_rows
+from gaf_trt.serve.wire import decode_request, error_answer, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,10 @@ def _outputs(states: list[Tensor], latent: bool, wanted: list[str]) -> list[Any]
 
 
 def _error_response(err: BaseException) -> Any:
+    """A failed request's response: its code and one line (:func:`wire.error_answer`)."""
     utils = pb()
-    code = utils.TritonError.INVALID_ARG if isinstance(err, GAFError) else \
-        utils.TritonError.CANCELLED if isinstance(err, Cancelled) else \
-        utils.TritonError.INTERNAL
-    return utils.InferenceResponse(error=utils.TritonError(str(err) or type(err).__name__, code))
+    code, line = error_answer(err)
+    return utils.InferenceResponse(error=utils.TritonError(line, getattr(utils.TritonError, code)))
 
 
 def admit(service: GenerationService, requests: Sequence[Any]

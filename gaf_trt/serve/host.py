@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import sysconfig
@@ -127,6 +128,42 @@ def remove_leftover_regions(shm: Path = Path("/dev/shm")) -> None:
         log.info("removing shared memory %s left by Triton's stubs", region.name)
         with contextlib.suppress(FileNotFoundError):
             region.unlink()
+
+
+#: Where Triton puts a model loaded with its files in the load request (PyTriton loads every
+#: model so): a folder ``folderXXXXXX`` under ``/tmp`` (TMPDIR is not read), removed when
+#: the model unloads, left behind when Triton exits at its exit timeout (idle client
+#: connections) without unloading.
+TRITON_MODEL_FOLDERS = Path("/tmp")
+_MODEL_FOLDER = re.compile(r"folder[A-Za-z0-9]{6}")
+
+
+def remove_model_folders(workspace: str | os.PathLike[str],
+                         root: Path = TRITON_MODEL_FOLDERS) -> list[Path]:
+    """Remove the model folders Triton left under ``root`` for the models of the PyTriton
+    ``workspace`` (their ``config.pbtxt`` names it; another server's folders name its own).
+    Call once Triton is gone. Returns the folders removed."""
+    needle = f'string_value: "{os.fspath(workspace)}"'
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _MODEL_FOLDER.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            with open(entry / "config.pbtxt", errors="replace") as f:
+                text = f.read(1 << 20)
+        except OSError:
+            continue
+        if needle in text:
+            log.info("removing %s, a model folder Triton left", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def own_helpers() -> set[int]:

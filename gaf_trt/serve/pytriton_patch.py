@@ -40,6 +40,10 @@ _STUB_SERVING_EDITS = (  # (original line(s), replacement) in the stub's model.p
     ("            handle_responses_task_async_future = self._requests_server.push(",
      ("            _gaf_register(triton_requests)\n"
       "            handle_responses_task_async_future = self._requests_server.push(")),
+    ("                handle_responses_concurrent_future = handle_responses_task_async_future"
+     ".result()\n",
+     ("                handle_responses_concurrent_future = _gaf_pushed("
+      "handle_responses_task_async_future, self._requests, requests_id)\n")),
     ("                triton_responses_or_error = handle_responses_concurrent_future.result()\n",
      ("                triton_responses_or_error = _gaf_wait(handle_responses_concurrent_future, "
       "triton_requests)\n")),

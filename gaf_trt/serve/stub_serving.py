@@ -7,7 +7,12 @@ add that second to the stop. (2) Cancellation: while waiting for the answer the 
 Triton's ``request.is_cancelled()`` (a gRPC client cancelled or went away) every
 :data:`GAF_CANCEL_POLL_S` seconds and creates the request's marker file, whose path it passes
 to the serving process as the request parameter :data:`GAF_CANCEL_PARAM`; the serving process
-(:mod:`gaf_trt.serve.triton`) watches it and cancels the generation (rows freed).
+(:mod:`gaf_trt.serve.triton`) watches it and cancels the generation (rows freed). (3) Errors:
+PyTriton hands a failed request's whole traceback to the stub, which raises it as a
+``TritonModelException`` (HTTP 500 / gRPC INTERNAL, the traceback and the server's paths in
+the message); the serving process marks its error ``[gaf-error CODE] one line``
+(:data:`GAF_ERROR_MARK`) and :func:`_gaf_answer` answers each request with a ``TritonError``
+of that code and line only (INVALID_ARG for a refused request: HTTP 400).
 
 This file is appended, as source, to the stub's ``model.py`` by
 :mod:`gaf_trt.serve.pytriton_patch`, which also rewrites the proxy's lines to call these
@@ -16,12 +21,14 @@ helpers. The stub does not import gaf_trt, so this file imports nothing of gaf_t
 """
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import pathlib
 
 GAF_CANCEL_PARAM = "gaf_cancel_file"
 GAF_CANCEL_POLL_S = 0.05
+GAF_ERROR_MARK = "[gaf-error "  # "[gaf-error CODE] message", CODE a TritonError code name
 _gaf_cancel_files = {}  # id(triton request) -> path of the file marking it cancelled
 _gaf_cancel_state = {"dir": None, "next": 0}
 
@@ -71,7 +78,7 @@ def _gaf_wait(future, triton_requests):
     try:
         while True:
             try:
-                return future.result(timeout=GAF_CANCEL_POLL_S)
+                return _gaf_answer(future.result(timeout=GAF_CANCEL_POLL_S), triton_requests)
             except TimeoutError:
                 for request in list(waiting):
                     if request.is_cancelled():
@@ -84,3 +91,48 @@ def _gaf_wait(future, triton_requests):
             path = _gaf_cancel_files.pop(id(request), None)
             if path is not None and os.path.exists(path):
                 os.unlink(path)
+
+
+def gaf_error_parts(text):
+    """``(code name, one line)`` of an error the serving process sent: the part after the
+    last :data:`GAF_ERROR_MARK`, else (an error of PyTriton's own) ``INTERNAL`` and the
+    traceback's last line (``Type: message``)."""
+    at = text.rfind(GAF_ERROR_MARK)
+    if at >= 0:
+        code, _, rest = text[at + len(GAF_ERROR_MARK):].partition("]")
+        line = rest.strip().splitlines()[0] if rest.strip() else "request failed"
+        return code.strip(), line
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return "INTERNAL", "internal error: " + (lines[-1] if lines else "request failed")
+
+
+def _gaf_pushed(push_future, requests_map, requests_id):
+    """The future of the requests' answer; when handing them to the serving process failed
+    (PyTriton's shared memory cannot carry an input with a dimension of 0), one holding
+    that failure as a marked error, answered by :func:`_gaf_answer` like any other."""
+    try:
+        return push_future.result()
+    except Exception as err:  # noqa: BLE001 - answered to the client in one line
+        requests_map.pop(requests_id, None)
+        if "zeros in shape" in str(err):
+            text = (f"{GAF_ERROR_MARK}INVALID_ARG] an input tensor is empty (a dimension of "
+                    "0); send at least one value in every input")
+        else:
+            text = f"{GAF_ERROR_MARK}INTERNAL] internal error: {type(err).__name__}: {err}"
+        done = concurrent.futures.Future()
+        done.set_result(pb_utils.TritonModelException(text))  # noqa: F821 - the stub's
+        return done
+
+
+def _gaf_answer(result, triton_requests):
+    """The proxy's answer; an error (a ``TritonModelException`` holding the serving
+    process's traceback) becomes one error response per request, of the error's code and
+    with its one line only."""
+    if not isinstance(result, Exception):
+        return result
+    message = getattr(result, "message", None)
+    text = message() if callable(message) else str(result)
+    code, line = gaf_error_parts(text)
+    errors = pb_utils.TritonError  # noqa: F821 - the stub's module, imported by its model.py
+    error = pb_utils.TritonError(line, getattr(errors, code, errors.INTERNAL))  # noqa: F821
+    return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]  # noqa: F821

@@ -41,7 +41,6 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import Tensor
 
-from gaf_trt.errors import GAFError
 from gaf_trt.serve.host import (
     check_port_free,
     check_shm,
@@ -49,14 +48,15 @@ from gaf_trt.serve.host import (
     own_helpers,
     prepare_child_environment,
     remove_leftover_regions,
+    remove_model_folders,
     wait_gone,
 )
 from gaf_trt.serve.pytriton_patch import install_stub_fix
 from gaf_trt.serve.requests import ServeRequest, to_images
-from gaf_trt.serve.scheduler import Cancelled
 from gaf_trt.serve.service import GenerationService, Job
 from gaf_trt.serve.stub_serving import GAF_CANCEL_PARAM as CANCEL_PARAM
 from gaf_trt.serve.stub_serving import GAF_CANCEL_POLL_S as CANCEL_POLL_S
+from gaf_trt.serve.stub_serving import GAF_ERROR_MARK as ERROR_MARK
 from gaf_trt.serve.wire import (
     INPUTS,
     MODEL_NAME,
@@ -64,6 +64,7 @@ from gaf_trt.serve.wire import (
     STATS,
     STATS_MODEL,
     decode_request,
+    error_answer,
     split_rows,
 )
 
@@ -159,12 +160,19 @@ class GafTritonServer:
         return {"images": images, "latents": latents}
 
     def _safe_infer(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
+        """:meth:`infer`; a failure is raised marked ``[gaf-error CODE] one line``
+        (:func:`~gaf_trt.serve.wire.error_answer`), which the patched stub answers as a
+        Triton error of that code (a refused request: INVALID_ARG, HTTP 400) without the
+        traceback PyTriton sends along. A real fault's traceback goes to the server's log."""
         try:
             return self.infer(requests)
-        except (GAFError, Cancelled) as err:  # bad request, overload, cancelled, shutdown
+        except Exception as err:  # noqa: BLE001 - every failure is answered, in one line
             from pytriton.exceptions import PyTritonBadParameterError
 
-            raise PyTritonBadParameterError(str(err)) from None
+            code, line = error_answer(err)
+            if code == "INTERNAL":
+                log.error("request failed: %s", line, exc_info=err)
+            raise PyTritonBadParameterError(f"{ERROR_MARK}{code}] {line}") from None
 
     def stats(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
         """``gaf_stats``: the service's counters (see :data:`STATS`), one INT64 each."""
@@ -227,10 +235,13 @@ class GafTritonServer:
         processes outlive Triton by a moment); its shared memory and workspace go with it."""
         if self._triton is not None:
             started = descendants(os.getpid()) - own_helpers()
+            workspace = getattr(getattr(self._triton, "_workspace", None), "path", None)
             self._triton.stop()
             self._triton = None
             wait_gone(started)
             remove_leftover_regions()
+            if workspace is not None:
+                remove_model_folders(workspace)
         if self._logdir is not None:
             self._logdir.cleanup()
             self._logdir = None

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gaf_trt.errors import ConfigError
+from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.serve.requests import ServeRequest
+from gaf_trt.serve.scheduler import Cancelled
+from gaf_trt.serve.service import Overloaded
 
 MODEL_NAME = "gaf"
 STRING_FIELDS = ("solver", "mask_type", "output")
@@ -103,8 +105,8 @@ def decode_names(text: object, param: str = NAMES_PARAM) -> list[str]:
     ``regions`` (region names)."""
     try:
         names = json.loads(text) if isinstance(text, str) else None
-    except (json.JSONDecodeError, RecursionError):  # deep nesting raises RecursionError
-        names = None
+    except (ValueError, RecursionError):  # deep nesting: RecursionError; a number of over
+        names = None                      # 4,300 digits: ValueError (not a JSONDecodeError)
     if not isinstance(names, list) or not all(isinstance(n, (str, int)) and not isinstance(
             n, bool) for n in names):
         shown = repr(text) if len(repr(text)) <= 200 else repr(text)[:200] + "..."
@@ -164,3 +166,26 @@ def split_rows(request: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]
                           f"row), got {np.asarray(request['batch']).reshape(-1).tolist()}; "
                           "send rows of other batches as requests of their own")
     return [{k: v[i] for k, v in request.items()} for i in range(n)]
+
+
+#: Longest error message a client gets (the one line; the server's log keeps the rest).
+MAX_ERROR_CHARS = 1000
+
+
+def error_answer(err: BaseException) -> tuple[str, str]:
+    """How a failed request is answered, by ``gaf-trt serve`` and ``triton-repo`` alike: the
+    name of its ``TritonError`` code and its one-line message (no traceback, no path of the
+    server's files). A refused request (:class:`~gaf_trt.errors.GAFError`) is the client's
+    error, ``INVALID_ARG`` (HTTP 400, gRPC INVALID_ARGUMENT); a full queue or a server
+    shutting down ``UNAVAILABLE`` (503); a request its client cancelled ``CANCELLED``; only
+    anything else, a real fault, ``INTERNAL`` (500), as ``internal error: Type: message``."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, Overloaded):
+        code = "UNAVAILABLE"
+    elif isinstance(err, GAFError):
+        code = "INVALID_ARG"
+    elif isinstance(err, Cancelled):
+        code = "CANCELLED"
+    else:
+        code, text = "INTERNAL", f"internal error: {type(err).__name__}: {text}"
+    return code, text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "..."

@@ -33,7 +33,7 @@ from tests.reliability.conftest import (
 APP_SOURCE = textwrap.dedent('''
     import typer
 
-    from gaf_trt.console.errors import OneLineErrorGroup
+    from gaf_trt.console.errors import OneLineErrorGroup, run_app
     from gaf_trt.errors import ConfigError
 
     app = typer.Typer(cls=OneLineErrorGroup, add_completion=False,
@@ -53,6 +53,20 @@ APP_SOURCE = textwrap.dedent('''
             raise FileNotFoundError(2, "No such file or directory", "/nonexistent/gaf/x.pt")
         if kind == "interrupt":
             raise KeyboardInterrupt
+        if kind == "wrapped_interrupt":  # as torch's exporter wraps a Ctrl-C
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as err:
+                raise RuntimeError("TorchExportError stand-in") from err
+        if kind in ("sigint_swallowed", "sigterm_swallowed"):
+            import os, signal, time
+            try:  # a library that eats the interrupt, then fails for want of its work
+                os.kill(os.getpid(), signal.SIGINT if kind == "sigint_swallowed"
+                        else signal.SIGTERM)
+                time.sleep(5)
+            except BaseException:
+                pass
+            raise RuntimeError("export failed")
         if kind == "abort":
             raise typer.Abort()
         if kind == "exit3":
@@ -66,7 +80,7 @@ APP_SOURCE = textwrap.dedent('''
 
 
     if __name__ == "__main__":
-        app()
+        run_app(app)
 ''')
 
 
@@ -87,6 +101,8 @@ def boom_runs(boom_script) -> dict[str, Result]:
         "gaf": [*py, "boom", "gaf"],
         "value_debug_flag": [*py, "boom", "value", "--debug"],
         "usage_bad_int": [*py, "boom", "fine", "--count", "abc"],
+        "sigint_swallowed": [*py, "boom", "sigint_swallowed"],
+        "sigterm_swallowed": [*py, "boom", "sigterm_swallowed"],
     })
     results["value_debug_env"] = run_cmd([*py, "boom", "value"],
                                          env=base_env(GAF_TRT_DEBUG="1"))
@@ -140,6 +156,17 @@ def test_interrupt_abort_and_exit(boom_app):
         assert res.rc == rc and "Traceback" not in res.output, f"{kind}{res.describe()}"
         assert not res.error_lines or kind == "exit3", f"{kind}{res.describe()}"
     assert "aborted" in invoke(boom_app, ["boom", "interrupt"]).stderr
+
+
+def test_interrupt_wrapped_by_a_library_is_an_interruption(boom_runs, boom_app):
+    """Issue 23 item 8: Ctrl-C that a library turns into an error of its own (torch's
+    exporter: "internal error: TorchExportError") is still ``aborted``, exit code 130; a
+    swallowed SIGTERM ``aborted (SIGTERM)``, exit code 143."""
+    for res, line, rc in ((invoke(boom_app, ["boom", "wrapped_interrupt"]), "aborted", 130),
+                          (boom_runs["sigint_swallowed"], "aborted", 130),
+                          (boom_runs["sigterm_swallowed"], "aborted (SIGTERM)", 143)):
+        assert res.rc == rc, res.describe()
+        assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [line], res.describe()
 
 
 def test_handler_knows_the_installed_typer_exceptions():

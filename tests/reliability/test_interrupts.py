@@ -138,6 +138,26 @@ def test_interrupted_rerun_keeps_the_folder_consistent(old_run, tmp_path, sig, p
         assert staging_dirs(out), "a killed run cannot remove its staging folder"
 
 
+@pytest.mark.parametrize("sig,point", [
+    pytest.param(sig, point, id=f"{sig.name}-{point}")
+    for sig in (signal.SIGTERM, signal.SIGHUP) for point in ("sampling", "staging")])
+def test_sigterm_and_sighup_clean_up_as_ctrl_c(old_run, tmp_path, sig, point):
+    """Issue 23 item 8: SIGTERM and SIGHUP stop a run as Ctrl-C does -- one ``aborted (SIG...)``
+    line, exit code 128 + the signal, the old run intact, and neither the lock file nor the
+    staging folder left beside ``--out``."""
+    out = _copy_old(old_run, tmp_path)
+    _, old = old_run
+    res = _signal_run(tmp_path, out, mix_args(out, batch=NEW_BATCH, steps=3, seed=2), sig,
+                      point)
+    assert res.rc == 128 + sig, res.describe()
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [f"aborted ({sig.name})"], \
+        res.describe()
+    assert _assert_old_run_or_none(out, old, NEW_BATCH, killed=False) == "old run intact"
+    assert not staging_dirs(out), f"staging folder left: {staging_dirs(out)}"
+    lock = out.parent / f".{out.name}.lock"
+    assert not lock.exists(), f"lock file left: {lock}"
+
+
 def test_rerun_after_sigkill_cleans_up(old_run, tmp_path):
     """After a run killed with SIGKILL during its writes, the next run into the folder
     succeeds and leaves no staging folder of the dead run (it holds the lock, so none of

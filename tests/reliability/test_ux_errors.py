@@ -177,6 +177,22 @@ def test_decompression_bomb_images_are_one_line(ref_ckpt, tmp_path):
         assert_nothing_written(tmp_path / ("t" if name == "translate" else "s"))
 
 
+def test_decompression_bomb_in_an_evaluate_folder_is_one_line(tmp_path):
+    """Issue 23 item 9: an image over evaluate's pixel cap (72 M and 90 M pixels) in the
+    dataset folder is refused in one line naming it, before it is decoded; no Pillow
+    warning."""
+    cases = {}
+    for side in (8500, 9500):
+        folder = tmp_path / f"ds{side}"
+        folder.mkdir()
+        _png_header_only(folder / "bomb.png", side)
+        cases[str(side)] = cli_cmd("evaluate", folder, "--metrics", "digits")
+    for side, res in run_many(cases).items():
+        assert_bad_input(res, "bomb.png", f"{side}x{side}", "64,000,000")
+        assert "DecompressionBomb" not in res.stderr, res.describe()
+        only_the_error(res)
+
+
 def test_protocol_4_pickle_is_one_line(ref_raw_ckpt, tmp_path):
     path = tmp_path / "p4.pt"
     torch.save(ref_raw_ckpt, path, pickle_protocol=4)

@@ -177,9 +177,17 @@ def test_grpc_mask_preset_and_a_bad_request(server, reference):
     mask-preset composition bit-identically."""
     client = tg.InferenceServerClient(f"127.0.0.1:{server.grpc}")
     bad = ServeRequest(classes=[3, 42], steps=2)
-    with pytest.raises(Exception, match="42"):
+    with pytest.raises(Exception, match="42") as err:
         client.infer("gaf", inputs(tg, bad), parameters=params(bad),
                      client_timeout=REQUEST_TIMEOUT)
+    # issue 23 item 7: a refused request is the client's error, in one line
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT", str(err.value)
+    assert "Traceback" not in str(err.value)
+    names = [i for i in inputs(tg, bad) if i.name() != "classes"]
+    with pytest.raises(Exception, match="'--3'") as err:
+        client.infer("gaf", names, parameters={"class_names": '["--3"]'},
+                     client_timeout=REQUEST_TIMEOUT)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT", str(err.value)
     r = client.infer("gaf", inputs(tg, MASKED), parameters=params(MASKED),
                      outputs=[tg.InferRequestedOutput("latents")],
                      client_timeout=REQUEST_TIMEOUT)

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -277,7 +278,22 @@ BAD = [  # (input values, dtype overrides, request parameters, text the error mu
      f"the server takes at most {MASK_PIXELS:,}"),
     ({"classes": [3, 7], "mask_image": np.zeros((8, 8), np.uint8)}, {},
      {"mask_type": "quadrant"}, "a mask image goes with mask type 'custom'"),
+    # issue 23 item 7: these reached unhandled exceptions (HTTP 500 with a traceback)
+    ({"classes": []}, {}, {}, "an input tensor is empty"),  # a tensor [1, 0]
+    ({"steps": 2}, {}, {"class_names": '["--3"]'}, "unknown class name '--3'"),
+    ({"steps": 2}, {}, {"class_names": "[" + "9" * 5000 + "]"},
+     "must be a JSON list of class names"),
+    ({"steps": 2}, {}, {"class_names": '["' + "9" * 5000 + '"]'}, "has 5,000 digits"),
 ]
+
+
+def assert_client_error(err, message: str, status: str = "400") -> None:
+    """A refused request: the client's error (HTTP 400 / gRPC INVALID_ARGUMENT), its one
+    line naming the bad value, no traceback and no path of the server's files."""
+    text = str(err)
+    assert err.status() == status, f"status {err.status()}: {text[:4000]}"
+    assert message in text, text[:500]
+    assert "Traceback" not in text and ".py" not in text and "\n" not in text.strip(), text[:500]
 
 
 def bad_id(case):
@@ -293,8 +309,21 @@ def test_malformed_request_gets_an_error_and_serving_goes_on(server, reference, 
         with pytest.raises(InferenceServerException) as err:
             client.infer("gaf", make_inputs(th, dtypes, **values), parameters=params or None,
                          timeout=REQUEST_TIMEOUT)
-        assert message in str(err.value)
+        assert_client_error(err.value, message)
         assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
+
+
+def test_refused_request_is_invalid_argument_over_grpc(server):
+    """Issue 23 item 7: over gRPC a refused request is INVALID_ARGUMENT, in one line."""
+    from tritonclient.utils import InferenceServerException
+
+    with tg.InferenceServerClient(f"localhost:{server.grpc}") as client:
+        for values, params, message in (({"classes": [12]}, {}, "out of range"),
+                                        ({"steps": 2}, {"class_names": '["--3"]'}, "'--3'")):
+            with pytest.raises(InferenceServerException) as err:
+                client.infer("gaf", make_inputs(tg, **values), parameters=params or None,
+                             client_timeout=REQUEST_TIMEOUT)
+            assert_client_error(err.value, message, "StatusCode.INVALID_ARGUMENT")
 
 
 def test_100mb_mask_image_refused_clearly(server, reference):
@@ -449,6 +478,19 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def model_folders(workspaces: set[str]) -> list[Path]:
+    """Triton's folders of the models of these PyTriton workspaces under /tmp."""
+    found = []
+    for folder in Path("/tmp").glob("folder??????"):
+        try:
+            text = (folder / "config.pbtxt").read_text(errors="replace")
+        except OSError:
+            continue
+        if any(f"{WORKSPACES}/{ws}\"" in text for ws in workspaces):
+            found.append(folder)
+    return found
+
+
 def test_sigterm_stops_cleanly_leaving_nothing(server):
     """Last in this module: SIGTERM ends the server with exit 0 and 'stopped' within
     seconds; its Triton processes, shared memory and PyTriton workspace are gone."""
@@ -459,7 +501,15 @@ def test_sigterm_stops_cleanly_leaving_nothing(server):
     ws_used = {part.split("/")[0] for pid in children
                for part in cmdline(pid).split(f"{WORKSPACES}/")[1:]}
     assert ws_used, "Triton should run in a PyTriton workspace"
-    assert server.stop() == 0, server.stderr[-2000:]
+    # issue 23 item 9: a client still connected makes Triton exit at its exit timeout
+    # without unloading the models, which left their folders (folderXXXXXX) in /tmp
+    idle = socket.create_connection(("localhost", server.http))
+    try:
+        assert model_folders(ws_used), "Triton should hold its models in /tmp/folderXXXXXX"
+        assert server.stop() == 0, server.stderr[-2000:]
+    finally:
+        idle.close()
+    assert not model_folders(ws_used), "model folders of the stopped Triton are left in /tmp"
     assert server.lines[-1] == "stopped"
     # the server's own resource tracker exits (removing what it tracks) once it sees the
     # server gone: wait for that (bounded), not for a time

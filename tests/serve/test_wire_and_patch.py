@@ -134,3 +134,86 @@ def test_triton_repo_solver_model_speaks_the_same_wire():
     cfg = solver_config(RepoOptions())
     assert [i["name"] for i in cfg["input"]] == [t.name for t in INPUTS if t.name != "mask_image"]
     assert [o["name"] for o in cfg["output"]] == [t.name for t in OUTPUTS]
+
+
+# --------------------------------------------------------------------------- errors (issue 23)
+
+
+def test_error_answer_codes_and_one_line():
+    """A refused request is the client's error, a full queue UNAVAILABLE, a cancelled one
+    CANCELLED, anything else INTERNAL; always one line."""
+    from gaf_trt.serve.scheduler import Cancelled
+    from gaf_trt.serve.service import Overloaded
+    from gaf_trt.serve.wire import MAX_ERROR_CHARS, error_answer
+
+    assert error_answer(ConfigError("unknown class name '--3'")) == \
+        ("INVALID_ARG", "unknown class name '--3'")
+    assert error_answer(Overloaded("server busy"))[0] == "UNAVAILABLE"
+    assert error_answer(Cancelled("request 3 cancelled"))[0] == "CANCELLED"
+    code, line = error_answer(ValueError("boom\n  at /srv/x.py"))
+    assert (code, line) == ("INTERNAL", "internal error: ValueError: boom at /srv/x.py")
+    assert len(error_answer(ConfigError("x" * 5000))[1]) <= MAX_ERROR_CHARS + 3
+
+
+def _stub_namespace():
+    """stub_serving.py as the stub runs it: appended to a module with ``pb_utils``."""
+    from tests.serve import fake_pb_utils
+
+    ns = {"pb_utils": fake_pb_utils, "__name__": "stub"}
+    exec(compile(pytriton_patch.STUB_SERVING_FILE.read_text(), "stub", "exec"), ns)
+    return ns, fake_pb_utils
+
+
+def test_stub_answers_a_marked_error_with_its_code_and_line_only():
+    """The serving process's error arrives as PyTriton's traceback text; the stub answers
+    each request with a TritonError of the marked code and the one line."""
+    from gaf_trt.serve import stub_serving
+
+    ns, pb = _stub_namespace()
+    trace = ("Traceback (most recent call last):\n  File \"/srv/gaf_trt/serve/triton.py\", "
+             "line 170, in _safe_infer\npytriton.exceptions.PyTritonBadParameterError: "
+             f"{stub_serving.GAF_ERROR_MARK}INVALID_ARG] unknown class name '--3'\n")
+    answers = ns["_gaf_answer"](pb.TritonModelException(trace), [object(), object()])
+    assert len(answers) == 2
+    for answer in answers:
+        assert answer.error().code() == pb.TritonError.INVALID_ARG
+        assert answer.error().message() == "unknown class name '--3'"
+    unmarked = ns["_gaf_answer"](pb.TritonModelException("Traceback ...\n  File \"/x.py\"\n"
+                                                         "RuntimeError: socket closed\n"), [1])
+    assert unmarked[0].error().code() == pb.TritonError.INTERNAL
+    assert unmarked[0].error().message() == "internal error: RuntimeError: socket closed"
+    responses = [object()]
+    assert ns["_gaf_answer"](responses, [1]) is responses
+
+
+def test_remove_model_folders_takes_only_this_workspaces(tmp_path):
+    from gaf_trt.serve.host import remove_model_folders
+
+    def folder(name: str, workspace: str) -> Path:
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "config.pbtxt").write_text(
+            f'parameters {{\n  key: "workspace-path"\n  value {{\n    string_value: '
+            f'"{workspace}"\n  }}\n}}\n')
+        return tmp_path / name
+
+    ours = folder("folderAb12Cd", "/ws/workspace_ours")
+    other = folder("folderXy34Zw", "/ws/workspace_other")
+    unrelated = folder("folders_of_mine", "/ws/workspace_ours")
+    assert remove_model_folders("/ws/workspace_ours", root=tmp_path) == [ours]
+    assert not ours.exists() and other.is_dir() and unrelated.is_dir()
+
+
+def test_stub_answers_a_failed_hand_over_in_one_line():
+    """PyTriton's shared memory cannot carry a tensor with a 0 dimension: the request is
+    answered INVALID_ARG in one line (it was a 500 with the stub's traceback)."""
+    import concurrent.futures
+
+    ns, pb = _stub_namespace()
+    failed = concurrent.futures.Future()
+    failed.set_exception(TypeError("memoryview: cannot cast view with zeros in shape or strides"))
+    requests_map = {b"id": ["request"]}
+    answer = ns["_gaf_pushed"](failed, requests_map, b"id").result()
+    assert requests_map == {}
+    (response,) = ns["_gaf_answer"](answer, ["request"])
+    assert response.error().code() == pb.TritonError.INVALID_ARG
+    assert "an input tensor is empty" in response.error().message()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gaf_trt.checks import int_in
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.precision import Precision
 
@@ -32,6 +33,11 @@ QUALITY_ITEMS = 8
 
 class QuantizationError(GAFError):
     """A quantised engine cannot be written (bad scales, error above the bound)."""
+
+
+#: Largest --calib-seed: the plan's generator takes it and the noise's ``seed + 1``, both
+#: within torch's 64-bit seeds.
+MAX_CALIB_SEED = 2 ** 63 - 2
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,7 @@ class QuantConfig:
         if sq is not None and (isinstance(sq, bool) or not isinstance(sq, (int, float))
                                or not 0.0 < float(sq) <= 1.0):
             raise ConfigError(f"--smoothquant must be an alpha in (0, 1], got {sq!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"--calib-seed must be an integer >= 0, got {self.seed!r}")
+        int_in("--calib-seed", self.seed, 0, MAX_CALIB_SEED)
 
 
 def is_quantized(precision: Precision) -> bool:

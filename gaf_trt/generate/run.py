@@ -19,7 +19,7 @@ from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.generate import store
 from gaf_trt.generate.job import GenerateConfig, job_labels
 from gaf_trt.generate.render import Job, prepare_job, render
-from gaf_trt.io.files import check_owner
+from gaf_trt.io.owners import check_owner
 from gaf_trt.io.lock import DirLock
 from gaf_trt.records import GENERATE
 from gaf_trt.registry import Registry

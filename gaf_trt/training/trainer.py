@@ -25,7 +25,8 @@ from torch import Tensor
 
 from gaf_trt.device import resolve_device
 from gaf_trt.errors import ConfigError, GAFError
-from gaf_trt.io.files import atomic_write, check_output_dir, check_owner
+from gaf_trt.io.files import atomic_write, check_output_dir
+from gaf_trt.io.owners import check_owner
 from gaf_trt.io.lock import DirLock
 from gaf_trt.model.gaf import GAF
 from gaf_trt.records import TRAINING

@@ -221,7 +221,8 @@ def test_the_record_names_its_command_and_a_rerun_of_it_is_fine(tmp_path):
 def test_a_triton_repository_is_owned_by_triton_repo(tmp_path):
     """Another command's --out into a `gaf-trt triton-repo` output is refused, naming it."""
     from gaf_trt.errors import ConfigError
-    from gaf_trt.io.files import check_owner, folder_owners, write_json
+    from gaf_trt.io.files import write_json
+    from gaf_trt.io.owners import check_owner, folder_owners
 
     write_json(tmp_path / "gaf_repository.json", {"writer": "gaf-trt", "command": "triton-repo",
                                                   "format": "gaf-trt-triton-repository"})

@@ -14,13 +14,8 @@ import pytest
 
 import gaf_trt
 from gaf_trt.errors import ConfigError
-from gaf_trt.io.files import (
-    OutputDir,
-    check_output_dir,
-    check_replaceable,
-    folder_owners,
-    write_json,
-)
+from gaf_trt.io.files import OutputDir, check_output_dir, write_json
+from gaf_trt.io.owners import check_replaceable, folder_owners
 from gaf_trt.records import OWNERS
 
 PACKAGE = Path(gaf_trt.__file__).parent

@@ -189,7 +189,7 @@ def test_evaluate_refuses_broken_statistics_labels_and_counts(tmp_path):
         "ref_small_dim": ["dimension 10", "2048"],
         "labels_nan": ["integers", "label 1"], "labels_fraction": ["integers", "1.5"],
         "labels_negative": ["label 1 is -3"], "labels_short": ["one label per image"],
-        "labels_txt": ["labels.txt", "entry 3"],
+        "labels_txt": ["labels.txt", "line 3"],
         "one_sample": ["at least 2 samples", "holds 1"],
         "one_sample_fid": ["at least 2 samples"],
     }

@@ -24,6 +24,9 @@ def serve(
     http_port: int = typer.Option(8000, "--http-port", help="Triton HTTP port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="Triton gRPC port."),
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Triton metrics port."),
+    gaf_metrics_port: int = typer.Option(8003, "--gaf-metrics-port", help="Port of gaf-trt's "
+                                         "own /metrics (the service's gaf_... counters; 0: "
+                                         "none)."),
     batching: str = typer.Option("step", "--batching", help="step (requests share every network "
                                  "call) or request (Triton's dynamic batcher groups whole requests)."),
     instances: int = typer.Option(8, "--instances", help="Requests executing at once (step "
@@ -54,7 +57,7 @@ def serve(
     from gaf_trt.pipeline.source import load_source
     from gaf_trt.serve import GenerationService, ServeConfig, ServeLimits
     from gaf_trt.serve import triton as tr
-    from gaf_trt.serve.host import check_port_free, check_shm
+    from gaf_trt.serve.host import check_shm
     from gaf_trt.serve.pytriton_patch import pytriton_missing
 
     model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
@@ -68,12 +71,7 @@ def serve(
         raise ConfigError(f"--call-rows must be 0 (measured at start) or 1..{1 << 16}, "
                           f"got {call_rows}")
     positive_int("--min-rows", min_rows, 4096)
-    for port, what in ((http_port, "--http-port"), (grpc_port, "--grpc-port"),
-                       (metrics_port, "--metrics-port")):
-        check_port_free(port, what)
-    if len({http_port, grpc_port, metrics_port}) != 3:
-        raise ConfigError(f"--http-port, --grpc-port and --metrics-port must differ, got "
-                          f"{http_port}, {grpc_port}, {metrics_port}")
+    check_ports(http_port, grpc_port, metrics_port, gaf_metrics_port)
     check_shm()
     missing = pytriton_missing()
     if missing is not None:
@@ -85,7 +83,7 @@ def serve(
                                                         1 << 28))
     step = batching == "step"
     server_cfg = tr.ServerConfig(http_port=http_port, grpc_port=grpc_port,
-                                 metrics_port=metrics_port,
+                                 metrics_port=metrics_port, gaf_metrics_port=gaf_metrics_port,
                                  instances=instances if step else tr.REQUEST_INSTANCES,
                                  max_batch=1 if step else max_batch, max_queue=max_queue)
     service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch,
@@ -107,6 +105,21 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     tr.serve_until_stopped(service, server_cfg, stop, lambda msg: typer.echo(msg), decode)
     typer.echo("stopped")
+
+
+def check_ports(http: int, grpc: int, metrics: int, gaf_metrics: int) -> None:
+    """Each port valid and free, and all different (``gaf_metrics`` 0: not served)."""
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.serve.host import check_port_free
+
+    ports = {"--http-port": http, "--grpc-port": grpc, "--metrics-port": metrics}
+    if gaf_metrics != 0:
+        ports["--gaf-metrics-port"] = gaf_metrics
+    for what, port in ports.items():
+        check_port_free(port, what)
+    if len(set(ports.values())) != len(ports):
+        raise ConfigError(f"{', '.join(ports)} must differ, got "
+                          f"{', '.join(str(p) for p in ports.values())}")
 
 
 def serving_decoder(loaded):

@@ -158,12 +158,13 @@ class _Evaluation:
 @dataclass
 class SchedulerStats:
     """Counters of the calls made so far: calls, real rows, padded rows, how many requests
-    shared each call (``requests_per_call[n]`` = calls that served ``n``) and how many real
-    rows each call had (``rows_per_call[m]`` = calls of ``m`` rows)."""
+    shared each call (``requests_per_call[n]`` = calls that served ``n``), how many real
+    rows each call had (``rows_per_call[m]`` = calls of ``m`` rows) and the calls' time."""
 
     calls: int = 0
     rows: int = 0
     padded: int = 0
+    seconds: float = 0.0
     requests_per_call: collections.Counter = field(default_factory=collections.Counter)
     rows_per_call: collections.Counter = field(default_factory=collections.Counter)
 
@@ -283,6 +284,15 @@ class StepScheduler:
         with self._cond:
             return self._pending_rows
 
+    def snapshot(self) -> tuple[SchedulerStats, int]:
+        """A copy of :attr:`stats` and the pending rows, taken together (metrics read them
+        from another thread while calls run)."""
+        with self._cond:
+            st = self.stats
+            return (SchedulerStats(st.calls, st.rows, st.padded, st.seconds,
+                                   collections.Counter(st.requests_per_call),
+                                   collections.Counter(st.rows_per_call)), self._pending_rows)
+
     def running(self) -> int:
         """Requests between their first evaluation and :meth:`leave`."""
         with self._cond:
@@ -318,6 +328,7 @@ class StepScheduler:
 
     def _run(self, batch: list[_Evaluation]) -> None:
         """One network call for ``batch``; each evaluation gets its rows (or the error)."""
+        started = time.perf_counter()
         try:
             x = torch.cat([ev.x for ev in batch])
             t = torch.cat([ev.t.reshape(-1).to(x.dtype) for ev in batch])
@@ -331,11 +342,13 @@ class StepScheduler:
                 ev.done.set()
             return
         m = x.shape[0]
-        self.stats.calls += 1
-        self.stats.rows += m
-        self.stats.padded += padded_rows(m, self.min_rows) - m
-        self.stats.requests_per_call[len({id(ev.ticket) for ev in batch})] += 1
-        self.stats.rows_per_call[m] += 1
+        with self._cond:  # counted under the lock: :meth:`snapshot` reads them
+            self.stats.calls += 1
+            self.stats.rows += m
+            self.stats.padded += padded_rows(m, self.min_rows) - m
+            self.stats.seconds += time.perf_counter() - started
+            self.stats.requests_per_call[len({id(ev.ticket) for ev in batch})] += 1
+            self.stats.rows_per_call[m] += 1
         start = 0
         for ev in batch:
             n = ev.x.shape[0]

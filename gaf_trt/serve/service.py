@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from torch import Tensor
 from gaf_trt.checks import positive_int
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
+from gaf_trt.serve.metrics import ServiceMetrics
 from gaf_trt.serve.requests import (
     RequestPlan,
     ServeLimits,
@@ -90,9 +92,15 @@ class Job:
         self._done = threading.Event()
         self._state: Tensor | None = None
         self._error: BaseException | None = None
+        self.admitted_at = time.monotonic()
+        self.started_at: float | None = None  # when its solver started (None: never)
 
     def _finish(self, state: Tensor | None, error: BaseException | None) -> None:
         self._state, self._error = state, error
+        outcome = ("ok" if error is None else
+                   "cancelled" if isinstance(error, Cancelled) else "failed")
+        self._service.metrics.finished(outcome, None if self.started_at is None
+                                       else time.monotonic() - self.started_at)
         self._done.set()
 
     def done(self) -> bool:
@@ -132,6 +140,7 @@ class GenerationService:
         self._group_cond = threading.Condition(self._lock)
         self._running = 0  # started and not finished (request / sequential)
         self._dispatcher: threading.Thread | None = None
+        self.metrics = ServiceMetrics()  # per-request counters (the scheduler's: per call)
 
     @property
     def active(self) -> int:
@@ -205,6 +214,7 @@ class GenerationService:
                 raise Overloaded(f"server busy: {self._active} requests in flight "
                                  f"(--max-queue {self.config.max_queue}); retry later")
             self._active += len(plans)
+            self.metrics.admitted(len(plans))
             if self._queued:
                 self._waiting.extend(jobs)
                 self._group_cond.notify_all()
@@ -225,6 +235,8 @@ class GenerationService:
 
     def _work(self, job: Job) -> None:
         state, error = None, None
+        job.started_at = time.monotonic()
+        self.metrics.started(job.started_at - job.admitted_at)
         try:
             state = run_request(job.plan, self.scheduler.network_for(job.ticket))
         except (Cancelled, GAFError) as err:

@@ -31,6 +31,9 @@ import logging
 import os
 import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +54,11 @@ from gaf_trt.serve.host import (
     remove_model_folders,
     wait_gone,
 )
+from gaf_trt.errors import GAFError
+from gaf_trt.serve.metrics import MetricsEndpoint, format_families, service_families
 from gaf_trt.serve.pytriton_patch import install_stub_fix
 from gaf_trt.serve.requests import ServeRequest, to_images
-from gaf_trt.serve.service import GenerationService, Job
+from gaf_trt.serve.service import GenerationService, Job, Overloaded
 from gaf_trt.serve.stub_serving import GAF_CANCEL_PARAM as CANCEL_PARAM
 from gaf_trt.serve.stub_serving import GAF_CANCEL_POLL_S as CANCEL_POLL_S
 from gaf_trt.serve.stub_serving import GAF_ERROR_MARK as ERROR_MARK
@@ -76,15 +81,20 @@ log = logging.getLogger(__name__)
 # the stubs exit on their own (nothing is left, but they skip their finalize).
 EXIT_TIMEOUT_BASE_S = 5
 EXIT_TIMEOUT_PER_INSTANCE_S = 2
+# PyTriton's run() only warns when its models are not ready after its wait; serve waits for
+# every model's ready endpoint itself (the readiness probe, docs/serving.md) up to this long.
+MODELS_READY_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Triton settings: ports, instances, queue bound, request-level batch size."""
+    """Triton settings: ports (``gaf_metrics_port``: gaf-trt's own ``/metrics``, 0: none),
+    instances, queue bound, request-level batch size."""
 
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
+    gaf_metrics_port: int = 8003
     instances: int = 8  # requests executing at once (each instance takes one at a time)
     max_batch: int = 1  # requests per execute; > 1 only for request-level batching
     max_queue: int = 64
@@ -106,6 +116,7 @@ class GafTritonServer:
         self.decode = decode  # a latent model's decoder: latents [B,C,S,S] -> [B,3,H,W]
         self.cancelled = 0  # requests cancelled by their client (Triton's cancellation)
         self._triton = None
+        self._metrics: MetricsEndpoint | None = None
         self._logdir: tempfile.TemporaryDirectory | None = None
         self._lock = threading.Lock()
 
@@ -130,11 +141,16 @@ class GafTritonServer:
         any is awaited (they share calls)."""
         markers: list[str | None] = []
         decoded: list[list[ServeRequest]] = []
-        for req in requests:
-            params = dict(req.parameters or {})
-            markers.append(params.pop(CANCEL_PARAM, None))
-            decoded.append([decode_request(row, params) for row in split_rows(req.data)])
-        flat = self.service.submit_all([r for rows in decoded for r in rows])
+        try:
+            for req in requests:
+                params = dict(req.parameters or {})
+                markers.append(params.pop(CANCEL_PARAM, None))
+                decoded.append([decode_request(row, params) for row in split_rows(req.data)])
+            flat = self.service.submit_all([r for rows in decoded for r in rows])
+        except GAFError as err:  # refused before admission: all of this execution's requests
+            self.service.metrics.refused("overloaded" if isinstance(err, Overloaded)
+                                         else "invalid", len(requests))
+            raise
         jobs, start = [], 0
         for rows in decoded:
             jobs.append(flat[start:start + len(rows)])
@@ -186,8 +202,10 @@ class GafTritonServer:
         """Check ports and /dev/shm, then start Triton with the models bound."""
         for port, what in ((self.config.http_port, "--http-port"),
                            (self.config.grpc_port, "--grpc-port"),
-                           (self.config.metrics_port, "--metrics-port")):
-            check_port_free(port, what)
+                           (self.config.metrics_port, "--metrics-port"),
+                           (self.config.gaf_metrics_port, "--gaf-metrics-port")):
+            if port or what != "--gaf-metrics-port":
+                check_port_free(port, what)
         check_shm()
         prepare_child_environment()
         install_stub_fix()
@@ -218,6 +236,33 @@ class GafTritonServer:
                           outputs=[Tensor(name=k, dtype=np.int64, shape=(1,)) for k in STATS],
                           config=ModelConfig(batching=False))
         self._triton.run()
+        self._wait_models_ready((MODEL_NAME, STATS_MODEL))
+        if self.config.gaf_metrics_port:
+            self._metrics = MetricsEndpoint(self.config.gaf_metrics_port, self.metrics_text)
+
+    def metrics_text(self) -> str:
+        """The service's ``gaf_...`` metrics, Prometheus text format."""
+        return format_families(service_families(self.service))
+
+    def _wait_models_ready(self, models: Sequence[str],
+                           timeout: float = MODELS_READY_TIMEOUT_S) -> None:
+        """Block until ``/v2/models/NAME/ready`` answers 200 for every model (Triton's
+        ``/v2/health/ready`` does before they are loaded); RuntimeError past ``timeout``
+        or when Triton stops."""
+        deadline = time.monotonic() + timeout
+        for name in models:
+            url = f"http://127.0.0.1:{self.config.http_port}/v2/models/{name}/ready"
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as resp:
+                        if resp.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):
+                    pass
+                if not self.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"model {name!r} not ready within {timeout:.0f} s; "
+                                       f"Triton's log ends: {self.log_tail()}")
+                time.sleep(0.1)
 
     def alive(self) -> bool:
         return self._triton is not None and self._triton.is_alive()
@@ -233,6 +278,9 @@ class GafTritonServer:
     def stop(self) -> None:
         """Stop Triton and wait until every process it started is gone (the stubs' helper
         processes outlive Triton by a moment); its shared memory and workspace go with it."""
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
         if self._triton is not None:
             started = descendants(os.getpid()) - own_helpers()
             workspace = getattr(getattr(self._triton, "_workspace", None), "path", None)
@@ -250,7 +298,8 @@ class GafTritonServer:
 def serve_until_stopped(service: GenerationService, config: ServerConfig,
                         stop: threading.Event, ready: Callable[[str], None],
                         decode: Callable[[Tensor], Tensor] | None = None) -> None:
-    """Start the scheduler and Triton, call ``ready(message)`` once serving, and run until
+    """Start the scheduler and Triton, call ``ready(message)`` once the models answer
+    (``/v2/models/NAME/ready`` is 200 for ``gaf`` and ``gaf_stats``), and run until
     ``stop`` is set (a signal) or Triton dies; then close the service (requests in flight
     get a "shutting down" error at once) and stop Triton. Nothing is left behind: Triton's
     processes, PyTriton's shared memory and workspace go with it. ``decode`` turns a latent
@@ -259,9 +308,11 @@ def serve_until_stopped(service: GenerationService, config: ServerConfig,
     service.start()
     try:
         server.start()
+        metrics = (f", gaf metrics :{config.gaf_metrics_port}/metrics"
+                   if config.gaf_metrics_port else "")
         ready(f"serving model '{MODEL_NAME}' on HTTP :{config.http_port}, gRPC "
-              f":{config.grpc_port} ({service.config.mode} batching, {config.instances} "
-              f"instance(s)); Ctrl-C or SIGTERM stops")
+              f":{config.grpc_port}{metrics} ({service.config.mode} batching, "
+              f"{config.instances} instance(s)); models ready; Ctrl-C or SIGTERM stops")
         while not stop.wait(1.0):
             if not server.alive():
                 raise RuntimeError(f"Triton stopped unexpectedly; its log ends: "

@@ -86,14 +86,15 @@ class Server:
     "serving" line and stops it with SIGINT (its clean shutdown) on exit."""
 
     def __init__(self, args: argparse.Namespace, mode: str) -> None:
-        self.http, self.grpc, self.metrics = free_ports(3)
+        self.http, self.grpc, self.metrics, self.gaf_metrics = free_ports(4)
         batching = ["--batching", "step", "--instances", str(args.instances)] if mode == "step" \
             else ["--batching", "request", "--min-rows", str(args.baseline_min_rows),
                   "--max-batch", "1" if mode == "sequential" else str(args.group_size)]
         self.cmd = [sys.executable, "-m", "gaf_trt.cli", "serve", "--ckpt", args.ckpt,
                     "--device", "cpu", "--threads", str(args.threads),
                     "--http-port", str(self.http), "--grpc-port", str(self.grpc),
-                    "--metrics-port", str(self.metrics), "--max-queue", "1024",
+                    "--metrics-port", str(self.metrics), "--gaf-metrics-port",
+                    str(self.gaf_metrics), "--max-queue", "1024",
                     *batching, *args.extra.split()]
         self.timeout = args.start_timeout
         self.proc: subprocess.Popen | None = None

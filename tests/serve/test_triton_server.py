@@ -1,7 +1,7 @@
 """``gaf-trt serve`` end to end: a real Triton (PyTriton) in a subprocess on free ports,
 queried with tritonclient over HTTP and gRPC, stopped with SIGTERM; nothing may be left
 (processes, /dev/shm entries, PyTriton workspaces). Readiness is the server's own
-"serving" line, never a sleep. Skipped (with the reason) where PyTriton is not installed."""
+"serving" line, never a sleep (and then the models answer: checked). Skipped (with the reason) where PyTriton is not installed."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +31,7 @@ from gaf_trt.serve.host import descendants, free_ports, is_running
 from gaf_trt.serve.wire import STATS, encode_request
 from tests.serve import request_space
 from tests.serve.request_space import serve_request
+from tests.serve import prometheus_text as prom
 from tests.serve.refs import min_rows_reference
 
 pytest.importorskip("pytriton.triton", reason="nvidia-pytriton is not installed (README: "
@@ -66,18 +68,34 @@ def listing(path: Path) -> set[str]:
     return {p.name for p in path.iterdir()} if path.is_dir() else set()
 
 
+READY_ENDPOINTS = ("/v2/models/gaf/ready", "/v2/models/gaf_stats/ready")
+
+
+def http_status(url: str) -> int:
+    """The HTTP status of GET ``url`` (0: no answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+
+
 class Server:
     """``python -m gaf_trt.cli serve`` in a subprocess; ready when it prints 'serving'."""
 
     def __init__(self, *extra: str) -> None:
-        self.http, self.grpc, self.metrics = free_ports(3)
+        self.http, self.grpc, self.metrics, self.gaf_metrics = free_ports(4)
         cmd = [sys.executable, "-m", "gaf_trt.cli", "serve", "--device", "cpu", "--threads",
                "1", "--instances", str(INSTANCES), "--http-port", str(self.http), "--grpc-port",
-               str(self.grpc), "--metrics-port", str(self.metrics), *extra]
+               str(self.grpc), "--metrics-port", str(self.metrics), "--gaf-metrics-port",
+               str(self.gaf_metrics), *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: list[str] = []
         self.ready = threading.Event()
+        self.ready_status: dict[str, int] = {}  # endpoint -> HTTP status at the serving line
         self.stderr = ""
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._read_err, daemon=True).start()
@@ -86,6 +104,8 @@ class Server:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip())
             if line.startswith("serving"):
+                self.ready_status = {ep: http_status(f"http://127.0.0.1:{self.http}{ep}")
+                                     for ep in READY_ENDPOINTS}
                 self.ready.set()
         self.proc.wait()
         self.ready.set()  # exited: wake the waiter
@@ -191,11 +211,64 @@ def reference(one_thread):
     return min_rows_reference(GOOD)
 
 
+def test_models_ready_at_the_serving_line(server, reference):
+    """Issue 27: the "serving" line comes once the models answer: their ready endpoints
+    (the readiness probe) were 200 when it was read, and a request at once succeeds."""
+    assert server.ready_status == dict.fromkeys(READY_ENDPOINTS, 200)
+    with http_client(server) as client:
+        assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
+
+
 def test_http_result_is_the_sample_result(server, reference):
     with http_client(server) as client:
         latents, images = good_http(client)
     assert torch.equal(torch.from_numpy(latents.copy()), reference)
     assert np.array_equal(images, to_images(reference))
+
+
+def scrape(server) -> dict:
+    """``/metrics`` of gaf-trt's own endpoint, read strictly (Prometheus text 0.0.4)."""
+    url = f"http://127.0.0.1:{server.gaf_metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        types, samples = prom.parse(r.read().decode())
+    assert types["gaf_requests_admitted_total"] == "counter"
+    assert types["gaf_network_call_rows"] == "histogram"
+    return samples
+
+
+def test_metrics_count_known_requests(server, reference):
+    """Issue 27: two good requests and a bad one move the scraped counters by exactly that;
+    the call counters agree with gaf_stats'."""
+    from tritonclient.utils import InferenceServerException
+
+    before = scrape(server)
+    with http_client(server) as client:
+        for _ in range(2):
+            assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
+        with pytest.raises(InferenceServerException):
+            client.infer("gaf", make_inputs(th, classes=[99], steps=2), timeout=REQUEST_TIMEOUT)
+    after, counters = scrape(server), stats(server)
+
+    def delta(name, **labels):
+        return prom.value(after, name, **labels) - prom.value(before, name, **labels)
+
+    assert delta("gaf_requests_admitted_total") == 2
+    assert delta("gaf_requests_finished_total", outcome="ok") == 2
+    assert delta("gaf_requests_finished_total", outcome="failed") == 0
+    assert delta("gaf_requests_refused_total", reason="invalid") == 1
+    assert delta("gaf_requests_refused_total", reason="overloaded") == 0
+    assert delta("gaf_request_queue_seconds_count") == 2
+    assert delta("gaf_request_run_seconds_count") == 2
+    assert delta("gaf_request_run_seconds_sum") > 0
+    calls = prom.value(after, "gaf_network_calls_total")
+    assert calls == counters["calls"] and delta("gaf_network_calls_total") >= GOOD.steps
+    assert prom.value(after, "gaf_network_call_rows_sum") == counters["rows"]
+    assert prom.value(after, "gaf_network_call_rows_count") == calls
+    assert prom.value(after, "gaf_network_call_seconds_count") == calls
+    assert prom.value(after, "gaf_requests_active") == 0
+    assert prom.value(after, "gaf_rows_pending") == 0
 
 
 @settings(max_examples=8, deadline=None, derandomize=True,

@@ -9,7 +9,8 @@
 - :mod:`gaf_trt.serve.triton`: ``gaf-trt serve`` on Triton through PyTriton, with
   :mod:`~gaf_trt.serve.wire` (tensors, request decoding), :mod:`~gaf_trt.serve.host`
   (ports, shared memory, processes) and :mod:`~gaf_trt.serve.pytriton_patch` (the stub
-  patch, inserting :mod:`~gaf_trt.serve.pb_tensors` and :mod:`~gaf_trt.serve.stub_serving`);
+  patch, inserting :mod:`~gaf_trt.serve.pb_tensors` and :mod:`~gaf_trt.serve.stub_serving`)
+  and :mod:`~gaf_trt.serve.metrics` (the ``gaf_...`` Prometheus metrics and their endpoint);
 - :mod:`gaf_trt.serve.repository` / :mod:`gaf_trt.serve.bls`: a Triton model repository from
   an engine directory (``gaf-trt triton-repo``; config text :mod:`~gaf_trt.serve.pbtxt`,
   network models :mod:`~gaf_trt.serve.network_models`) and its Python-backend models.

@@ -117,7 +117,10 @@ def test_serve_busy_port_refused_in_one_line(busy_port):
     (["--http-port", "70000"], "--http-port must be a port number in 1..65535, got 70000"),
     (["--call-rows", "-3"], "--call-rows must be 0 (measured at start) or 1..65536, got -3"),
     (["--min-rows", "0"], "--min-rows must be an integer in 1..4096, got 0"),
-], ids=["batching", "instances", "max-queue", "port-range", "call-rows", "min-rows"])
+    (["--gaf-metrics-port", "70000"],
+     "--gaf-metrics-port must be a port number in 1..65535, got 70000"),
+], ids=["batching", "instances", "max-queue", "port-range", "call-rows", "min-rows",
+        "gaf-metrics-port"])
 def test_serve_bad_options(args, needle):
     assert_bad_input(invoke(gaf_app(), ["serve", *args]), needle)
 
@@ -129,3 +132,13 @@ def test_serve_same_port_twice():
     free.close()
     res = invoke(gaf_app(), ["serve", "--http-port", str(port), "--grpc-port", str(port)])
     assert_bad_input(res, "must differ")
+
+
+def test_serve_gaf_metrics_port_must_differ():
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    res = invoke(gaf_app(), ["serve", "--http-port", str(port), "--gaf-metrics-port", str(port)])
+    assert_bad_input(res, "--http-port, --grpc-port, --metrics-port, --gaf-metrics-port must "
+                          "differ")

@@ -13,7 +13,7 @@ import torch
 
 from gaf_trt.serve import ServeRequest
 from tests.serve.refs import min_rows_reference
-from tests.serve.test_triton_server import (
+from tests.serve.server_proc import (
     Server,
     http_client,
     infer_latents,

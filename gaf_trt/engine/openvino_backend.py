@@ -182,10 +182,11 @@ def load_openvino(req: LoadRequest) -> OvSplitEngine:
     auto|split|fused, ``threads``, ``verify``, ``ov_precision`` = fp32|bf16). ``req.precision``
     bf16 on an fp32 directory runs its graphs with the bf16 inference-precision hint; any
     other precision must be the directory's own."""
-    device = resolve_device(req.device)
-    if device != "cpu":
-        raise ConfigError(f"the openvino backend runs on the CPU, not {device}; use "
+    asked = str(req.device).strip()
+    if asked.startswith("cuda"):
+        raise ConfigError(f"the openvino backend runs on the CPU, not {asked}; use "
                           "--device cpu (or backend ort / trt on CUDA)")
+    device = "cpu" if asked == "auto" else resolve_device(asked)
     folder = Path(req.artifact)
     options = dict(req.options)
     from gaf_trt.enginedir import read_manifest

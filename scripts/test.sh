@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check torch==2.13.0
-python3 -m pip install -q --disable-pip-version-check -e '.[test,serve,docs]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,serve,docs,openvino]'
 # Triton serving tests: nvidia-pytriton pins numpy<2, so it goes in without its dependencies
 # (the [serve] extra holds them); numpy stays 2.x for everything else.
 python3 -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton==0.7.0

@@ -32,10 +32,11 @@ def bench(
                                          "S/2, B/2, L/2, XL/2 (patch 4 and 8 too)."),
     latent: int = typer.Option(32, "--latent", help="Preset latent size (16, 32, 64)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="Engine directory (gaf-trt "
-                                         "export) for the ort / trt rows; needs --ckpt."),
+                                         "export) for the ort / openvino / trt rows; "
+                                         "needs --ckpt."),
     backend: list[str] = typer.Option(["torch"], "--backend", help="torch, torch-compile, ort, "
-                                      "trt, auto; several allowed. The reference loop is "
-                                      "always measured."),
+                                      "openvino, trt, auto; several allowed. The reference "
+                                      "loop is always measured."),
     precision: list[Precision] = typer.Option([Precision.FP32], "--precision",
                                               case_sensitive=False, help="Network "
                                               "precisions (fp32, fp16, bf16, int8, fp8); "

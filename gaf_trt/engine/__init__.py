@@ -1,4 +1,5 @@
-"""Networks behind the one contract (PyTorch, ONNX Runtime, TensorRT) and their registry.
+"""Networks behind the one contract (PyTorch, ONNX Runtime, OpenVINO, TensorRT) and their
+registry.
 
 This layer sits below ``compose/``: it never imports it.
 """
@@ -12,7 +13,7 @@ from gaf_trt.engine.base import (
     load_backend,
 )
 from gaf_trt.engine.torch_backend import TorchEngine
-from gaf_trt.engine import ort_backend, trt_backend  # noqa: F401,E402 - register ort, trt
+from gaf_trt.engine import ort_backend, openvino_backend, trt_backend  # noqa: F401,E402 - register
 from gaf_trt.engine.loader import load_engine  # noqa: E402 - registers "auto" (after the others)
 
 __all__ = ["BACKENDS", "AnchorNetwork", "Backend", "FusedComposedStep", "LoadRequest",

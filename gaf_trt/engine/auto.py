@@ -15,10 +15,10 @@ time once per shape (cached across runs by torch's FX-graph cache), so ``auto`` 
 when ``LoadRequest.options`` does not say ``compile: False``.
 
 An engine directory on the CPU: what was measured fastest on this machine. ``gaf-trt bench``
-with an engine directory and both a torch and an ``ort`` row of one precision records the
-faster of them (median loop time, same run, interleaved rounds) per CPU model, thread count
-and precision in ``~/.cache/gaf-trt/auto_cpu.json``; ``auto`` takes that choice when it
-exists, else the rule :data:`CPU_ENGINE_DIR_RULE` measured on the project's machines
+with an engine directory, a torch row and an ``ort`` or ``openvino`` row of one precision
+records the fastest of them (median loop time, same run, interleaved rounds) per CPU model,
+thread count and precision in ``~/.cache/gaf-trt/auto_cpu.json``; ``auto`` takes that choice
+(falling back to ``ort`` when openvino is not installed) when it exists, else the rule :data:`CPU_ENGINE_DIR_RULE` measured on the project's machines
 (fp32: ``ort`` — 1.7x torch eager on a 2-core AMD EPYC; 1.96x torch eager and 1.90x
 torch-compile on a 2-core Intel Xeon with AMX, DiT-S/2 1000 classes 32x32x4, batch 4, 2
 classes, euler-4, one ``gaf-trt bench`` run; bf16: ``torch``, as ONNX Runtime's CPU provider
@@ -53,10 +53,13 @@ ORDER: dict[str, tuple[tuple[str, dict[str, object], bool], ...]] = {
 #: no measurement of its own (see the module docstring).
 CPU_ENGINE_DIR_RULE = {"fp32": "ort", "fp16": "ort", "bf16": "torch"}
 #: bench labels a measured CPU choice can name -> (backend, options)
-MEASURED_LABELS = ("torch", "torch-compile", "ort")
+MEASURED_LABELS = ("torch", "torch-compile", "ort", "openvino")
+#: the engine-directory runtimes among them (a measurement compares one with another row)
+MEASURED_RUNTIMES = ("ort", "openvino")
 
 #: modules that register the optional runtimes (absent until they are installed / written)
-OPTIONAL_BACKEND_MODULES = ("gaf_trt.engine.ort_backend", "gaf_trt.engine.trt_backend")
+OPTIONAL_BACKEND_MODULES = ("gaf_trt.engine.ort_backend", "gaf_trt.engine.openvino_backend",
+                            "gaf_trt.engine.trt_backend")
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def record_measured(precision: str, loop_ms: dict[str, float], engine: str) -> s
     from gaf_trt.io.files import write_json
 
     loop_ms = {k: v for k, v in loop_ms.items() if k in MEASURED_LABELS and v > 0}
-    if "ort" not in loop_ms or len(loop_ms) < 2:
+    if not set(MEASURED_RUNTIMES) & set(loop_ms) or len(loop_ms) < 2:
         return None
     best = min(loop_ms, key=loop_ms.get)
     try:
@@ -139,6 +142,10 @@ def _engine_dir_cpu(req: LoadRequest) -> AutoChoice | None:
            else f"the CPU rule for {precision} engine directories")
     if label == "torch-compile" and req.options.get("compile") is False:
         label = "torch"
+    if label == "openvino":
+        if "openvino" in BACKENDS.names() and BACKENDS.get("openvino").available() is None:
+            return AutoChoice("openvino", dict(req.options), why)
+        label, why = "ort", "openvino is not installed"
     if label == "ort":
         if "ort" in BACKENDS.names() and BACKENDS.get("ort").available() is None:
             return AutoChoice("ort", dict(req.options), why)

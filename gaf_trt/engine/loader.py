@@ -28,7 +28,7 @@ from gaf_trt.precision import Precision
 
 log = logging.getLogger(__name__)
 
-ENGINE_BACKENDS = ("auto", "trt", "ort", "torch")
+ENGINE_BACKENDS = ("auto", "trt", "ort", "openvino", "torch")
 
 
 def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: str = "auto",
@@ -40,9 +40,10 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     every named path inside the directory), the precision check, and
     :func:`~gaf_trt.enginedir.verify_files` (sha256 of every file used, external data
     included) before anything is loaded. ``precision`` defaults to the engine's own; another
-    one is refused. ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static``
-    (trt), ``ort_provider`` (cuda|tensorrt), ``threads``, ``verify`` (sha256 of the files
-    used).
+    one is refused (except bf16 on an fp32 directory with ``openvino``: its bf16 hint).
+    ``options`` go to the backend: ``graphs`` (auto|split|fused), ``static`` (trt),
+    ``ort_provider`` (cuda|tensorrt), ``ov_precision`` (fp32|bf16: openvino), ``threads``,
+    ``verify`` (sha256 of the files used).
     """
     from gaf_trt.device import resolve_device
     from gaf_trt.enginedir import check_precision, read_manifest
@@ -52,6 +53,10 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
                           f"{', '.join(ENGINE_BACKENDS)}")
     folder = Path(folder)
     man = read_manifest(folder)
+    if backend == "openvino":  # checks precision itself (bf16 on fp32: the bf16 hint)
+        want = Precision(precision or man["precision"])
+        return load_backend(backend, LoadRequest(str(folder), device=resolve_device(device),
+                                                 precision=want, options=dict(options)))
     check_precision(man, precision, folder)
     built = Precision(man["precision"])
     dev = resolve_device(device)

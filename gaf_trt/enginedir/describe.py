@@ -63,4 +63,9 @@ def describe_lines(info: dict[str, Any]) -> list[str]:
                      f"(cc {p['compute_capability']})" + (" static" if p["static"] else ""))
     if info["verified"]:
         lines.append("files       all sha256 verified")
+    backends = info.get("backends")
+    if isinstance(backends, dict):
+        here = [n for n, why in backends.items() if why is None]
+        lines.append(f"backends    {', '.join(here) or 'none'} here" + "".join(
+            f"; {n}: {why}" for n, why in backends.items() if why is not None))
     return lines

@@ -62,7 +62,20 @@ def is_engine_dir(path: str) -> bool:
 
 
 def describe_engine(path: str) -> dict[str, Any]:
-    """The manifest summary of an engine directory, every file checked against its sha256."""
-    from gaf_trt.enginedir import describe
+    """The manifest summary of an engine directory, every file checked against its sha256,
+    and ``backends``: each backend that reads engine directories -> None when it is usable
+    here, else why not (``torch`` needs the directory's PyTorch weights)."""
+    from gaf_trt.engine import BACKENDS
+    from gaf_trt.engine.loader import ENGINE_BACKENDS
+    from gaf_trt.enginedir import describe, read_manifest
 
-    return describe(str(path), verify=True)
+    record = describe(str(path), verify=True)
+    backends: dict[str, str | None] = {}
+    for name in ENGINE_BACKENDS:
+        if name == "auto" or name not in BACKENDS.names():
+            continue
+        backends[name] = BACKENDS.get(name).available()
+    if "torch" in backends and not read_manifest(path).get("weights"):
+        backends["torch"] = "exported without PyTorch weights"
+    record["backends"] = backends
+    return record

@@ -18,7 +18,9 @@ from gaf_trt.model.presets import parse_preset
 from gaf_trt.precision import Precision
 
 #: backends a grid can name (``reference`` is always added); torch-compile = torch + compile
-BENCH_BACKENDS = ("torch", "torch-compile", "ort", "trt", "auto")
+BENCH_BACKENDS = ("torch", "torch-compile", "ort", "openvino", "trt", "auto")
+#: backends that run an engine directory (``--engine DIR``)
+DIR_BACKENDS = ("ort", "openvino", "trt")
 #: inclusive bounds of the numeric options
 LIMITS = {"batch": (1, 4096), "classes": (1, 64), "steps": (1, 1000), "repeats": (1, 1000),
           "warmup": (0, 100), "latent": (2, 256)}
@@ -79,7 +81,7 @@ class BenchGrid:
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                     raise ConfigError(f"--{name} must be an integer in [{lo}, {hi}], got {v!r}")
-        needs_dir = [b for b in self.backends if b in ("ort", "trt")]
+        needs_dir = [b for b in self.backends if b in DIR_BACKENDS]
         if needs_dir and self.engine is None:
             raise ConfigError(f"backend {needs_dir[0]!r} runs an engine directory: give "
                               "--engine DIR (written by gaf-trt export)")
@@ -169,13 +171,15 @@ def row_pairs(grid: BenchGrid, device: str
               ) -> tuple[list[tuple[str, Precision]], dict[tuple[str, str], str]]:
     """The ``(backend, precision)`` cells of the grid that can run here, and why each other
     cell cannot (keyed ``(backend, precision value)``). torch rows run the precisions torch
-    runs natively here; ``ort`` / ``trt`` rows (and ``auto`` with ``--engine``) run the engine
-    directory's precision. A cell that cannot run is skipped with its reason (``ort bf16`` on
+    runs natively here; ``ort`` / ``openvino`` / ``trt`` rows (and ``auto`` with ``--engine``) run
+    the engine directory's precision (``openvino`` also bf16 on an fp32 one: its bf16 hint). A cell that cannot run is skipped with its reason (``ort bf16`` on
     an fp32 engine directory); a grid in which no cell can run is an error."""
     built = _engine_precision(grid)
-    on_dir = ("ort", "trt", "auto") if grid.engine is not None else ("ort", "trt")
+    on_dir = (*DIR_BACKENDS, "auto") if grid.engine is not None else DIR_BACKENDS
 
     def why_not(b: str, p: Precision) -> str | None:
+        if b == "openvino" and built == "fp32" and p is Precision.BF16:
+            return None  # the fp32 graphs with OpenVINO's bf16 inference-precision hint
         if b in on_dir:
             return None if built == p.value else (
                 f"engine directory {grid.engine} was exported at {built}; a {p.value} {b} row "

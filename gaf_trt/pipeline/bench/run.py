@@ -96,7 +96,8 @@ def _engine(ctx: _Context, backend: str, precision: Precision) -> tuple[AnchorNe
         source = ModelSource(g.engine, backend=name, device=ctx.device, precision=precision,
                              options=options)
         engine = load_source(source, decoder=False).network
-        built = getattr(engine, "manifest", {}).get("precision")
+        # the precision it runs at (openvino: bf16 on an fp32 directory, its bf16 hint)
+        built = getattr(engine, "precision", None) if hasattr(engine, "manifest") else None
         if built is not None and built != precision.value:
             raise ConfigError(f"engine directory {g.engine} was exported at {built}; a "
                               f"{precision.value} {name} row needs an engine exported with "
@@ -289,7 +290,7 @@ def run_bench(grid: BenchGrid,
 
 def _record_cpu_choice(ctx: _Context, records: list[BenchRecord],
                        progress: Callable[[str], None]) -> None:
-    """On the CPU with an engine directory: the faster of its torch and ort rows, per
+    """On the CPU with an engine directory: the fastest of its torch, ort and openvino rows, per
     precision, becomes what ``auto`` picks for engine directories on this CPU
     (:func:`gaf_trt.engine.auto.record_measured`)."""
     if ctx.device != "cpu" or ctx.grid.engine is None:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.compose.placement import network_device
+from gaf_trt.compose.solvers import SOLVERS
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
 from gaf_trt.model.gaf import broadcast_time
@@ -240,14 +241,41 @@ class CachedNetwork:
         return self.network.anchors_from(self._f, x, t, y)  # type: ignore[attr-defined]
 
 
-def with_cache(network: object, policy: str | CachePolicy | None) -> object:
-    """``network`` itself when ``policy`` is inactive (``off``), else a fresh
-    :class:`CachedNetwork`; a :class:`CachedNetwork` given as the network is reset (its own
-    policy kept, and ``policy`` must then be inactive)."""
+#: Solvers whose steps are too large for a fixed reuse schedule, with the measured reason
+#: (docs/results.md, "Feature caching": digits model, 100 samples per class).
+STATIC_REFUSED = {"ier": "IER-8 with static:2 measured a Fréchet distance 20x the uncached "
+                         "one (0.135 -> 2.743), static:3 29x, while accuracy rose (the samples "
+                         "lose their variety)"}
+
+
+def check_cache_solver(policy: str | CachePolicy | None, solver: str) -> CachePolicy:
+    """The parsed policy, refused for a solver in :data:`STATIC_REFUSED` when it is a static
+    schedule that reuses features (``static:N``, N ≥ 2): one error with the measured reason
+    and what works instead."""
     p = parse_cache(policy)
+    solver = SOLVERS.canonical(solver)
+    why = STATIC_REFUSED.get(solver) if p.kind == "static" and p.every > 1 else None
+    if why is not None:
+        raise ConfigError(f"cache policy {p.text} with solver {solver!r} is refused: {why}; "
+                          "use --cache adaptive:δ (it recomputes when the steps are large) "
+                          "or off")
+    return p
+
+
+def with_cache(network: object, policy: str | CachePolicy | None, solver: str) -> object:
+    """``network`` itself when ``policy`` is inactive (``off``), else a fresh
+    :class:`CachedNetwork` (checked against ``solver``: :func:`check_cache_solver`); a
+    :class:`CachedNetwork` given as the network is reset (its own policy kept, and ``policy``
+    must then be inactive; a static one with a refused solver only logs a warning: a wrapper
+    built by hand is an experiment)."""
+    p = check_cache_solver(policy, solver)
     if isinstance(network, CachedNetwork):
         if p.active:
             raise ConfigError("the network is already a CachedNetwork; give the policy once")
+        try:
+            check_cache_solver(network.policy, solver)
+        except ConfigError as err:
+            log.warning("%s", err)
         network.reset()
         return network
     return CachedNetwork(network, p) if p.active else network

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gaf_trt.compose.cache import CachePolicy, with_cache
+from gaf_trt.compose.cache import CachedNetwork, CachePolicy, with_cache
 from gaf_trt.compose.composition import ClassBatchField, ComposedField, Composition
 from gaf_trt.compose.solvers import T_EPS, StepCallback, integrate
 from gaf_trt.engine.base import AnchorNetwork
@@ -43,6 +43,8 @@ def first_non_finite_step(field: object, noise: Tensor, *, steps: int, solver: s
     """Re-run a loop that ended non-finite, checking after every step (a host sync per step:
     only on the failure path). Returns the 0-based step index, or None."""
     found: list[int] = []
+    if isinstance(getattr(field, "network", None), CachedNetwork):
+        field.network.reset()  # type: ignore[attr-defined]  # the loop again from its start
 
     def watch(k: int, _n: int, x: Tensor) -> None:
         if not found and not bool(torch.isfinite(x).all()):
@@ -83,7 +85,7 @@ def sample(model_or_engine: AnchorNetwork, classes: Sequence[int] | Composition,
     """
     check_noise(noise, model_or_engine)
     composition = composition_of(classes, weights=weights, alpha=alpha, masks=masks)
-    field = ComposedField(with_cache(model_or_engine, cache), composition)
+    field = ComposedField(with_cache(model_or_engine, cache, solver), composition)
     z = integrate(field, noise, steps=steps, solver=solver, t_eps=t_eps, callback=callback)
     return check_finite(z, f"classes {list(composition.classes)} ({composition.mode.value})",
                         field=field, noise=noise, steps=steps, solver=solver, t_eps=t_eps)
@@ -105,7 +107,7 @@ def sample_pure(model_or_engine: AnchorNetwork, classes: Sequence[int], noise: T
     if k == 0:
         raise ConfigError("at least one class is needed")
     labels = [int(c) for c in classes for _ in range(b)]
-    field = ClassBatchField(with_cache(model_or_engine, cache), labels)
+    field = ClassBatchField(with_cache(model_or_engine, cache, solver), labels)
     x = noise.unsqueeze(0).expand(k, *noise.shape).reshape(k * b, *noise.shape[1:])
     z = integrate(field, x, steps=steps, solver=solver, t_eps=t_eps, callback=callback)
     z = check_finite(z, f"pure classes {list(classes)}", field=field, noise=x, steps=steps,

@@ -97,7 +97,7 @@ def _integrate_rows(job: Job, noise: Tensor, conds: list[int]) -> Tensor:
     if pure:
         labels = [job.conditions[conds[r]].label for r in pure]
         x = noise[pure]
-        net = with_cache(job.network, cfg.cache)
+        net = with_cache(job.network, cfg.cache, cfg.solver)
         z = integrate(ClassBatchField(net, labels), x, steps=cfg.steps,
                       solver=cfg.solver, t_eps=t_eps)
         out[pure] = check_finite(z, f"classes {sorted(set(labels))}").float().cpu()

@@ -19,7 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from gaf_trt.compose import masks as mask_lib
-from gaf_trt.compose.cache import check_split, parse_cache
+from gaf_trt.compose.cache import check_cache_solver, check_split, parse_cache
 from gaf_trt.compose.spec import CLI, CompositionSpec
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.errors import ConfigError
@@ -92,7 +92,7 @@ def _check_bounds(cfg: SampleConfig) -> CompositionSpec:
     """Every option with a bound, checked before any work; returns the composition."""
     spec = composition_spec(cfg)
     SOLVERS.get(cfg.solver)
-    parse_cache(cfg.cache)
+    check_cache_solver(cfg.cache, cfg.solver)
     cfg.model.check()
     check_steps(cfg.steps)
     if cfg.t_eps is not None:

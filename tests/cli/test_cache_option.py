@@ -57,3 +57,8 @@ def test_generate_identity_carries_the_policy(tmp_path):
     assert "cache" not in json.loads((plain / store.RECORD).read_text())["job"]  # identity kept
     with pytest.raises(ConfigError, match="unknown cache policy 'foo'"):
         run_generate(GenerateConfig(out=str(tmp_path / "bad"), cache="foo", **tiny))
+
+
+def test_sample_static_with_ier_refused_before_work(ref_ckpt, tmp_path):
+    r = invoke(*sample_args(ref_ckpt, tmp_path / "i"), "--cache", "static:2", "--solver", "ier")
+    assert r.exit_code != 0 and "Fréchet" in r.output and not (tmp_path / "i").exists()

@@ -164,3 +164,19 @@ def test_ort_split_engine_caches_and_fused_only_is_refused(tmp_path_factory):
     fused = load_engine(folder, backend="ort", device="cpu", graphs="fused")
     with pytest.raises(ConfigError, match="fused graphs only"):
         CachedNetwork(fused, "static:2")
+
+
+@pytest.mark.parametrize("solver", ["ier", "endpoint"])
+def test_static_with_ier_is_refused_with_the_measured_reason(net, noise, solver):
+    with pytest.raises(ConfigError, match=r"static:2 with solver .*refused: IER-8 .*Fréchet.*"
+                                          r"adaptive"):
+        gaf_trt.sample(net, [3], noise, steps=8, solver=solver, cache="static:2")
+    gaf_trt.sample(net, [3], noise, steps=2, solver=solver, cache="static:1")  # no reuse: fine
+    gaf_trt.sample(net, [3], noise, steps=2, solver=solver, cache="adaptive:0.2")
+
+
+def test_hand_built_static_wrapper_with_ier_only_warns(net, noise, caplog):
+    wrapped = CachedNetwork(net, "static:2")
+    with caplog.at_level("WARNING", logger="gaf_trt.compose.cache"):
+        gaf_trt.sample(wrapped, [3], noise, steps=4, solver="ier")
+    assert "refused" in caplog.text and wrapped.trunk_calls == 2

@@ -5,12 +5,14 @@ Public API (docs/design.md; README)::
     model = gaf_trt.load_model("digits")            # or a published .pt / .safetensors
     m = gaf_trt.masks.build("horizontal_2", 16, 16)  # [N, 1, H, W] softened masks
     x = gaf_trt.sample(model, [3, 8], noise, masks=m, steps=20, solver="euler")
+    x = gaf_trt.sample(model, [3], noise, cache="static:2")  # reuse the trunk every 2nd call
     x = gaf_trt.integrate(field, x, steps=20, solver="heun", reverse=True)
 """
 
 from gaf_trt._version import __version__
 from gaf_trt.compose import (
     SOLVERS,
+    CachedNetwork,
     ComposedField,
     Composition,
     integrate,
@@ -41,6 +43,7 @@ __all__ = [
     "translate",
     "Composition",
     "ComposedField",
+    "CachedNetwork",
     "SOLVERS",
     "GAFError",
     "CheckpointError",

@@ -24,6 +24,7 @@ def generate(
         "is a grayscale image's path relative to the file)."),
     solver: str = typer.Option("euler", "--solver", help=f"One of: {', '.join(SOLVERS.names())}."),
     steps: int = typer.Option(20, "--steps", help="Solver steps (1..10000)."),
+    cache: mo.CacheOpt = "off",
     seed: int = typer.Option(0, "--seed", help="Sample i's noise and class depend only on "
                              "(seed, i)."),
     batch: int = typer.Option(64, "--batch", "-b", help="Samples per solver loop, aligned to "
@@ -59,7 +60,7 @@ def generate(
                                   trust_pickle)
     cfg = GenerateConfig(
         out=out, classes=list(classes) if classes else ["all"], per_class=per_class, num=num,
-        compositions=compositions, solver=solver, steps=steps, seed=seed, batch=batch,
+        compositions=compositions, solver=solver, cache=cache, steps=steps, seed=seed, batch=batch,
         shard_size=shard_size, format=fmt, model=model)
 
     def on_shard(done: int, total: int, samples: int) -> None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from gaf_trt.compose.cache import cache_forms
 from gaf_trt.engine.base import BACKENDS
 from gaf_trt.precision import Precision
 
@@ -41,6 +42,11 @@ HeadsOpt = Annotated[Optional[int], typer.Option(
     "--heads", help="Attention heads, when the checkpoint does not say.")]
 NoEmaOpt = Annotated[bool, typer.Option(
     "--no-ema", help="Use the raw model weights, not the EMA.")]
+CacheOpt = Annotated[str, typer.Option(
+    "--cache", metavar="POLICY",
+    help=f"Reuse the trunk's features across solver evaluations: {', '.join(cache_forms())} "
+         "(static:N runs the trunk every N-th evaluation; adaptive:δ when its input changed "
+         "by more than δ, relative L1). Needs a torch model or an engine's split graphs.")]
 TrustPickleOpt = Annotated[bool, typer.Option(
     "--trust-pickle", help="Allow arbitrary unpickling (only for checkpoints you trust).")]
 

@@ -29,6 +29,7 @@ def sample(
                                 f"at most {mask_lib.MAX_SIGMA:g})."),
     steps: int = typer.Option(20, "--steps", help="Solver steps (1..10000)."),
     solver: str = typer.Option("euler", "--solver", help=f"One of: {', '.join(SOLVERS.names())}."),
+    cache: mo.CacheOpt = "off",
     seed: int = typer.Option(0, "--seed", help="Noise seed (reproducible on one machine)."),
     permute: bool = typer.Option(False, "--permute", help="Also run every permutation of the classes."),
     gif: bool = typer.Option(False, "--gif", help="Save trajectory GIFs."),
@@ -63,7 +64,7 @@ def sample(
     cfg = SampleConfig(
         classes=list(classes or []), out=out, weights=weight, alpha=alpha,
         mask_type=mask_type, mask_img=str(mask_img) if mask_img else None, regions=regions,
-        sigma=sigma, steps=steps, solver=solver, seed=seed, permute=permute, gif=gif, skip=skip,
+        sigma=sigma, steps=steps, solver=solver, cache=cache, seed=seed, permute=permute, gif=gif, skip=skip,
         batch=batch, chunk=chunk, max_runs=max_runs, model=model)
     plan = prepare_sample(cfg)
     if quiet:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from gaf_trt.compose.cache import CachedNetwork, CachePolicy, with_cache
 from gaf_trt.compose.composition import ClassBatchField, ComposedField, Composition
 from gaf_trt.compose.solvers import T_EPS, StepCallback, integrate
 from gaf_trt.engine.base import AnchorNetwork
@@ -42,6 +43,8 @@ def first_non_finite_step(field: object, noise: Tensor, *, steps: int, solver: s
     """Re-run a loop that ended non-finite, checking after every step (a host sync per step:
     only on the failure path). Returns the 0-based step index, or None."""
     found: list[int] = []
+    if isinstance(getattr(field, "network", None), CachedNetwork):
+        field.network.reset()  # type: ignore[attr-defined]  # the loop again from its start
 
     def watch(k: int, _n: int, x: Tensor) -> None:
         if not found and not bool(torch.isfinite(x).all()):
@@ -70,17 +73,19 @@ def check_finite(x: Tensor, what: str, *, field: object | None = None, noise: Te
 def sample(model_or_engine: AnchorNetwork, classes: Sequence[int] | Composition, noise: Tensor, *,
            weights: Sequence[float] | None = None, alpha: float | None = None,
            masks: Tensor | None = None, steps: int = 20, solver: str = "euler",
-           t_eps: float = T_EPS, callback: StepCallback | None = None) -> Tensor:
+           t_eps: float = T_EPS, callback: StepCallback | None = None,
+           cache: str | CachePolicy | None = None) -> Tensor:
     """Generate from ``noise [B, C, S, S]`` with a composition of ``classes``.
 
     ``classes`` is a list of class ids (weighting rules of :meth:`Composition.build`;
     ``masks [N, 1, H, W]`` used as given, already softened) or a ready :class:`Composition`.
-    Returns the final state, same shape as ``noise``; raises :class:`NonFiniteError` when it
-    is not finite.
+    ``cache``: reuse the trunk's features across evaluations (``off``, ``static:N``,
+    ``adaptive:δ``: :mod:`gaf_trt.compose.cache`). Returns the final state, same shape as
+    ``noise``; raises :class:`NonFiniteError` when it is not finite.
     """
     check_noise(noise, model_or_engine)
     composition = composition_of(classes, weights=weights, alpha=alpha, masks=masks)
-    field = ComposedField(model_or_engine, composition)
+    field = ComposedField(with_cache(model_or_engine, cache, solver), composition)
     z = integrate(field, noise, steps=steps, solver=solver, t_eps=t_eps, callback=callback)
     return check_finite(z, f"classes {list(composition.classes)} ({composition.mode.value})",
                         field=field, noise=noise, steps=steps, solver=solver, t_eps=t_eps)
@@ -89,9 +94,11 @@ def sample(model_or_engine: AnchorNetwork, classes: Sequence[int] | Composition,
 @torch.no_grad()
 def sample_pure(model_or_engine: AnchorNetwork, classes: Sequence[int], noise: Tensor, *,
                 steps: int = 20, solver: str = "euler", t_eps: float = T_EPS,
-                callback: StepCallback | None = None) -> Tensor:
+                callback: StepCallback | None = None,
+                cache: str | CachePolicy | None = None) -> Tensor:
     """Each class of ``classes`` from the same ``noise [B, C, S, S]``, all in one batched
-    solver loop (one network call of ``len(classes)·B`` per evaluation).
+    solver loop (one network call of ``len(classes)·B`` per evaluation); ``cache`` as in
+    :func:`sample`.
 
     Returns ``[len(classes), B, C, S, S]``.
     """
@@ -100,7 +107,7 @@ def sample_pure(model_or_engine: AnchorNetwork, classes: Sequence[int], noise: T
     if k == 0:
         raise ConfigError("at least one class is needed")
     labels = [int(c) for c in classes for _ in range(b)]
-    field = ClassBatchField(model_or_engine, labels)
+    field = ClassBatchField(with_cache(model_or_engine, cache, solver), labels)
     x = noise.unsqueeze(0).expand(k, *noise.shape).reshape(k * b, *noise.shape[1:])
     z = integrate(field, x, steps=steps, solver=solver, t_eps=t_eps, callback=callback)
     z = check_finite(z, f"pure classes {list(classes)}", field=field, noise=x, steps=steps,

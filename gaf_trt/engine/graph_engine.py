@@ -96,18 +96,41 @@ class GraphEngine:
         t = torch.as_tensor(t, dtype=torch.float32, device=self.device)
         return (t.reshape(1).expand(b) if t.numel() == 1 else t.reshape(b)).contiguous()
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def split_unavailable(self) -> str | None:
+        """None when the split graphs are open (trunk features can be reused), else why not."""
+        if "trunk" in self.graphs:
+            return None
+        return (f"{self.describe()} was opened with the fused graphs only; export or open it "
+                "with the split graphs (graphs='split' or 'auto')")
+
+    def _check_split(self) -> None:
         if "trunk" not in self.graphs:
             raise ConfigError("this engine was opened with the fused graphs only; use "
                               "composed_velocity / composed_anchors or open it with "
                               "graphs='split'")
+
+    def features(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """The ``trunk`` graph: ``f [M, L, D]`` (on the engine's device) for ``x [M,C,S,S]``,
+        ``t [M] | scalar``, ``y [M]``."""
+        self._check_split()
+        x = self._state(x)
+        y = y.to(device=self.device, dtype=torch.long).reshape(-1).contiguous()
+        (features,) = self._run("trunk", {"x": x, "t": self._time(t, x.shape[0]), "y": y})
+        return features
+
+    def anchors_from(self, f: Tensor, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``j_head`` and ``k_bank`` graphs on trunk tokens ``f [M, L, D]`` and the
+        current ``x [M,C,S,S]``, ``t``: ``(J, K)``, each ``[M, C, S, S]``."""
+        self._check_split()
         x = self._state(x)
         t = self._time(t, x.shape[0])
         y = y.to(device=self.device, dtype=torch.long).reshape(-1).contiguous()
-        (features,) = self._run("trunk", {"x": x, "t": t, "y": y})
-        (j,) = self._run("j_head", {"features": features, "x": x, "t": t})
-        (k,) = self._run("k_bank", {"features": features, "x": x, "t": t, "y": y})
+        (j,) = self._run("j_head", {"features": f, "x": x, "t": t})
+        (k,) = self._run("k_bank", {"features": f, "x": x, "t": t, "y": y})
         return j, k
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.anchors_from(self.features(x, t, y), x, t, y)
 
     def describe(self) -> str:
         graphs = ", ".join(self.graphs)

@@ -80,11 +80,16 @@ def _anchors_fp32(model: GAF, dtype: torch.dtype) -> Callable[[Tensor, Tensor, T
     """``(x [M,C,S,S] f32, t [M] f32, y [M]) -> (J, K)`` float32, residuals at ``dtype``."""
 
     def forward(x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        j_res, k_res = model.residuals(x.to(dtype), t, y)
-        tt = t.view(-1, 1, 1, 1)
-        return (1 - tt) * x + j_res.float(), tt * x + k_res.float()
+        return _skip_fp32(model, model.trunk(x.to(dtype), t, y), x, t, y)
 
     return forward
+
+
+def _skip_fp32(model: GAF, f: Tensor, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Heads at the model's dtype on ``f [M, L, D]``, skip terms from the float32 ``x``."""
+    j_res, k_res = model.heads(f, y)
+    tt = t.view(-1, 1, 1, 1)
+    return (1 - tt) * x + j_res.float(), tt * x + k_res.float()
 
 
 class TorchEngine:
@@ -128,10 +133,30 @@ class TorchEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @staticmethod
+    def _inputs(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.float()
+        return x, torch.as_tensor(t, device=x.device).float().reshape(-1).expand(x.shape[0])
+
+    @torch.no_grad()
+    def features(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """The trunk's tokens ``f [M, L, D]`` (at the engine's dtype) for ``x [M,C,S,S]``,
+        ``t [M] | scalar``, ``y [M]``. Runs eager, also in a compiled engine."""
+        x, t = self._inputs(x, t)
+        return self.model.features(x.to(self.precision.torch_dtype), t, y)
+
+    @torch.no_grad()
+    def anchors_from(self, f: Tensor, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(J, K)`` float32, each ``[M, C, S, S]``, from trunk tokens ``f [M, L, D]`` and
+        the current ``x``, ``t`` (the same arithmetic as a whole call)."""
+        x, t = self._inputs(x, t)
+        if self.precision is Precision.FP32:
+            return self.model.anchors_from(f, x, t, y)
+        return _skip_fp32(self.model, f, x, t, y)
+
     @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.float()
-        t = torch.as_tensor(t, device=x.device).float().reshape(-1).expand(x.shape[0])
+        x, t = self._inputs(x, t)
         if not self.compiled or tuple(x.shape) in self._seen:
             return self._forward(x, t, y)
         # first call at this shape compiles (torch's FX-graph cache makes repeats cheap)

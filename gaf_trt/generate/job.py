@@ -24,6 +24,7 @@ from torch import Tensor
 from gaf_trt.compose import masks as mask_lib
 from gaf_trt.compose.composition import Composition, check_class_ids, resolve_classes
 from gaf_trt.compose.spec import CompositionSpec, Source
+from gaf_trt.compose.cache import check_cache_solver
 from gaf_trt.compose.solvers import SOLVERS, check_steps
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.config import GAFConfig
@@ -45,6 +46,7 @@ class GenerateConfig:
     num: int | None = None
     compositions: str | None = None  # a JSON file: a list of compositions
     solver: str = "euler"
+    cache: str = "off"  # feature-cache policy (gaf_trt.compose.cache); in the identity unless off
     steps: int = 20
     seed: int = 0
     batch: int = 64  # rows per solver loop, aligned to global sample indices
@@ -175,6 +177,7 @@ def _int_in(name: str, value: object, lo: int, hi: int) -> int:
 def check_bounds(cfg: GenerateConfig) -> None:
     """Every option with a bound, checked before the model is loaded."""
     SOLVERS.get(cfg.solver)
+    check_cache_solver(cfg.cache, cfg.solver)
     cfg.model.check()
     check_steps(cfg.steps)
     if cfg.format not in FORMATS:

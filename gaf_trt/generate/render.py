@@ -23,6 +23,7 @@ from gaf_trt.compose import (
     integrate,
     sample,
 )
+from gaf_trt.compose.cache import check_split, parse_cache, with_cache
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.generate.job import (
     Condition,
@@ -77,6 +78,8 @@ def prepare_job(cfg: GenerateConfig, device: str | None = None) -> Job:
     check_dataset_folder(Path(cfg.out))
     loaded = load_source(cfg.model, decoder=False, device=device)
     network, config, device = loaded.network, loaded.config, loaded.device
+    if parse_cache(cfg.cache).active:
+        check_split(network)
     conditions = resolve_conditions(cfg, config)
     n = num_samples(cfg, conditions)
     decoder = load_decoder(loaded.source, config, device)  # --vae or the engine's VAE graph
@@ -94,13 +97,14 @@ def _integrate_rows(job: Job, noise: Tensor, conds: list[int]) -> Tensor:
     if pure:
         labels = [job.conditions[conds[r]].label for r in pure]
         x = noise[pure]
-        z = integrate(ClassBatchField(job.network, labels), x, steps=cfg.steps,
+        net = with_cache(job.network, cfg.cache, cfg.solver)
+        z = integrate(ClassBatchField(net, labels), x, steps=cfg.steps,
                       solver=cfg.solver, t_eps=t_eps)
         out[pure] = check_finite(z, f"classes {sorted(set(labels))}").float().cpu()
     for k in sorted({k for k in conds if not job.conditions[k].pure}):
         rows = [r for r, kk in enumerate(conds) if kk == k]
         z = sample(job.network, job.composition(k), noise[rows], steps=cfg.steps,
-                   solver=cfg.solver, t_eps=t_eps)
+                   solver=cfg.solver, t_eps=t_eps, cache=cfg.cache)
         out[rows] = z.float().cpu()
     return out
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gaf_trt.compose.cache import parse_cache
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.generate import store
 from gaf_trt.generate.job import GenerateConfig, job_labels
@@ -80,7 +81,15 @@ def job_identity(job: Job) -> dict[str, Any]:
             "batch": cfg.batch, "shard_size": cfg.shard_size, "format": cfg.format,
             "backend": src.backend, "precision": src.precision.value,
             "device_type": job.device.split(":")[0], "use_ema": src.use_ema,
-            "vae": None if src.vae is None else str(Path(src.vae).resolve())}
+            "vae": None if src.vae is None else str(Path(src.vae).resolve()),
+            **cache_identity(cfg.cache)}
+
+
+def cache_identity(cache: str) -> dict[str, str]:
+    """``{"cache": policy}`` when the trunk's features are reused, else nothing (a dataset
+    made before ``--cache`` existed keeps its identity)."""
+    policy = parse_cache(cache)
+    return {"cache": policy.text} if policy.active else {}
 
 
 class Driver:

@@ -64,19 +64,32 @@ class GAF(nn.Module):
         self.trunk = DiTTrunk(config)
         self.twins = TwinHeads(config)
 
-    def residuals(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """``(J_res, K_res)``, each ``[B, C, S, S]``."""
+    def heads(self, f: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(J_res, K_res)`` from the trunk's tokens ``f [B, L, D]``, each ``[B, C, S, S]``."""
         cfg = self.config
-        f = self.trunk(x, t, y)  # [B, L, D]
         j_res = unpatchify(self.twins.J(f), cfg.patch_size, cfg.in_channels)
         k_res = unpatchify(self.twins.K(f, y), cfg.patch_size, cfg.in_channels)
         return j_res, k_res
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def residuals(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(J_res, K_res)``, each ``[B, C, S, S]``."""
+        return self.heads(self.trunk(x, t, y), y)  # trunk: [B, L, D]
+
+    def features(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """The trunk's tokens ``f [B, L, D]`` for ``x [B, C, S, S]``, ``t [B]`` (or a
+        scalar), ``y [B]`` — all the cost of an evaluation (the heads are one linear each)."""
+        return self.trunk(x, broadcast_time(t, x.shape[0], x.device), y)
+
+    def anchors_from(self, f: Tensor, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(J, K)``, each ``[B, C, S, S]``, from given trunk tokens ``f [B, L, D]`` and the
+        current ``x``, ``t``: ``J = (1 - t) x + J_lin(f)``, ``K = t x + K_lin[y](f)``."""
         t = broadcast_time(t, x.shape[0], x.device)  # [B]
-        j_res, k_res = self.residuals(x, t, y)
+        j_res, k_res = self.heads(f, y)
         tt = t.to(x.dtype).view(-1, 1, 1, 1)
         return (1 - tt) * x + j_res, tt * x + k_res
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.anchors_from(self.features(x, t, y), x, t, y)
 
     def velocity(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """``v = K - J``, ``[B, C, S, S]``."""

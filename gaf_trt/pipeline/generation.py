@@ -128,7 +128,8 @@ class _Generator:
 
         def fn(cb: StepCallback | None) -> Tensor:
             return sample_pure(self.plan.network, classes, chunk, steps=self.cfg.steps,
-                               solver=self.cfg.solver, t_eps=self.t_eps, callback=cb)
+                               solver=self.cfg.solver, t_eps=self.t_eps, callback=cb,
+                               cache=self.cfg.cache)
 
         def rows(x: Tensor) -> Tensor:  # [k*n] class-major -> [k, keep]: the first of each
             return x.view(k, n, *x.shape[1:])[:, :keep]
@@ -139,7 +140,8 @@ class _Generator:
     def mix(self, i: int, chunk: Tensor, comp: Composition, keep: int) -> Tensor:
         def fn(cb: StepCallback | None) -> Tensor:
             return sample(self.plan.network, comp, chunk, steps=self.cfg.steps,
-                          solver=self.cfg.solver, t_eps=self.t_eps, callback=cb)
+                          solver=self.cfg.solver, t_eps=self.t_eps, callback=cb,
+                          cache=self.cfg.cache)
 
         return self._loop(_mix_label(comp), i, keep, lambda x: x[:keep], fn)
 

@@ -19,6 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from gaf_trt.compose import masks as mask_lib
+from gaf_trt.compose.cache import check_cache_solver, check_split, parse_cache
 from gaf_trt.compose.spec import CLI, CompositionSpec
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
 from gaf_trt.errors import ConfigError
@@ -49,6 +50,7 @@ class SampleConfig:
     sigma: float = mask_lib.DEFAULT_SIGMA
     steps: int = 20
     solver: str = "euler"
+    cache: str = "off"  # feature-cache policy (gaf_trt.compose.cache)
     seed: int = 0
     permute: bool = False
     gif: bool = False
@@ -90,6 +92,7 @@ def _check_bounds(cfg: SampleConfig) -> CompositionSpec:
     """Every option with a bound, checked before any work; returns the composition."""
     spec = composition_spec(cfg)
     SOLVERS.get(cfg.solver)
+    check_cache_solver(cfg.cache, cfg.solver)
     cfg.model.check()
     check_steps(cfg.steps)
     if cfg.t_eps is not None:
@@ -118,6 +121,8 @@ def prepare_sample(cfg: SampleConfig) -> SamplePlan:
     spec = _check_bounds(cfg)
     loaded = load_source(cfg.model, decoder=False)
     network, config, device = loaded.network, loaded.config, loaded.device
+    if parse_cache(cfg.cache).active:
+        check_split(network)
     built = spec.build(config)
     decoder = load_decoder(loaded.source, config, device)
     return SamplePlan(network, config, built.classes, built.composition, built.masks, decoder,

@@ -1,0 +1,281 @@
+"""Reusing the trunk's features across solver evaluations (issue 26): a network wrapper.
+
+GAF's heads are one linear layer each, ``J = (1 − t) x + J_lin(f)``, ``K = t x + K_lin[y](f)``
+with ``f = trunk(x, t, y)``; all the cost is the trunk. :class:`CachedNetwork` wraps a network
+that exposes its trunk and heads separately (:class:`TrunkSplit`: the PyTorch ``GAF``, the
+torch backend, the ONNX Runtime and TensorRT engines opened with their split graphs) and
+satisfies the :class:`~gaf_trt.engine.base.AnchorNetwork` contract itself, so the solvers stay
+pure: they never know that a call reused ``f``. The heads and the skip terms always run with
+the current ``x`` and ``t``.
+
+Policies (one registry, :data:`CACHE_POLICIES`; the CLI's ``--cache``):
+
+- ``off`` (the default): every call runs the whole network;
+- ``static:N``: the trunk runs on every N-th evaluation, the heads on every one (FORA-style);
+  a fixed schedule decided on the host without reading the device, so a captured loop stays
+  one graph. ``static:1`` gives the numbers of ``off``;
+- ``adaptive:δ``: the trunk runs again when the relative L1 change of its input ``x`` since
+  the last recompute, ``mean|x − x₀| / mean|x₀|`` (or the change of ``t``, ``mean|t − t₀|``),
+  exceeds ``δ`` (TeaCache / FBCache-style, measured on the trunk's input rather than the first
+  block's modulated input, the same on every backend). Decided per call — all the rows of
+  one composition together — with one host read per call, so it is not CUDA-graph
+  capturable. ``adaptive:0`` gives the numbers of ``off``.
+
+The cache is keyed by the rows a call serves: a call whose shape or labels ``y`` differ from
+the cached ones recomputes. A wrapper serves one solver loop at a time: :func:`reset` at the
+start of each loop (``gaf_trt.sample`` / ``sample_pure`` do).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from gaf_trt.compose.placement import network_device
+from gaf_trt.compose.solvers import SOLVERS
+from gaf_trt.errors import ConfigError
+from gaf_trt.model.config import GAFConfig
+from gaf_trt.model.gaf import broadcast_time
+from gaf_trt.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: What supports caching, named when a network without the split is refused.
+SPLIT_BACKENDS = ("torch (a GAF checkpoint or bundled model)",
+                  "ort / trt engines opened with their split graphs (trunk, j_head, k_bank)")
+
+
+@runtime_checkable
+class TrunkSplit(Protocol):
+    """A network whose trunk and heads can run separately.
+
+    ``features(x [M,C,S,S], t [M], y [M]) -> f [M, L, D]`` (the trunk's tokens, on the
+    network's device) and ``anchors_from(f, x, t, y) -> (J, K)``, each ``[M, C, S, S]``, with
+    ``network(x, t, y) == anchors_from(features(x, t, y), x, t, y)``.
+    """
+
+    config: GAFConfig
+
+    def features(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor: ...
+
+    def anchors_from(self, f: Tensor, x: Tensor, t: Tensor,
+                     y: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass(frozen=True)
+class CachePolicy:
+    """A parsed policy: ``kind`` (``off`` / ``static`` / ``adaptive``), the interval ``every``
+    of ``static`` and the threshold ``delta`` of ``adaptive``."""
+
+    kind: str = "off"
+    every: int = 1
+    delta: float = 0.0
+
+    @property
+    def text(self) -> str:
+        """The policy as the CLI spells it (what records store)."""
+        if self.kind == "static":
+            return f"static:{self.every}"
+        if self.kind == "adaptive":
+            return f"adaptive:{self.delta:g}"
+        return "off"
+
+    @property
+    def active(self) -> bool:
+        """False for ``off`` (every call runs the whole network); ``static:1`` and
+        ``adaptive:0`` run trunk and heads separately on every call (the same numbers)."""
+        return self.kind != "off"
+
+    @property
+    def capturable(self) -> bool:
+        """Whether a solver loop over the wrapper can be captured as one CUDA graph."""
+        return self.kind != "adaptive"
+
+
+@dataclass(frozen=True)
+class CacheKind:
+    """A registered policy kind: its form (``static:N``) and the parser of its argument."""
+
+    name: str
+    form: str
+    parse: Callable[[str | None], CachePolicy]
+
+
+def _no_arg(arg: str | None) -> CachePolicy:
+    if arg is not None:
+        raise ValueError("takes no argument")
+    return CachePolicy()
+
+
+def _static(arg: str | None) -> CachePolicy:
+    try:
+        every = int(arg or "")
+    except ValueError:
+        every = 0
+    if not 1 <= every <= 1000:
+        raise ValueError("N must be an integer in 1..1000")
+    return CachePolicy("static", every=every)
+
+
+def _adaptive(arg: str | None) -> CachePolicy:
+    try:
+        delta = float(arg or "")
+    except ValueError:
+        delta = -1.0
+    if not 0.0 <= delta <= 10.0:  # also refuses nan
+        raise ValueError("δ must be a number in [0, 10]")
+    return CachePolicy("adaptive", delta=delta)
+
+
+CACHE_POLICIES: Registry[CacheKind] = Registry("cache policy")
+CACHE_POLICIES.add("off", CacheKind("off", "off", _no_arg))
+CACHE_POLICIES.add("static", CacheKind("static", "static:N", _static))
+CACHE_POLICIES.add("adaptive", CacheKind("adaptive", "adaptive:δ", _adaptive))
+
+
+def cache_forms() -> list[str]:
+    """The valid spellings, for help texts and errors: ``off``, ``static:N``, ``adaptive:δ``."""
+    return [CACHE_POLICIES.get(n).form for n in CACHE_POLICIES.names()]
+
+
+def parse_cache(policy: str | CachePolicy | None) -> CachePolicy:
+    """``off`` (or None), ``static:N`` (N ≥ 1) or ``adaptive:δ`` (δ ≥ 0) -> a
+    :class:`CachePolicy`; anything else is one :class:`ConfigError` naming the bad value and
+    the valid forms."""
+    if policy is None:
+        return CachePolicy()
+    if isinstance(policy, CachePolicy):
+        return policy
+    text = str(policy).strip()
+    name, sep, arg = text.partition(":")
+    valid = ", ".join(cache_forms())
+    try:
+        kind = CACHE_POLICIES.get(name.strip().lower())
+        return kind.parse(arg.strip() if sep else None)
+    except (ConfigError, ValueError) as err:
+        why = f" ({err})" if isinstance(err, ValueError) else ""
+        raise ConfigError(f"unknown cache policy {text!r}{why}; valid: {valid} (e.g. static:2, "
+                          "adaptive:0.05)") from None
+
+
+def check_split(network: object) -> None:
+    """Refuse a network whose trunk and heads cannot run separately, naming those that can."""
+    why = getattr(network, "split_unavailable", lambda: None)()
+    if not isinstance(network, TrunkSplit):
+        why = f"{type(network).__name__} does not run its trunk and heads separately"
+    if why is not None:
+        raise ConfigError(f"feature caching needs a network with a separate trunk: {why}; "
+                          f"supported: {'; '.join(SPLIT_BACKENDS)} (or use --cache off)")
+
+
+class CachedNetwork:
+    """``(x [M,C,S,S], t [M], y [M]) -> (J, K)`` through ``network``, reusing its trunk's
+    tokens between calls by ``policy`` (a :class:`CachePolicy` or its text).
+
+    ``calls`` and ``trunk_calls`` count the evaluations and the trunk runs since creation.
+    """
+
+    def __init__(self, network: object, policy: str | CachePolicy | None = "off") -> None:
+        self.policy = parse_cache(policy)
+        if self.policy.active:
+            check_split(network)
+        self.network = network
+        self.config: GAFConfig = network.config  # type: ignore[attr-defined]
+        self.device = network_device(network)
+        self.calls = 0
+        self.trunk_calls = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the cached tokens (the start of a new solver loop)."""
+        self._f: Tensor | None = None
+        self._y: Tensor | None = None
+        self._shape: tuple[int, ...] = ()
+        self._since = 0
+        self._x0: Tensor | None = None
+        self._t0: Tensor | None = None
+
+    @property
+    def saved(self) -> float:
+        """The share of evaluations that reused the trunk's tokens (0 before any call)."""
+        return 1.0 - self.trunk_calls / self.calls if self.calls else 0.0
+
+    def _same_rows(self, x: Tensor, y: Tensor) -> bool:
+        if self._f is None or tuple(x.shape) != self._shape or self._y is None:
+            return False
+        if y is self._y:
+            return True
+        return y.shape == self._y.shape and y.device == self._y.device and \
+            bool(torch.equal(y, self._y))
+
+    def _stale(self, x: Tensor, t: Tensor, y: Tensor) -> bool:
+        if not self._same_rows(x, y):
+            return True
+        p = self.policy
+        if p.kind == "static":
+            return self._since >= p.every
+        x0, t0 = self._x0, self._t0
+        if x0 is None or t0 is None:
+            return True
+        change = ((x - x0).abs().mean() / x0.abs().mean().clamp_min(1e-12)).item()
+        return change > p.delta or (t - t0).abs().mean().item() > p.delta
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        self.calls += 1
+        if not self.policy.active:
+            self.trunk_calls += 1
+            return self.network(x, t, y)  # type: ignore[operator]
+        t = broadcast_time(t, x.shape[0], x.device).float()
+        if self._stale(x, t, y):
+            self._f = self.network.features(x, t, y)  # type: ignore[attr-defined]
+            self.trunk_calls += 1
+            self._since, self._shape, self._y = 0, tuple(x.shape), y
+            if self.policy.kind == "adaptive":
+                self._x0, self._t0 = x.clone(), t.clone()
+        self._since += 1
+        return self.network.anchors_from(self._f, x, t, y)  # type: ignore[attr-defined]
+
+
+#: Solvers whose steps are too large for a fixed reuse schedule, with the measured reason
+#: (docs/results.md, "Feature caching": digits model, 100 samples per class).
+STATIC_REFUSED = {"ier": "IER-8 with static:2 measured a Fréchet distance 20x the uncached "
+                         "one (0.135 -> 2.743), static:3 29x, while accuracy rose (the samples "
+                         "lose their variety)"}
+
+
+def check_cache_solver(policy: str | CachePolicy | None, solver: str) -> CachePolicy:
+    """The parsed policy, refused for a solver in :data:`STATIC_REFUSED` when it is a static
+    schedule that reuses features (``static:N``, N ≥ 2): one error with the measured reason
+    and what works instead."""
+    p = parse_cache(policy)
+    solver = SOLVERS.canonical(solver)
+    why = STATIC_REFUSED.get(solver) if p.kind == "static" and p.every > 1 else None
+    if why is not None:
+        raise ConfigError(f"cache policy {p.text} with solver {solver!r} is refused: {why}; "
+                          "use --cache adaptive:δ (it recomputes when the steps are large) "
+                          "or off")
+    return p
+
+
+def with_cache(network: object, policy: str | CachePolicy | None, solver: str) -> object:
+    """``network`` itself when ``policy`` is inactive (``off``), else a fresh
+    :class:`CachedNetwork` (checked against ``solver``: :func:`check_cache_solver`); a
+    :class:`CachedNetwork` given as the network is reset (its own policy kept, and ``policy``
+    must then be inactive; a static one with a refused solver only logs a warning: a wrapper
+    built by hand is an experiment)."""
+    p = check_cache_solver(policy, solver)
+    if isinstance(network, CachedNetwork):
+        if p.active:
+            raise ConfigError("the network is already a CachedNetwork; give the policy once")
+        try:
+            check_cache_solver(network.policy, solver)
+        except ConfigError as err:
+            log.warning("%s", err)
+        network.reset()
+        return network
+    return CachedNetwork(network, p) if p.active else network

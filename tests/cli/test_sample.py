@@ -142,7 +142,7 @@ BAD = [
     (["--classes", 1, 2, "--mask-type", "stripes"], "unknown mask type 'stripes'; valid:"),
     (["--classes", 1, "--steps", 0], "steps must be an integer in 1..10000, got 0"),
     (["--classes", 1, "--steps", "many"], "Invalid value for '--steps'"),
-    (["--classes", 1, "--backend", "tpu"], "unknown backend 'tpu'; valid: auto, ort, torch, trt"),
+    (["--classes", 1, "--backend", "tpu"], "unknown backend 'tpu'; valid: auto, openvino, ort, torch, trt"),
     (["--classes", 1, "--batch", 0], "--batch must be an integer in 1..4096, got 0"),
     (["--classes", 1, 2, "--regions", "eyes", "--mask-type", "quadrant"],
      "--regions is only used with mask type 'afhq', not 'quadrant'"),

@@ -82,9 +82,13 @@ class ModelSource:
         return Path(self.artifact).is_dir()
 
     def check(self) -> None:
-        """The bounded fields, checked before any work (unknown backend, bad ``num_heads``)."""
+        """The bounded fields, checked before any work (unknown backend, bad ``num_heads``,
+        a ``vae`` folder that is not there)."""
         if self.backend is not None:
             BACKENDS.get(self.backend)
+        if self.vae is not None and not Path(self.vae).is_dir():
+            raise ConfigError(f"--vae {self.vae}: no such folder (give a diffusers "
+                              "AutoencoderKL directory)")
         h = self.num_heads
         if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
             raise ConfigError(f"--heads must be a positive integer, got {h!r}")

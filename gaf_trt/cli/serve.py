@@ -108,18 +108,21 @@ def serve(
 
 
 def check_ports(http: int, grpc: int, metrics: int, gaf_metrics: int) -> None:
-    """Each port valid and free, and all different (``gaf_metrics`` 0: not served)."""
+    """Each port valid, all different, then each free (``gaf_metrics`` 0: not served): the
+    values are judged before the machine is, so a bad value is named whatever runs here."""
     from gaf_trt.errors import ConfigError
-    from gaf_trt.serve.host import check_port_free
+    from gaf_trt.serve.host import check_port_free, check_port_number
 
     ports = {"--http-port": http, "--grpc-port": grpc, "--metrics-port": metrics}
     if gaf_metrics != 0:
         ports["--gaf-metrics-port"] = gaf_metrics
     for what, port in ports.items():
-        check_port_free(port, what)
+        check_port_number(port, what)
     if len(set(ports.values())) != len(ports):
         raise ConfigError(f"{', '.join(ports)} must differ, got "
                           f"{', '.join(str(p) for p in ports.values())}")
+    for what, port in ports.items():
+        check_port_free(port, what)
 
 
 def serving_decoder(loaded):

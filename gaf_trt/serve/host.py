@@ -50,10 +50,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def check_port_free(port: int, what: str) -> None:
-    """Refuse at once a port that is taken (Triton would only time out after ~60 s)."""
+def check_port_number(port: int, what: str) -> None:
+    """A port number in ``1..65535`` (the value alone; :func:`check_port_free` also binds)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"{what} must be a port number in 1..65535, got {port!r}")
+
+
+def check_port_free(port: int, what: str) -> None:
+    """Refuse at once a port that is taken (Triton would only time out after ~60 s)."""
+    check_port_number(port, what)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
         try:

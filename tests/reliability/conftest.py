@@ -37,8 +37,9 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 REF_CKPT = DATA / "gaf_ref_small.pt"
 REPO = Path(__file__).resolve().parents[2]
 
-#: A hang fails the test after this many seconds, instead of blocking the suite.
-TIMEOUT_S = 60.0
+#: A hang fails the test after this many seconds, instead of blocking the suite (a hang
+#: guard, not a speed bound: a loaded machine must not fail a case that is only slow).
+TIMEOUT_S = 300.0
 #: Subprocesses run at once by :func:`run_many` (2 cores; torch imports dominate).
 PARALLEL = 4
 

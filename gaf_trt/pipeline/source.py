@@ -87,7 +87,7 @@ class ModelSource:
         if self.backend is not None:
             BACKENDS.get(self.backend)
         if self.vae is not None and not Path(self.vae).is_dir():
-            raise ConfigError(f"--vae {self.vae}: no such folder (give a diffusers "
+            raise ConfigError(f"--vae {self.vae}: VAE directory not found (give a diffusers "
                               "AutoencoderKL directory)")
         h = self.num_heads
         if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):

@@ -14,4 +14,4 @@ python3 -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton=
 python3 -m pip install -q --disable-pip-version-check --no-deps 'torch-fidelity>=0.4'
 # Two workers (pytest-xdist; the machines have 2 cores): whole files per worker, the server and
 # cluster tests on one of them in turn (tests/conftest.py).
-python3 -m pytest -q -n 2 "$@"
+python3 -m pytest -q -n 2 --durations=25 "$@"

@@ -2,16 +2,22 @@
 batcher groups whole requests into one execute): concurrent requests of different
 compositions, solvers and step counts get the same bits as step-level batching (the
 ``min_rows_reference``), and a bad request batched with good ones does not take the server
-down. One server for the module, stopped with SIGTERM at its end."""
+down; requests of 1, 2 and 3 classes padded to the class limit (``class_count``) are grouped
+into one execute and get their unpadded bits. One server for the module, stopped with
+SIGTERM at its end."""
 
 from __future__ import annotations
 
+import re
+import threading
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
 from gaf_trt.serve import ServeRequest
+from gaf_trt.serve.wire import encode_request, pad_request
 from tests.serve.refs import min_rows_reference
 from tests.serve.server_proc import (
     Server,
@@ -20,6 +26,7 @@ from tests.serve.server_proc import (
     make_inputs,
     stats,
     th,
+    wait_for,
 )
 
 GROUP = 4  # --max-batch: requests per execute
@@ -74,6 +81,55 @@ def test_bad_request_then_serving_goes_on(server, references):
             client.infer("gaf", make_inputs(th, classes=[12], steps=2))
         assert "out of range" in str(err.value)
     assert torch.equal(serve_all(server, REQUESTS[:1])[0], references[0])
+
+
+# one request of each class count (Triton's batcher would never group them unpadded)
+MIXED = [ServeRequest(classes=[5], steps=3, solver="euler", seed=2),
+         ServeRequest(classes=[3, 7], weights=[1.0, 2.0], steps=4, solver="ier", seed=5),
+         ServeRequest(classes=[0, 6, 9], weights=[2.0, 1.0, 0.5], steps=2, solver="heun",
+                      seed=3)]
+BLOCKER = ServeRequest(classes=[1], steps=150, solver="euler", seed=0)  # ~1 s of calls
+
+
+def triton_executions(server) -> float:
+    """Triton's execution count of model ``gaf`` (its metrics port)."""
+    url = f"http://127.0.0.1:{server.metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as r:
+        text = r.read().decode()
+    return sum(float(v) for v in re.findall(
+        r'^nv_inference_exec_count{[^}]*model="gaf"[^}]*} (\S+)$', text, re.MULTILINE))
+
+
+def infer_padded(server, req: ServeRequest) -> torch.Tensor:
+    arrays, params = encode_request(req)
+    inputs = []
+    for name, arr in pad_request(arrays, 8).items():
+        i = th.InferInput(name, list(arr.shape), {"int32": "INT32", "int64": "INT64",
+                                                  "float32": "FP32"}[arr.dtype.name])
+        i.set_data_from_numpy(arr)
+        inputs.append(i)
+    with http_client(server) as client:
+        r = client.infer("gaf", inputs, parameters=params,
+                         outputs=[th.InferRequestedOutput("latents")])
+    return torch.from_numpy(r.as_numpy("latents")[0].copy())
+
+
+def test_padded_requests_of_any_class_count_share_an_execute(server, one_thread):
+    """With one instance busy (a blocker), the padded requests wait in Triton's queue; the
+    second instance takes the first alone, the other two go as one execute (unpadded, their
+    shapes differ: one execute each, 4 in all; checked). Each gets the bits of its
+    unpadded request."""
+    refs = [min_rows_reference(r) for r in MIXED]
+    before = triton_executions(server)
+    blocker = threading.Thread(target=serve_all, args=(server, [BLOCKER]))
+    blocker.start()
+    wait_for(lambda: stats(server)["active"] == 1, "the blocker admitted")
+    with ThreadPoolExecutor(len(MIXED)) as pool:
+        got = list(pool.map(lambda r: infer_padded(server, r), MIXED))
+    blocker.join()
+    for g, ref in zip(got, refs):
+        assert torch.equal(g, ref)
+    assert triton_executions(server) - before <= 3  # blocker 1, the three padded <= 2
 
 
 def test_sigterm_stops(server):

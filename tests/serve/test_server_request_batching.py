@@ -8,10 +8,17 @@ SIGTERM at its end."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +27,7 @@ from gaf_trt.serve import ServeRequest
 from gaf_trt.serve.wire import encode_request, pad_request
 from tests.serve.refs import min_rows_reference
 from tests.serve.server_proc import (
+    START_TIMEOUT,
     Server,
     http_client,
     infer_latents,
@@ -130,6 +138,49 @@ def test_padded_requests_of_any_class_count_share_an_execute(server, one_thread)
     for g, ref in zip(got, refs):
         assert torch.equal(g, ref)
     assert triton_executions(server) - before <= 3  # blocker 1, the three padded <= 2
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_locustfile_runs_headless_against_the_server(server, tmp_path):
+    """``benchmarks/locustfile.py`` for 2 s (3 users, one per mix, 2-step requests): every
+    mix answered, no failure, Locust's CSV written; the locust process is gone after."""
+    if shutil.which("locust") is None:
+        pytest.skip("locust is not installed (pip install locust==2.47.0; scripts/test.sh "
+                    "installs it)")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from serve_requests import locust_data, write_json
+
+    data = tmp_path / "locust.json"
+    write_json(data, locust_data([dataclasses.replace(r, solver=solver, steps=2)
+                                  for r in MIXED for solver in ("ier", "euler", "heun")]))
+    cmd = ["locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--headless", "-u", "3",
+           "-r", "3", "-t", "2s", "--csv", str(tmp_path / "run"), "--only-summary",
+           "--host", f"http://127.0.0.1:{server.http}"]
+    proc = subprocess.run(cmd, env={**os.environ, "GAF_LOCUST_DATA": str(data),
+                                    "GAF_LOCUST_RATE": "5"},
+                          capture_output=True, text=True, timeout=START_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "run_stats.csv") as f:
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    for mix in ("gaf ier", "gaf euler", "gaf heun"):
+        assert int(rows[mix]["Request Count"]) > 0 and rows[mix]["Failure Count"] == "0", rows
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+
+
+def test_locust_dtypes_are_the_wire_dtypes():
+    """The KServe bodies name each input with the ``gaf`` model's dtype."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from serve_requests import kserve_body
+
+    from gaf_trt.serve.wire import INPUTS
+
+    dtypes = {t.name: t.dtype for t in INPUTS}
+    names = {"INT32": "int32", "INT64": "int64", "FP32": "float32"}
+    for req in MIXED:
+        for inp in kserve_body(req)["inputs"]:
+            assert names[inp["datatype"]] == dtypes[inp["name"]]
 
 
 def test_sigterm_stops(server):

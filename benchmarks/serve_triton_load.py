@@ -294,7 +294,9 @@ def print_curve(curve: dict[int, float]) -> None:
 
 def print_ceiling(curve: dict[int, float], sat: dict[str, RunResult], args) -> None:
     """Step ÷ request-level at saturation beside what the curve allows at the rows per call
-    each achieved (both network-bound: throughput = 1 / (seconds per row x rows/request))."""
+    each achieved: throughput = net busy share / (network seconds per row x rows per
+    request), so with both network-bound the ratio is the curve's ceiling; a server that
+    leaves the network idle more (net busy lower) falls below it by that ratio too."""
     if "step" not in sat:
         return
     step = sat["step"]
@@ -304,9 +306,11 @@ def print_ceiling(curve: dict[int, float], sat: dict[str, RunResult], args) -> N
             continue
         b = sat[base]
         ceiling = per_row(curve, b.rows_per_call, args.baseline_min_rows) / step_row
+        busy = step.net_busy / max(b.net_busy, 1e-9)
         print(f"step / {base} at saturation = {step.throughput / b.throughput:.2f}x; the "
               f"curve's ceiling at {step.rows_per_call:.1f} vs {b.rows_per_call:.1f} rows per "
-              f"call = {ceiling:.2f}x (net busy {step.net_busy:.0%} vs {b.net_busy:.0%})")
+              f"call = {ceiling:.2f}x; net busy {step.net_busy:.0%} vs {b.net_busy:.0%} "
+              f"({busy:.2f}x); ceiling x busy ratio = {ceiling * busy:.2f}x")
 
 
 def run_modes(args, requests) -> tuple[list, dict[str, RunResult], float]:

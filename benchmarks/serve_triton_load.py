@@ -200,6 +200,7 @@ class RunResult:
     per_exec: float = 0.0
     rows_per_call: float = 0.0
     net_busy: float = 0.0  # share of the wall time in network calls
+    row_seconds: float = 0.0  # network seconds per real row, in the server
 
     @property
     def throughput(self) -> float:
@@ -246,7 +247,9 @@ def drive(server: Server, mode: str, requests, rate: float | None, seed: int) ->
     result.per_exec = (count1 - count0) / max(1.0, exec1 - exec0)
     calls1, rows1 = server.service_counts()
     result.rows_per_call = (rows1 - rows0) / max(1, calls1 - calls0)
-    result.net_busy = (server.network_seconds() - net0) / result.seconds
+    net = server.network_seconds() - net0
+    result.net_busy = net / result.seconds
+    result.row_seconds = net / max(1, rows1 - rows0)
     return result
 
 
@@ -310,7 +313,11 @@ def print_ceiling(curve: dict[int, float], sat: dict[str, RunResult], args) -> N
         print(f"step / {base} at saturation = {step.throughput / b.throughput:.2f}x; the "
               f"curve's ceiling at {step.rows_per_call:.1f} vs {b.rows_per_call:.1f} rows per "
               f"call = {ceiling:.2f}x; net busy {step.net_busy:.0%} vs {b.net_busy:.0%} "
-              f"({busy:.2f}x); ceiling x busy ratio = {ceiling * busy:.2f}x")
+              f"({busy:.2f}x); ceiling x busy ratio = {ceiling * busy:.2f}x; in the servers "
+              f"{b.row_seconds * 1000:.2f} vs {step.row_seconds * 1000:.2f} ms per row "
+              f"({b.row_seconds / max(step.row_seconds, 1e-12):.2f}x; x busy ratio = "
+              f"{busy * b.row_seconds / max(step.row_seconds, 1e-12):.2f}x, the measured "
+              "ratio up to rounding)")
 
 
 def run_modes(args, requests) -> tuple[list, dict[str, RunResult], float]:
@@ -351,14 +358,14 @@ def main() -> None:
     print(f"\nlone request latency ({args.modes[0]} server, mean of the three kinds): "
           f"{lone * 1000:.0f} ms\n")
     print("| mode | offered req/s | done | errors | req/s | p50 ms | p90 ms | p99 ms | "
-          "requests/execution | rows/call | net busy | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "requests/execution | rows/call | net busy | net ms/row | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r, load in rows:
         offered = "all at once" if r.rate is None else f"{r.rate:.1f}"
         print(f"| {r.mode} | {offered} | {len(r.latencies)} | {len(r.errors)} | "
               f"{r.throughput:.1f} | {r.pct(0.5) * 1000:.0f} | {r.pct(0.9) * 1000:.0f} | "
               f"{r.pct(0.99) * 1000:.0f} | {r.per_exec:.1f} | {r.rows_per_call:.1f} | "
-              f"{r.net_busy:.0%} | {load} |")
+              f"{r.net_busy:.0%} | {r.row_seconds * 1000:.2f} | {load} |")
     for r, _ in rows:
         if r.errors:
             print(f"errors of {r.mode} at {r.rate}: {sorted(set(r.errors))[:3]}")

@@ -16,6 +16,8 @@ if python3 -c "import pytest" 2>/dev/null; then
     tests/compose/test_capture.py || echo "CUDA tests failed"
 fi
 timeout 380 python3 benchmarks/gpu_check.py "$@"
+timeout 240 python3 benchmarks/gpu_serve_check.py --budget 220 \
+  || echo "serving check failed or timed out (exit $?)"
 # gaf-trt generate, multi-process (one torchrun rank per GPU) against in-process: same bytes?
 GEN="${OUT:-/tmp/gaf_gpu_check}/generate"; rm -rf "$GEN"
 JOB=(generate --per-class 20 --steps 8 --batch 20 --shard-size 40 --format npz -q)

@@ -82,6 +82,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--group-size", type=int, default=8, help="request-level --max-batch")
     p.add_argument("--instances", type=int, default=16, help="step-level --instances")
     p.add_argument("--threads", type=int, default=1, help="server's torch threads")
+    p.add_argument("--device", default="cpu", help="the server's --device (cuda: "
+                   "benchmarks/gpu_serve_check.py)")
     p.add_argument("--baseline-min-rows", type=int, default=1,
                    help="--min-rows of the request / sequential servers (1: no padding, "
                         "as in benchmarks/serve_load.py; step keeps the default 16)")
@@ -108,7 +110,7 @@ class Server:
             else ["--batching", "request", "--min-rows", str(args.baseline_min_rows),
                   "--max-batch", "1" if mode == "sequential" else str(args.group_size)]
         self.cmd = [sys.executable, "-m", "gaf_trt.cli", "serve", "--ckpt", args.ckpt,
-                    "--device", "cpu", "--threads", str(args.threads),
+                    "--device", args.device, "--threads", str(args.threads),
                     "--http-port", str(self.http), "--grpc-port", str(self.grpc),
                     "--metrics-port", str(self.metrics), "--gaf-metrics-port",
                     str(self.gaf_metrics), "--max-queue", "1024",
@@ -266,7 +268,7 @@ def rows_curve(args: argparse.Namespace) -> dict[int, float]:
     from gaf_trt.serve.scheduler import call_times
 
     torch.set_num_threads(args.threads)
-    network = load_backend("torch", LoadRequest(artifact=args.ckpt, device="cpu"))
+    network = load_backend("torch", LoadRequest(artifact=args.ckpt, device=args.device))
     return call_times(network, sorted(set(args.curve)), repeats=5)
 
 
@@ -348,7 +350,7 @@ def main() -> None:
     print(f"# serve load test through Triton (gRPC, tritonclient), "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {loadavg()}; {args.ckpt} on torch/cpu, {args.threads} thread(s)")
+          f"load average {loadavg()}; {args.ckpt} on torch/{args.device}, {args.threads} thread(s)")
     print(f"# {args.requests} single-image requests, 1-3 classes, "
           f"{', '.join(f'{s}-{n}' for s, n in WORKLOAD)}; step: --instances {args.instances}; "
           f"request: --max-batch {args.group_size}; sequential: --max-batch 1; "

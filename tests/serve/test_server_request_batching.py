@@ -144,8 +144,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_locustfile_runs_headless_against_the_server(server, tmp_path):
-    """``benchmarks/locustfile.py`` for 2 s (3 users, one per mix, 2-step requests): every
-    mix answered, no failure, Locust's CSV written; the locust process is gone after."""
+    """``benchmarks/locustfile.py`` for 2 s (3 users, one per mix, 2-step requests; each
+    user's last request finishes, ``--stop-timeout``): every mix answered, no failure,
+    Locust's CSV written; the locust process is gone after."""
     if shutil.which("locust") is None:
         pytest.skip("locust is not installed (pip install locust==2.47.0; scripts/test.sh "
                     "installs it)")
@@ -156,7 +157,7 @@ def test_locustfile_runs_headless_against_the_server(server, tmp_path):
     write_json(data, locust_data([dataclasses.replace(r, solver=solver, steps=2)
                                   for r in MIXED for solver in ("ier", "euler", "heun")]))
     cmd = ["locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--headless", "-u", "3",
-           "-r", "3", "-t", "2s", "--csv", str(tmp_path / "run"), "--only-summary",
+           "-r", "3", "-t", "2s", "--stop-timeout", "60", "--csv", str(tmp_path / "run"), "--only-summary",
            "--host", f"http://127.0.0.1:{server.http}"]
     proc = subprocess.run(cmd, env={**os.environ, "GAF_LOCUST_DATA": str(data),
                                     "GAF_LOCUST_RATE": "5"},
@@ -181,6 +182,18 @@ def test_locust_dtypes_are_the_wire_dtypes():
     for req in MIXED:
         for inp in kserve_body(req)["inputs"]:
             assert names[inp["datatype"]] == dtypes[inp["name"]]
+
+
+def test_gpu_serve_checks_burst_and_reference_on_the_cpu(server, one_thread):
+    """benchmarks/gpu_serve_check.py's parity part (its burst over gRPC and its ``sample``
+    reference on the device), here on the CPU against this server: bit-identical."""
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_serve_check
+
+    got = gpu_serve_check.burst(server, MIXED)
+    for req, g in zip(MIXED, got):
+        assert torch.equal(g, gpu_serve_check.reference(req, "cpu"))
 
 
 def test_sigterm_stops(server):

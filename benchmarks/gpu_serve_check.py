@@ -59,6 +59,8 @@ def reference(req, device: str) -> torch.Tensor:
     from gaf_trt.pipeline.sample import prepare_sample
     from gaf_trt.serve import MinRowsNetwork
 
+    if device == "cpu":
+        torch.set_num_threads(1)  # the server's --threads: same kernels, same bits
     cfg = req.sample_config()
     cfg.model = dataclasses.replace(cfg.model, device=device)
     plan = prepare_sample(cfg)

@@ -94,6 +94,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--curve", type=int, nargs="+", default=[1, 2, 4, 8, 16, 24, 32, 48, 64,
                                                             96, 128, 256],
                    help="call sizes (rows) of the network's rows-vs-time curve")
+    p.add_argument("--locust-seconds", type=int, default=0,
+                   help="also run benchmarks/locustfile.py this long against each server "
+                        "(HTTP, --locust-users users; 0: not; needs locust==2.47.0)")
+    p.add_argument("--locust-users", type=int, default=16)
     p.add_argument("--perf-data", default="/tmp/gaf_serve_requests.json",
                    help="where the perf_analyzer --input-data file of the workload goes")
     p.add_argument("--extra", default="", help="more `gaf-trt serve` options, one string")
@@ -116,6 +120,7 @@ class Server:
                     str(self.gaf_metrics), "--max-queue", "1024",
                     *batching, *args.extra.split()]
         self.timeout = args.start_timeout
+        self.mode = mode
         self.proc: subprocess.Popen | None = None
         self.lines: queue.Queue[str] = queue.Queue()
 
@@ -322,6 +327,33 @@ def print_ceiling(curve: dict[int, float], sat: dict[str, RunResult], args) -> N
               "ratio up to rounding)")
 
 
+def run_locust(server: Server, args, requests) -> list[str]:
+    """``benchmarks/locustfile.py`` headless against ``server`` (its HTTP port) for
+    ``--locust-seconds``; the summary lines of its CSV stats (a row per mix, Aggregated)."""
+    import csv
+    import shutil
+    import tempfile
+
+    from serve_requests import locust_data
+
+    if shutil.which("locust") is None:
+        return [f"{server.mode}: locust skipped (pip install locust==2.47.0)"]
+    with tempfile.TemporaryDirectory(prefix="gaf-locust-") as tmp:
+        data = Path(tmp) / "data.json"
+        write_json(data, locust_data(requests))
+        n = str(args.locust_users)
+        subprocess.run(["locust", "-f", os.path.join(os.path.dirname(__file__), "locustfile.py"),
+                        "--headless", "-u", n, "-r", n, "-t", f"{args.locust_seconds}s",
+                        "--stop-timeout", "60", "--csv", f"{tmp}/run", "--only-summary",
+                        "--host", f"http://127.0.0.1:{server.http}"],
+                       env={**os.environ, "GAF_LOCUST_DATA": str(data)},
+                       capture_output=True, timeout=args.locust_seconds + 300)
+        with open(f"{tmp}/run_stats.csv") as f:
+            return [f"| {server.mode} | {r['Name']} | {r['Request Count']} | "
+                    f"{r['Failure Count']} | {float(r['Requests/s']):.1f} | {r['50%']} | "
+                    f"{r['90%']} | {r['99%']} | {loadavg()} |" for r in csv.DictReader(f)]
+
+
 def run_modes(args, requests) -> tuple[list, dict[str, RunResult], float]:
     """Every mode: warm-up, (first mode) lone latency, saturation, then the Poisson rates."""
     rows, sat, lone = [], {}, float("nan")
@@ -340,7 +372,12 @@ def run_modes(args, requests) -> tuple[list, dict[str, RunResult], float]:
             for frac in args.rates:
                 rows.append((drive(server, mode, requests, frac * base, args.seed + 1),
                              loadavg()))
+            if args.locust_seconds:
+                LOCUST.extend(run_locust(server, args, requests))
     return rows, sat, lone
+
+
+LOCUST: list[str] = []  # the locust summary rows of run_modes
 
 
 def main() -> None:
@@ -371,6 +408,12 @@ def main() -> None:
     for r, _ in rows:
         if r.errors:
             print(f"errors of {r.mode} at {r.rate}: {sorted(set(r.errors))[:3]}")
+    if LOCUST:
+        print(f"\nlocust, {args.locust_users} users, {args.locust_seconds} s each, exponential "
+              "think time of mean 1 s (HTTP, padded requests; ms):\n")
+        print("| server | mix | requests | failures | req/s | p50 | p90 | p99 | load avg |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(LOCUST))
     print_curve(curve)
     print()
     print_ceiling(curve, sat, args)

@@ -116,14 +116,7 @@ def load(args: argparse.Namespace, device: str) -> None:
     requests = workload(largs.requests, largs.num_classes, largs.seed)
     curve = stl.rows_curve(largs)
     rows, sat, lone = stl.run_modes(largs, requests)
-    print("| mode | offered req/s | done | errors | req/s | p50 ms | p99 ms | rows/call | "
-          "net busy | net ms/row |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r, _ in rows:
-        offered = "all at once" if r.rate is None else f"{r.rate:.1f}"
-        print(f"| {r.mode} | {offered} | {len(r.latencies)} | {len(r.errors)} | "
-              f"{r.throughput:.1f} | {r.pct(0.5) * 1000:.0f} | {r.pct(0.99) * 1000:.0f} | "
-              f"{r.rows_per_call:.1f} | {r.net_busy:.0%} | {r.row_seconds * 1000:.3f} |")
+    stl.print_runs(rows)
     stl.print_curve(curve)
     print()
     stl.print_ceiling(curve, sat, largs)

@@ -380,6 +380,22 @@ def run_modes(args, requests) -> tuple[list, dict[str, RunResult], float]:
 LOCUST: list[str] = []  # the locust summary rows of run_modes
 
 
+def print_runs(rows: list) -> None:
+    """The runs' table (``rows``: ``(RunResult, load average)``) and their errors."""
+    print("| mode | offered req/s | done | errors | req/s | p50 ms | p90 ms | p99 ms | "
+          "requests/execution | rows/call | net busy | net ms/row | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r, load in rows:
+        offered = "all at once" if r.rate is None else f"{r.rate:.1f}"
+        print(f"| {r.mode} | {offered} | {len(r.latencies)} | {len(r.errors)} | "
+              f"{r.throughput:.1f} | {r.pct(0.5) * 1000:.0f} | {r.pct(0.9) * 1000:.0f} | "
+              f"{r.pct(0.99) * 1000:.0f} | {r.per_exec:.1f} | {r.rows_per_call:.1f} | "
+              f"{r.net_busy:.0%} | {r.row_seconds * 1000:.2f} | {load} |")
+    for r, _ in rows:
+        if r.errors:
+            print(f"errors of {r.mode} at {r.rate}: {sorted(set(r.errors))[:3]}")
+
+
 def main() -> None:
     args = parse_args()
     requests = workload(args.requests, args.num_classes, args.seed)
@@ -396,18 +412,7 @@ def main() -> None:
     rows, sat, lone = run_modes(args, requests)
     print(f"\nlone request latency ({args.modes[0]} server, mean of the three kinds): "
           f"{lone * 1000:.0f} ms\n")
-    print("| mode | offered req/s | done | errors | req/s | p50 ms | p90 ms | p99 ms | "
-          "requests/execution | rows/call | net busy | net ms/row | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r, load in rows:
-        offered = "all at once" if r.rate is None else f"{r.rate:.1f}"
-        print(f"| {r.mode} | {offered} | {len(r.latencies)} | {len(r.errors)} | "
-              f"{r.throughput:.1f} | {r.pct(0.5) * 1000:.0f} | {r.pct(0.9) * 1000:.0f} | "
-              f"{r.pct(0.99) * 1000:.0f} | {r.per_exec:.1f} | {r.rows_per_call:.1f} | "
-              f"{r.net_busy:.0%} | {r.row_seconds * 1000:.2f} | {load} |")
-    for r, _ in rows:
-        if r.errors:
-            print(f"errors of {r.mode} at {r.rate}: {sorted(set(r.errors))[:3]}")
+    print_runs(rows)
     if LOCUST:
         print(f"\nlocust, {args.locust_users} users, {args.locust_seconds} s each, exponential "
               "think time of mean 1 s (HTTP, padded requests; ms):\n")

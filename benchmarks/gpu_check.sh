@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (one call, < 8 minutes, installs nothing beyond this package itself):
+# GPU check (one call, < 12 minutes: 8 for the engine checks, 4 for serving, installs nothing beyond this package itself):
 #   CUDA parity against the CPU reference fixtures, CUDA-graph replay vs the uncaptured loop
 #   (measured, per solver and engine), the CUDA tests of the suite, `gaf-trt bench` on
 #   DiT-XL/2 with the reference row, and benchmarks/gpu_trt_check.py when present.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (one call, < 8 minutes, installs nothing beyond this package itself):
+# GPU check (one call, < 12 minutes: 8 for the engine checks, 4 for serving, installs nothing beyond this package itself):
 #   CUDA parity against the CPU reference fixtures, CUDA-graph replay vs the uncaptured loop
 #   (measured, per solver and engine), the CUDA tests of the suite, `gaf-trt bench` on
 #   DiT-XL/2 with the reference row, and benchmarks/gpu_trt_check.py when present.
@@ -16,6 +16,8 @@ if python3 -c "import pytest" 2>/dev/null; then
     tests/compose/test_capture.py || echo "CUDA tests failed"
 fi
 timeout 380 python3 benchmarks/gpu_check.py "$@"
+timeout 240 python3 benchmarks/gpu_serve_check.py --budget 220 \
+  || echo "serving check failed or timed out (exit $?)"
 # gaf-trt generate, multi-process (one torchrun rank per GPU) against in-process: same bytes?
 GEN="${OUT:-/tmp/gaf_gpu_check}/generate"; rm -rf "$GEN"
 JOB=(generate --per-class 20 --steps 8 --batch 20 --shard-size 40 --format npz -q)

@@ -9,6 +9,9 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test,serve,docs,open
 # Triton serving tests: nvidia-pytriton pins numpy<2, so it goes in without its dependencies
 # (the [serve] extra holds them); numpy stays 2.x for everything else.
 python3 -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton==0.7.0
+# Locust for the locustfile's test (tests/serve/test_server_request_batching.py; skipped without
+# it): a few seconds here, its gevent / geventhttpclient are already in for tritonclient.
+python3 -m pip install -q --disable-pip-version-check locust==2.47.0
 # torch-fidelity (gaf-trt evaluate) without its torchvision: PyPI's torchvision is linked against
 # CUDA torch, fails to import beside the CPU wheel and then breaks diffusers' imports too.
 python3 -m pip install -q --disable-pip-version-check --no-deps 'torch-fidelity>=0.4'

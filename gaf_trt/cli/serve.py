@@ -36,6 +36,8 @@ def serve(
                                   "more are refused at once."),
     max_steps: int = typer.Option(1000, "--max-steps", help="Largest step count a request may ask."),
     max_images: int = typer.Option(16, "--max-images", help="Largest batch a request may ask."),
+    max_classes: int = typer.Option(8, "--max-classes", help="Most classes a request may "
+                                    "compose (the width padded requests pad classes to)."),
     max_rows: int = typer.Option(256, "--max-rows", help="Row budget of one network call."),
     max_mask_pixels: int = typer.Option(4096 * 4096, "--max-mask-pixels", help="Largest mask "
                                         "image (pixels) a request may send."),
@@ -78,6 +80,7 @@ def serve(
         raise ConfigError(missing)
     limits = ServeLimits(max_steps=positive_int("--max-steps", max_steps, MAX_STEPS),
                          max_batch=positive_int("--max-images", max_images, 4096),
+                         max_classes=positive_int("--max-classes", max_classes, 256),
                          max_rows=positive_int("--max-rows", max_rows, 1 << 16),
                          max_mask_pixels=positive_int("--max-mask-pixels", max_mask_pixels,
                                                         1 << 28))

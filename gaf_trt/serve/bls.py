@@ -11,6 +11,8 @@
   instead: then only the requests of one execute share calls). The service's network is a
   :class:`BlsAnchorNetwork`, an :class:`~gaf_trt.engine.base.AnchorNetwork` whose call is one
   BLS request to the repository's network model (``gaf_anchors``: ``(x, t, y) -> (J, K)``).
+  Its service's ``gaf_...`` metrics are Triton custom metrics on Triton's metrics port
+  (:mod:`gaf_trt.serve.triton_metrics`; the names of ``gaf-trt serve``'s ``/metrics``).
 - :class:`GraphModel`: one exported ONNX graph run with ONNX Runtime, for Triton builds
   without the onnxruntime backend (``--network-backend python``).
 
@@ -38,7 +40,8 @@ from gaf_trt.serve.network_models import GRAPH_RECORD, MODEL_RECORD
 from gaf_trt.serve.pb_tensors import gaf_input_array, gaf_output_tensor
 from gaf_trt.serve.requests import ServeLimits, to_images
 from gaf_trt.serve.scheduler import Cancelled
-from gaf_trt.serve.service import GenerationService, Job, ServeConfig
+from gaf_trt.serve.service import GenerationService, Job, Overloaded, ServeConfig
+from gaf_trt.serve.triton_metrics import TritonCustomMetrics
 from gaf_trt.serve.wire import decode_request, error_answer, split_rows
 
 log = logging.getLogger(__name__)
@@ -159,7 +162,10 @@ def admit(service: GenerationService, requests: Sequence[Any]
         except Exception as err:  # answered as this request's error
             for job in jobs:
                 job.cancel()
-            if not isinstance(err, GAFError):
+            if isinstance(err, GAFError):
+                service.metrics.refused("overloaded" if isinstance(err, Overloaded)
+                                        else "invalid")
+            else:
                 log.exception("request could not be admitted")
             admitted.append(([], err))
     return admitted
@@ -239,6 +245,17 @@ class SolverModel:
                             limits=ServeLimits(**record["limits"]))
         self.service = GenerationService(self.network, serve).start()
         self.respond_later = bool(record.get("respond_later", True))
+        self.metrics = self._custom_metrics(args)
+
+    def _custom_metrics(self, args: dict[str, str]) -> TritonCustomMetrics | None:
+        """The service's metrics on Triton's metrics port (None: a Python backend without
+        custom metrics, before Triton 23.05)."""
+        utils = pb()
+        if not hasattr(utils, "MetricFamily"):
+            log.warning("this Triton's Python backend has no custom metrics: no gaf_ metrics")
+            return None
+        labels = {"instance": str(args.get("model_instance_name", "gaf"))}
+        return TritonCustomMetrics(utils, self.service, labels).start()
 
     def execute(self, requests: Sequence[Any]) -> list[Any] | None:
         if self.respond_later:
@@ -248,6 +265,8 @@ class SolverModel:
 
     def finalize(self) -> None:
         self.service.close()
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
 # --------------------------------------------------------------------------- a graph

@@ -7,7 +7,8 @@ unless noted; all optional):
 - ``classes`` INT32 ``[n]`` (class ids); ``weights`` FP32 ``[n]``; ``alpha``, ``sigma``,
   ``t_eps`` FP32; ``steps``, ``batch`` (images per request) INT32; ``seed`` INT64;
   ``mask_image`` UINT8 ``[H, W]`` (one region per gray level, as ``--mask-type custom
-  --mask-img``; at most ``ServeLimits.max_mask_pixels``).
+  --mask-img``; at most ``ServeLimits.max_mask_pixels``); ``class_count`` INT32: how many
+  of ``classes`` (and ``weights``) are the request's, the rest padding (:func:`pad_request`).
 
 String settings are request parameters (one per request): ``solver``, ``mask_type`` (a
 preset), ``output``, ``class_names`` (a JSON list of class names, instead of the
@@ -16,6 +17,12 @@ preset), ``output``, ``class_names`` (a JSON list of class names, instead of the
 
 Outputs: ``images`` UINT8 ``[B, S, S, C]`` (pixel models) and ``latents`` FP32
 ``[B, C, S, S]``; a client asks for the one it wants.
+
+Padded requests batch together. Triton's dynamic batcher groups only requests whose inputs
+have equal shapes, so requests of 1, 2 and 3 classes never share an execute of
+``--batching request``; a client that pads ``classes`` and ``weights`` to the server's class
+limit and sends ``class_count`` (:func:`pad_request`) sends the same shapes whatever its
+composition (a single class then takes weight 1: the same bits as no weights, tested).
 
 Model ``gaf_stats`` (no inputs): the service's counters :data:`STATS`: ``active`` (requests
 admitted and not finished), ``pending_rows`` (rows waiting for the next network call),
@@ -41,6 +48,7 @@ NAMES_PARAM = "class_names"  # JSON list of class names: no BYTES tensors (see a
 REGIONS_PARAM = "regions"  # JSON list of region names (the mask preset's --regions)
 LIST_PARAMS = (NAMES_PARAM, REGIONS_PARAM)
 INT_FIELDS = ("steps", "seed", "batch")
+COUNT_INPUT = "class_count"  # padded requests: how many of classes / weights are real
 FLOAT_FIELDS = ("alpha", "sigma", "t_eps")
 STATS = ("active", "pending_rows", "calls", "rows", "cancelled")
 STATS_MODEL = "gaf_stats"
@@ -60,7 +68,8 @@ class WireTensor:
 INPUTS = (WireTensor("classes", "int32", (-1,)), WireTensor("weights", "float32", (-1,)),
           WireTensor("mask_image", "uint8", (-1, -1)),
           *(WireTensor(n, "int64" if n == "seed" else "int32", (1,)) for n in INT_FIELDS),
-          *(WireTensor(n, "float32", (1,)) for n in FLOAT_FIELDS))
+          *(WireTensor(n, "float32", (1,)) for n in FLOAT_FIELDS),
+          WireTensor(COUNT_INPUT, "int32", (1,)))
 OUTPUTS = (WireTensor("images", "uint8", (-1, -1, -1, -1), optional=False),
            WireTensor("latents", "float32", (-1, -1, -1, -1), optional=False))
 
@@ -91,6 +100,53 @@ def encode_request(req: ServeRequest) -> tuple[dict[str, np.ndarray], dict[str, 
         if value is not None:
             params[name] = value
     return arrays, params
+
+
+def pad_request(arrays: Mapping[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
+    """The input tensors of :func:`encode_request` (one row: ``classes`` ``[1, n]``, optional
+    ``weights`` ``[1, n]``) padded to ``width`` classes: ``classes`` ``[1, width]`` (padding
+    class 0), ``weights`` ``[1, width]`` (given, or 1 for a single class; padding 0) and
+    ``class_count`` ``[1, 1]`` = n. Every request padded to one width has the same input
+    shapes, so Triton's dynamic batcher groups them whatever their class counts.
+    :func:`decode_request` gives back the unpadded request (a single class with weight 1)."""
+    if "classes" not in arrays:
+        raise ConfigError("pad_request pads the classes input; a request by class_names "
+                          "has no classes tensor to pad")
+    classes = np.asarray(arrays["classes"])
+    n = classes.shape[-1]
+    if not 1 <= n <= width:
+        raise ConfigError(f"cannot pad {n} classes to width {width}; the width must be at "
+                          f"least the class count (the server's class limit)")
+    weights = arrays.get("weights")
+    if weights is None:
+        if n != 1:
+            raise ConfigError(f"{n} classes without weights is no composition; give weights")
+        weights = np.ones((1, 1), np.float32)
+    out = dict(arrays)
+    out["classes"] = np.zeros((1, width), np.int32)
+    out["classes"][:, :n] = classes
+    out["weights"] = np.zeros((1, width), np.float32)
+    out["weights"][:, :n] = weights
+    out[COUNT_INPUT] = np.array([[n]], np.int32)
+    return out
+
+
+def _unpad(row: Mapping[str, np.ndarray], fields: dict[str, object]) -> None:
+    """Keep the first ``class_count`` classes and weights of a padded row (in ``fields``)."""
+    n = int(_one(COUNT_INPUT, row[COUNT_INPUT]))
+    if "classes" not in row:
+        raise ConfigError(f"{COUNT_INPUT} counts the padded 'classes' input; it does not go "
+                          f"with the parameter '{NAMES_PARAM}'")
+    width = int(np.asarray(row["classes"]).size)
+    if not 1 <= n <= width:
+        raise ConfigError(f"{COUNT_INPUT} must be in 1..{width} (the classes sent), got {n}")
+    fields["classes"] = fields["classes"][:n]  # type: ignore[index]
+    if "weights" in fields:
+        weights = fields["weights"]
+        if len(weights) < n:  # type: ignore[arg-type]
+            raise ConfigError(f"{COUNT_INPUT} {n} needs at least {n} weights, got "
+                              f"{len(weights)}")  # type: ignore[arg-type]
+        fields["weights"] = weights[:n]  # type: ignore[index]
 
 
 def _one(name: str, value: np.ndarray) -> object:
@@ -135,6 +191,8 @@ def decode_request(row: Mapping[str, np.ndarray],
         fields["weights"] = [float(v) for v in np.asarray(row["weights"]).reshape(-1)]
     if "mask_image" in row:
         fields["mask_image"] = np.asarray(row["mask_image"])
+    if COUNT_INPUT in row:
+        _unpad(row, fields)
     for name in STRING_FIELDS:
         if name in params:
             value = params.pop(name)

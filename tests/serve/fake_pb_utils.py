@@ -202,6 +202,67 @@ def get_output_tensor_by_name(response: InferenceResponse, name: str) -> Tensor 
     return next((t for t in response.output_tensors() if t.name() == name), None)
 
 
+class Metric:
+    """One custom metric (a family's label set): counters only grow, gauges are set,
+    histograms (with their buckets) observe; as the Python backend's ``Metric``."""
+
+    def __init__(self, family: MetricFamily, labels: dict[str, str],
+                 buckets: list[float] | None = None) -> None:
+        if not isinstance(labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise TypeError("labels must be a dict of str -> str")
+        if (family.kind == MetricFamily.HISTOGRAM) != (buckets is not None):
+            raise TritonModelException("buckets are required for a histogram, and only there")
+        self.family, self.labels, self.buckets = family, labels, buckets
+        self._value = 0.0
+        self.observed: list[float] = []
+
+    def increment(self, value: float) -> None:
+        if self.family.kind == MetricFamily.HISTOGRAM:
+            raise TritonModelException("increment() is not supported for a histogram")
+        if self.family.kind == MetricFamily.COUNTER and value < 0:
+            raise TritonModelException("a counter cannot be decremented")
+        self._value += value
+
+    def set(self, value: float) -> None:
+        if self.family.kind != MetricFamily.GAUGE:
+            raise TritonModelException("set() is supported for a gauge only")
+        self._value = value
+
+    def observe(self, value: float) -> None:
+        if self.family.kind != MetricFamily.HISTOGRAM:
+            raise TritonModelException("observe() is supported for a histogram only")
+        self.observed.append(value)
+
+    def value(self) -> float:
+        if self.family.kind == MetricFamily.HISTOGRAM:
+            raise TritonModelException("value() is not supported for a histogram")
+        return self._value
+
+
+class MetricFamily:
+    """A custom metric family; ``FAMILIES`` holds the live ones by name (a name is one kind)."""
+
+    COUNTER, GAUGE, HISTOGRAM = range(3)
+
+    def __init__(self, name: str, description: str, kind: int) -> None:
+        if kind not in (self.COUNTER, self.GAUGE, self.HISTOGRAM):
+            raise TritonModelException(f"unknown metric kind {kind!r}")
+        if name in FAMILIES and FAMILIES[name].kind != kind:
+            raise TritonModelException(f"metric family {name!r} exists with another kind")
+        self.name, self.description, self.kind = name, description, kind
+        self.metrics: list[Metric] = []
+        FAMILIES[name] = self
+
+    def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> Metric:  # noqa: N802
+        metric = Metric(self, labels, buckets)
+        self.metrics.append(metric)
+        return metric
+
+
+FAMILIES: dict[str, MetricFamily] = {}
+
+
 class FakeTriton:
     """The models BLS requests reach: name -> a Python model (``execute``) or a function
     ``request -> response``; ``execute(model, requests)`` runs one execute as Triton does."""

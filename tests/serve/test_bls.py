@@ -263,3 +263,32 @@ def test_fake_refuses_bls_outside_execute(served):
     req = fake.InferenceRequest("gaf_anchors", ["J"], [])
     with pytest.raises(fake.TritonModelException, match="only allowed while a request"):
         req.exec()
+
+
+def test_gaf_metrics_are_triton_custom_metrics(served):
+    """The solver model's service counters, copied to Triton custom metrics named as
+    ``gaf-trt serve``'s: each counter / gauge equals the service's value, summaries are
+    ``_sum`` / ``_count`` counters, the rows histogram observed once per call."""
+    from gaf_trt.serve.metrics import service_families
+
+    assert served.metrics is not None
+    fake.SERVER.execute(served, [request_of(ServeRequest(classes=[2], steps=2, seed=1)),
+                                 request_of(ServeRequest(classes=[3, 33], steps=2))])
+    served.metrics.update()
+    families = service_families(served.service)
+    for fam in families:
+        for suffix, labels, value in fam.samples:
+            if fam.kind == "histogram" or suffix not in ("", "_sum", "_count"):
+                continue
+            (metric,) = [m for m in fake.FAMILIES[fam.name + suffix].metrics
+                         if m.labels == {"instance": "gaf", **labels}]
+            assert metric.value() == pytest.approx(value), (fam.name, suffix, labels)
+    assert fake.FAMILIES["gaf_requests_refused_total"].kind == fake.MetricFamily.COUNTER
+    assert fake.FAMILIES["gaf_requests_active"].kind == fake.MetricFamily.GAUGE
+    (rows,) = fake.FAMILIES["gaf_network_call_rows"].metrics
+    stats, _ = served.service.scheduler.snapshot()
+    assert sorted(rows.observed) == sorted(float(m) for m, n in stats.rows_per_call.items()
+                                           for _ in range(n))
+    refused = [m for m in fake.FAMILIES["gaf_requests_refused_total"].metrics
+               if m.labels["reason"] == "invalid"]
+    assert refused[0].value() >= 1

@@ -195,6 +195,37 @@ def test_grpc_mask_preset_and_a_bad_request(server, reference):
     client.close()
 
 
+def triton_metric(server, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples on Triton's metrics port whose labels include
+    ``labels`` (-1: no such sample)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    found = -1.0
+    for label_text, value in re.findall(rf"^{name}{{([^}}]*)}} (\S+)$", text, re.MULTILINE):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', label_text))
+        if all(have.get(k) == v for k, v in labels.items()):
+            found = max(found, 0.0) + float(value)
+    return found
+
+
+def test_gaf_metrics_on_tritons_metrics_port(server):
+    """After the requests above (two answered, two refused), the gaf model's custom metrics
+    are on Triton's own metrics port under serve's names (copied every second)."""
+    deadline = time.monotonic() + 30
+    while triton_metric(server, "gaf_requests_finished_total", outcome="ok") < 2:
+        assert time.monotonic() < deadline, "no gaf_ metrics on Triton's metrics port"
+        time.sleep(0.2)
+    assert triton_metric(server, "gaf_requests_refused_total", reason="invalid") >= 2
+    assert triton_metric(server, "gaf_requests_active") == 0
+    calls = triton_metric(server, "gaf_network_calls_total")
+    assert calls > 0
+    assert triton_metric(server, "gaf_network_call_rows_count") == calls
+    assert triton_metric(server, "gaf_request_run_seconds_count") >= 2
+
+
 def test_stopped_server_leaves_nothing(server):
     """Runs last: stop the server now and check that it left no process and no
     Python-backend shared memory behind."""

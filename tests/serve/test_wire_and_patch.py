@@ -20,6 +20,7 @@ from gaf_trt.serve.wire import (
     OUTPUTS,
     decode_request,
     encode_request,
+    pad_request,
     split_rows,
 )
 
@@ -124,6 +125,48 @@ def test_regions_travel_as_a_json_list_parameter():
     for bad in ('["ears", 3.5]', "ears", '{"a": 1}'):
         with pytest.raises(ConfigError, match="parameter regions must be a JSON list of region"):
             decode_request({k: v[0] for k, v in arrays.items()}, {**params, "regions": bad})
+
+
+PADDED = [ServeRequest(classes=[4], steps=3, seed=2),
+          ServeRequest(classes=[3, 7], weights=[1.0, 2.0], solver="ier", batch=2),
+          ServeRequest(classes=[0, 1, 2], weights=[0.5, 1.0, 1.5], alpha=0.5)]
+
+
+def test_padded_requests_have_one_shape_and_decode_unpadded():
+    """Requests of 1-3 classes padded to the class limit send the same input names and
+    shapes (what Triton's batcher needs to group them) and decode to the unpadded request
+    (a single class with weight 1)."""
+    shapes = set()
+    for req in PADDED:
+        arrays, params = encode_request(req)
+        padded = pad_request(arrays, 8)
+        shapes.add(tuple(sorted((k, v.shape) for k, v in padded.items()
+                                if k in ("classes", "weights", "class_count"))))
+        back = decode_request(split_rows(padded)[0], params)
+        assert back.classes == req.classes
+        assert back.weights == (req.weights or [1.0])
+        assert (back.steps, back.seed, back.batch, back.alpha) == \
+            (req.steps, req.seed, req.batch, req.alpha)
+    assert len(shapes) == 1
+
+
+def test_padded_request_errors_name_the_value():
+    arrays, params = encode_request(PADDED[1])
+    padded = pad_request(arrays, 4)
+    row = split_rows(padded)[0]
+    for n in (0, 5):
+        with pytest.raises(ConfigError, match=f"class_count must be in 1..4 .*got {n}"):
+            decode_request({**row, "class_count": np.array([n], np.int32)}, params)
+    with pytest.raises(ConfigError, match="class_count 3 needs at least 3 weights, got 2"):
+        decode_request({**row, "weights": row["weights"][:2],
+                        "class_count": np.array([3], np.int32)}, params)
+    names = {k: v for k, v in row.items() if k != "classes"}
+    with pytest.raises(ConfigError, match="does not go with the parameter 'class_names'"):
+        decode_request(names, {**params, NAMES_PARAM: '["3", "7"]'})
+    with pytest.raises(ConfigError, match="cannot pad 3 classes to width 2"):
+        pad_request(encode_request(PADDED[2])[0], 2)
+    with pytest.raises(ConfigError, match="2 classes without weights"):
+        pad_request({"classes": np.array([[1, 2]], np.int32)}, 8)
 
 
 def test_triton_repo_solver_model_speaks_the_same_wire():

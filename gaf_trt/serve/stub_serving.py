@@ -12,7 +12,10 @@ PyTriton hands a failed request's whole traceback to the stub, which raises it a
 ``TritonModelException`` (HTTP 500 / gRPC INTERNAL, the traceback and the server's paths in
 the message); the serving process marks its error ``[gaf-error CODE] one line``
 (:data:`GAF_ERROR_MARK`) and :func:`_gaf_answer` answers each request with a ``TritonError``
-of that code and line only (INVALID_ARG for a refused request: HTTP 400).
+of that code and line only (INVALID_ARG for a refused request: HTTP 400). (4) Decoupled models
+(``gaf_stream``): their ``execute`` returns at once, so :func:`_gaf_watch_stream` checks
+the requests' cancellation in a thread of its own until their last response is sent, and
+:func:`_gaf_stream_error` gives a failed stream's error its code and one line.
 
 This file is appended, as source, to the stub's ``model.py`` by
 :mod:`gaf_trt.serve.pytriton_patch`, which also rewrites the proxy's lines to call these
@@ -25,6 +28,8 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import threading
+import time
 
 GAF_CANCEL_PARAM = "gaf_cancel_file"
 GAF_CANCEL_POLL_S = 0.05
@@ -136,3 +141,40 @@ def _gaf_answer(result, triton_requests):
     errors = pb_utils.TritonError  # noqa: F821 - the stub's module, imported by its model.py
     error = pb_utils.TritonError(line, getattr(errors, code, errors.INTERNAL))  # noqa: F821
     return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]  # noqa: F821
+
+
+def _gaf_stream_error(text):
+    """The ``TritonError`` of a failed decoupled request: code and one line, as
+    :func:`_gaf_answer` gives a coupled one."""
+    code, line = gaf_error_parts(text)
+    errors = pb_utils.TritonError  # noqa: F821 - the stub's module, imported by its model.py
+    return pb_utils.TritonError(line, getattr(errors, code, errors.INTERNAL))  # noqa: F821
+
+
+def _gaf_watch_stream(push_future, triton_requests):
+    """A decoupled model's ``execute`` returns before its requests are answered: until their
+    last response is sent, a thread checks every :data:`GAF_CANCEL_POLL_S` whether Triton
+    cancelled one (the gRPC stream's client cancelled or went away) and creates its marker
+    file; then the markers go."""
+
+    def watch():
+        waiting = list(triton_requests)
+        try:
+            done = push_future.result()  # the future of the requests' last response
+            while not done.done():
+                time.sleep(GAF_CANCEL_POLL_S)
+                for request in list(waiting):
+                    if request.is_cancelled():
+                        waiting.remove(request)
+                        path = _gaf_cancel_files.get(id(request))
+                        if path is not None:
+                            open(path, "w").close()
+        except Exception:  # noqa: BLE001 - the push failed: execute reports it
+            pass
+        finally:
+            for request in triton_requests:
+                path = _gaf_cancel_files.pop(id(request), None)
+                if path is not None and os.path.exists(path):
+                    os.unlink(path)
+
+    threading.Thread(target=watch, name="gaf-stream-watch", daemon=True).start()

@@ -1,0 +1,91 @@
+"""The streaming model ``gaf_stream`` (Triton's decoupled mode), shared by ``gaf-trt serve``
+(:mod:`gaf_trt.serve.triton_stream`) and ``gaf-trt triton-repo`` (:mod:`gaf_trt.serve.bls_stream`).
+
+It takes ``gaf``'s inputs (:data:`gaf_trt.serve.wire.INPUTS`, one generation per request: a
+batch dimension of 1) and parameters, plus the request parameter ``preview_every``
+(:data:`~gaf_trt.serve.previews.PREVIEW_PARAM`: 0 or absent, no previews; else 1 .. the
+request's network evaluations). It answers with one response per preview -- outputs
+``preview`` UINT8 ``[1, B, S, S, C]`` (the composed data anchor as ``images`` rounds the final
+state; a latent model's decoded), ``preview_latents`` FP32 ``[1, B, C, S, S]`` and
+``preview_step`` INT32 ``[1, 1]`` (network evaluations done) -- and then the final response,
+``images`` / ``latents`` as ``gaf`` answers them (the same bits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+from torch import Tensor
+
+from gaf_trt.errors import ConfigError
+from gaf_trt.serve.previews import PREVIEW_PARAM, Preview
+from gaf_trt.serve.requests import ServeRequest
+from gaf_trt.serve.scheduler import Cancelled
+from gaf_trt.serve.service import Job
+from gaf_trt.serve.wire import OUTPUTS, WireTensor, decode_request, split_rows
+
+STREAM_MODEL = "gaf_stream"
+PREVIEW_OUTPUTS = (WireTensor("preview", "uint8", (-1, -1, -1, -1), optional=False),
+                   WireTensor("preview_latents", "float32", (-1, -1, -1, -1), optional=False),
+                   WireTensor("preview_step", "int32", (1,), optional=False))
+STREAM_OUTPUTS = (*PREVIEW_OUTPUTS, *OUTPUTS)
+#: How often a stream waiting for its next preview checks whether its client cancelled it.
+STREAM_POLL_S = 0.05
+
+
+def decode_stream_request(data: Mapping[str, np.ndarray], parameters: Mapping[str, object] | None
+                          ) -> tuple[ServeRequest, object]:
+    """The request of a ``gaf_stream`` call (input tensors with their batch dimension, which
+    must be 1) and its raw ``preview_every`` (``None`` when absent; checked on admission,
+    against the request's evaluations)."""
+    params = dict(parameters or {})
+    every = params.pop(PREVIEW_PARAM, None)
+    rows = split_rows(data)
+    if len(rows) != 1:
+        raise ConfigError(f"model {STREAM_MODEL} streams one generation per request (a batch "
+                          f"dimension of 1), got {len(rows)}; send the others as requests of "
+                          "their own")
+    return decode_request(rows[0], params), every
+
+
+def preview_arrays(preview: Preview, images: Callable[[Tensor], np.ndarray],
+                   wanted: Callable[[str], bool]) -> dict[str, np.ndarray]:
+    """The output arrays of one preview response (those ``wanted``): ``images(state)`` is
+    how the final state becomes ``images`` (``[B, S, S, C]`` uint8)."""
+    makers = {"preview": lambda: images(preview.state)[None],
+              "preview_latents": lambda: preview.state.numpy()[None].astype(np.float32),
+              "preview_step": lambda: np.array([[preview.step]], np.int32)}
+    return {name: make() for name, make in makers.items() if wanted(name)}
+
+
+def stream_responses(job: Job, preview: Callable[[Preview], dict[str, np.ndarray]],
+                     final: Callable[[Tensor], dict[str, np.ndarray]],
+                     cancelled: Callable[[], bool] | None = None,
+                     poll: float = STREAM_POLL_S) -> Iterator[dict[str, np.ndarray]]:
+    """The responses of a streamed job, as output dicts: ``preview(p)`` for each preview as
+    it comes, then ``final(state)`` of its final state ``[B, C, S, S]``. A job that fails
+    raises its error. ``cancelled()`` (checked every ``poll`` s while waiting) true: the job is
+    cancelled -- its rows leave the scheduler -- and :class:`Cancelled` is raised."""
+    while job.previews is not None:
+        try:
+            item = job.previews.get(poll)
+        except TimeoutError:
+            _check_cancelled(job, cancelled)
+            continue
+        if item is None:
+            break
+        yield preview(item)
+    while True:
+        try:
+            state = job.result(poll)
+            break
+        except TimeoutError:
+            _check_cancelled(job, cancelled)
+    yield final(state)
+
+
+def _check_cancelled(job: Job, cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        job.cancel()
+        raise Cancelled(f"request {job.ticket.id}: the client cancelled the stream")

@@ -16,6 +16,7 @@ request without previews gets no wrapper at all.
 from __future__ import annotations
 
 import collections
+import numbers
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,12 +47,13 @@ def check_preview_every(value: object, total: int) -> int:
     if value is None:
         return 0
     number = int_text(PREVIEW_PARAM, value) if isinstance(value, str) else value
-    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= total:
+    if isinstance(number, bool) or not isinstance(number, numbers.Integral) \
+            or not 0 <= number <= total:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:60] + "..."
         raise ConfigError(f"parameter {PREVIEW_PARAM} must be 0 (no previews) or an integer in "
                           f"1..{total} (this request's network evaluations: steps x the "
                           f"solver's evaluations per step), got {shown}")
-    return number
+    return int(number)
 
 
 @dataclass(frozen=True)

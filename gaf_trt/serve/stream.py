@@ -13,6 +13,7 @@ state; a latent model's decoded), ``preview_latents`` FP32 ``[1, B, C, S, S]`` a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
@@ -67,25 +68,39 @@ def stream_responses(job: Job, preview: Callable[[Preview], dict[str, np.ndarray
     it comes, then ``final(state)`` of its final state ``[B, C, S, S]``. A job that fails
     raises its error. ``cancelled()`` (checked every ``poll`` s while waiting) true: the job is
     cancelled -- its rows leave the scheduler -- and :class:`Cancelled` is raised."""
+    check = _CancelCheck(job, cancelled, poll)
     while job.previews is not None:
         try:
             item = job.previews.get(poll)
         except TimeoutError:
-            _check_cancelled(job, cancelled)
+            check(force=True)
             continue
         if item is None:
             break
+        check()  # previews coming faster than poll do not hide a cancellation
         yield preview(item)
     while True:
         try:
             state = job.result(poll)
             break
         except TimeoutError:
-            _check_cancelled(job, cancelled)
+            check(force=True)
     yield final(state)
 
 
-def _check_cancelled(job: Job, cancelled: Callable[[], bool] | None) -> None:
-    if cancelled is not None and cancelled():
-        job.cancel()
-        raise Cancelled(f"request {job.ticket.id}: the client cancelled the stream")
+class _CancelCheck:
+    """Calls ``cancelled()`` at most every ``poll`` s (or when forced: a wait timed out);
+    when true, cancels the job and raises :class:`Cancelled`."""
+
+    def __init__(self, job: Job, cancelled: Callable[[], bool] | None, poll: float) -> None:
+        self.job, self.cancelled, self.poll = job, cancelled, poll
+        self.last = time.monotonic()
+
+    def __call__(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.cancelled is None or (not force and now - self.last < self.poll):
+            return
+        self.last = now
+        if self.cancelled():
+            self.job.cancel()
+            raise Cancelled(f"request {self.job.ticket.id}: the client cancelled the stream")

@@ -33,6 +33,7 @@ import time
 
 GAF_CANCEL_PARAM = "gaf_cancel_file"
 GAF_CANCEL_POLL_S = 0.05
+GAF_STREAM_MARKER_S = 10.0  # a cancelled stream's marker outlives an unfinished answer this long
 GAF_ERROR_MARK = "[gaf-error "  # "[gaf-error CODE] message", CODE a TritonError code name
 _gaf_cancel_files = {}  # id(triton request) -> path of the file marking it cancelled
 _gaf_cancel_state = {"dir": None, "next": 0}
@@ -159,9 +160,10 @@ def _gaf_watch_stream(push_future, triton_requests):
 
     def watch():
         waiting = list(triton_requests)
+        deadline = None  # all cancelled: their markers stay until the serving process saw them
         try:
             done = push_future.result()  # the future of the requests' last response
-            while not done.done():
+            while not done.done() and (deadline is None or time.monotonic() < deadline):
                 time.sleep(GAF_CANCEL_POLL_S)
                 for request in list(waiting):
                     if request.is_cancelled():
@@ -169,6 +171,8 @@ def _gaf_watch_stream(push_future, triton_requests):
                         path = _gaf_cancel_files.get(id(request))
                         if path is not None:
                             open(path, "w").close()
+                if not waiting and deadline is None:
+                    deadline = time.monotonic() + GAF_STREAM_MARKER_S
         except Exception:  # noqa: BLE001 - the push failed: execute reports it
             pass
         finally:

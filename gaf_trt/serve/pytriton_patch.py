@@ -54,6 +54,8 @@ _STUB_SERVING_EDITS = (  # (original line(s), replacement) in the stub's model.p
     ("            else:\n                triton_responses_or_error = None\n",
      ("            else:\n                _gaf_watch_stream(handle_responses_task_async_future, "
       "triton_requests)\n                triton_responses_or_error = None\n")),
+    ("        triton_senders = [request.get_response_sender() for request in triton_requests]\n",
+     "        triton_senders = [_GafSender(request) for request in triton_requests]\n"),
     ('                            error=pb_utils.TritonError(responses_payload.decode("utf-8"))',
      '                            error=_gaf_stream_error(responses_payload.decode("utf-8"))'),
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 import numpy as np
 from torch import Tensor
@@ -60,11 +61,13 @@ def preview_arrays(preview: Preview, images: Callable[[Tensor], np.ndarray],
     return {name: make() for name, make in makers.items() if wanted(name)}
 
 
-def stream_responses(job: Job, preview: Callable[[Preview], dict[str, np.ndarray]],
-                     final: Callable[[Tensor], dict[str, np.ndarray]],
+R = TypeVar("R")
+
+
+def stream_responses(job: Job, preview: Callable[[Preview], R], final: Callable[[Tensor], R],
                      cancelled: Callable[[], bool] | None = None,
-                     poll: float = STREAM_POLL_S) -> Iterator[dict[str, np.ndarray]]:
-    """The responses of a streamed job, as output dicts: ``preview(p)`` for each preview as
+                     poll: float = STREAM_POLL_S) -> Iterator[R]:
+    """The responses of a streamed job (output dicts, or tensors): ``preview(p)`` for each preview as
     it comes, then ``final(state)`` of its final state ``[B, C, S, S]``. A job that fails
     raises its error. ``cancelled()`` (checked every ``poll`` s while waiting) true: the job is
     cancelled -- its rows leave the scheduler -- and :class:`Cancelled` is raised."""

@@ -152,6 +152,37 @@ def _gaf_stream_error(text):
     return pb_utils.TritonError(line, getattr(errors, code, errors.INTERNAL))  # noqa: F821
 
 
+class _GafSender:
+    """A decoupled request's response sender, shared with :func:`_gaf_watch_stream`: Triton
+    frees a request's response factory with its final response, after which
+    ``request.is_cancelled()`` crashes the server; so both go under one lock, and the watcher
+    asks only while the final response has not been sent."""
+
+    def __init__(self, request):
+        self._sender = request.get_response_sender()
+        self.lock = threading.Lock()
+        self.finished = False
+        _gaf_senders[id(request)] = self
+
+    def send(self, response=None, flags=0):
+        with self.lock:
+            self._sender.send(response, flags)
+            if flags & pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL:  # noqa: F821 - the stub's
+                self.finished = True
+
+
+_gaf_senders = {}  # id(triton request) -> its _GafSender (decoupled models)
+
+
+def _gaf_request_cancelled(request):
+    """Whether Triton cancelled a decoupled request; False once it is answered."""
+    sender = _gaf_senders.get(id(request))
+    if sender is None:  # its responses handler has not started yet
+        return False
+    with sender.lock:
+        return not sender.finished and request.is_cancelled()
+
+
 def _gaf_watch_stream(push_future, triton_requests):
     """A decoupled model's ``execute`` returns before its requests are answered: until their
     last response is sent, a thread checks every :data:`GAF_CANCEL_POLL_S` whether Triton
@@ -166,7 +197,7 @@ def _gaf_watch_stream(push_future, triton_requests):
             while not done.done() and (deadline is None or time.monotonic() < deadline):
                 time.sleep(GAF_CANCEL_POLL_S)
                 for request in list(waiting):
-                    if request.is_cancelled():
+                    if _gaf_request_cancelled(request):
                         waiting.remove(request)
                         path = _gaf_cancel_files.get(id(request))
                         if path is not None:
@@ -177,6 +208,7 @@ def _gaf_watch_stream(push_future, triton_requests):
             pass
         finally:
             for request in triton_requests:
+                _gaf_senders.pop(id(request), None)
                 path = _gaf_cancel_files.pop(id(request), None)
                 if path is not None and os.path.exists(path):
                     os.unlink(path)

@@ -223,7 +223,7 @@ class GafTritonServer:
                            metrics_port=self.config.metrics_port,
                            log_file=Path(self._logdir.name) / "triton.log",
                            exit_timeout_secs=EXIT_TIMEOUT_BASE_S + EXIT_TIMEOUT_PER_INSTANCE_S
-                           * (self.config.instances + 1))
+                           * (self.config.instances + 2))  # + gaf_stats and gaf_stream
         self._triton = Triton(config=cfg)
         inputs = [Tensor(name=t.name, dtype=np.dtype(t.dtype).type, shape=t.shape,
                          optional=t.optional) for t in INPUTS]

@@ -30,7 +30,8 @@ def serve(
     batching: str = typer.Option("step", "--batching", help="step (requests share every network "
                                  "call) or request (Triton's dynamic batcher groups whole requests)."),
     instances: int = typer.Option(8, "--instances", help="Requests executing at once (step "
-                                  "batching; each is a Triton model instance)."),
+                                  "batching; each is a Triton model instance), and streams "
+                                  "of gaf_stream at once."),
     max_batch: int = typer.Option(8, "--max-batch", help="Requests per group (request batching)."),
     max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting in Triton's queue; "
                                   "more are refused at once."),
@@ -88,8 +89,11 @@ def serve(
     server_cfg = tr.ServerConfig(http_port=http_port, grpc_port=grpc_port,
                                  metrics_port=metrics_port, gaf_metrics_port=gaf_metrics_port,
                                  instances=instances if step else tr.REQUEST_INSTANCES,
-                                 max_batch=1 if step else max_batch, max_queue=max_queue)
-    service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch,
+                                 max_batch=1 if step else max_batch, max_queue=max_queue,
+                                 max_streams=instances)
+    # room for every executing gaf request and every gaf_stream stream: neither refuses the other
+    service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch
+                              + server_cfg.max_streams,
                               min_rows=min_rows, limits=limits, call_rows=call_rows,
                               mode="step" if step else "request", group_size=max_batch)
     service_cfg.validate()  # before the network is loaded

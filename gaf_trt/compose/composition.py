@@ -164,6 +164,12 @@ def check_coefficient(x: float, what: str) -> float:
     return x
 
 
+def blend(coefficients: Tensor, per_class: Tensor) -> Tensor:
+    """``Σ c_i ⊙ a_i``: per-class anchors ``per_class [N, B, C, S, S]`` blended with a
+    composition's ``coefficients [N, 1, H|1, W|1]`` (on their device) -> ``[B, C, S, S]``."""
+    return (coefficients.unsqueeze(1) * per_class).sum(0)
+
+
 class ComposedField:
     """A composition bound to an anchor network: the velocity contract ``v(x, t)``.
 
@@ -211,8 +217,7 @@ class ComposedField:
         return (j.float().view(n, b, *x.shape[1:]), k.float().view(n, b, *x.shape[1:]))
 
     def _blend(self, per_class: Tensor) -> Tensor:
-        coef = self._coefficients(per_class.device).unsqueeze(1)  # [N, 1, 1, H|1, W|1]
-        return (coef * per_class).sum(0)  # [B, C, S, S]
+        return blend(self._coefficients(per_class.device), per_class)
 
     def _fused_args(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return (x, broadcast_time(t, x.shape[0], x.device).float(), self._class_ids(x.device),

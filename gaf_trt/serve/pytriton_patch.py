@@ -7,7 +7,7 @@ array)`` reads the array's element size at the numpy 1.x offset and sends empty 
 inputs go through DLPack (:mod:`gaf_trt.serve.pb_tensors`, inserted as source). The stub
 waits only 1 s for PyTriton's handshake socket, which fails the model load on a busy machine,
 so it waits up to a minute. And the serving additions of :mod:`gaf_trt.serve.stub_serving`
-(prompt shutdown, request cancellation) are appended, their call sites rewritten here.
+(prompt shutdown, request cancellation, decoupled streams) are appended, their call sites rewritten here.
 
 Both inserted files are real source files of this package (they import nothing of gaf_trt:
 the stub cannot); :func:`patched_stub_source` reads them and checks that every line it
@@ -51,6 +51,13 @@ _STUB_SERVING_EDITS = (  # (original line(s), replacement) in the stub's model.p
      "            parameters=_gaf_parameters(triton_request),\n"),
     ("        self._requests_server.shutdown()\n",
      "        _gaf_shutdown_now(self._requests_server)\n"),
+    ("            else:\n                triton_responses_or_error = None\n",
+     ("            else:\n                _gaf_watch_stream(handle_responses_task_async_future, "
+      "triton_requests)\n                triton_responses_or_error = None\n")),
+    ("        triton_senders = [request.get_response_sender() for request in triton_requests]\n",
+     "        triton_senders = [_GafSender(request) for request in triton_requests]\n"),
+    ('                            error=pb_utils.TritonError(responses_payload.decode("utf-8"))',
+     '                            error=_gaf_stream_error(responses_payload.decode("utf-8"))'),
 )
 
 

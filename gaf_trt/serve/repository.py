@@ -11,6 +11,7 @@ repository holds::
     REPO/gaf/config.pbtxt             Python backend: the solver, gaf_trt.serve.bls
     REPO/gaf/1/model.py               shim importing gaf_trt.serve.bls
     REPO/gaf/1/gaf_model.json         model config, network model name, limits
+    REPO/gaf_stream/...               the same solver, decoupled: live previews, then the result
     REPO/gaf_anchors/config.pbtxt     ensemble (x, t, y) -> (J, K): trunk, then both heads
     REPO/gaf_anchors/1/               (ensembles have an empty version folder)
     REPO/gaf_trunk/config.pbtxt       one network model per graph: onnxruntime_onnx with
@@ -56,6 +57,7 @@ from gaf_trt.serve.pbtxt import (
     to_pbtxt,
     validate_pbtxt,
 )
+from gaf_trt.serve.stream import STREAM_MODEL, STREAM_OUTPUTS
 from gaf_trt.serve.wire import INPUTS, OUTPUTS
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,12 @@ SOLVER_SHIM = '''"""Triton Python-backend model ``gaf``: the GAF solver (written
 gaf_trt must be installed in the Python that runs Triton's Python-backend stub."""
 
 from gaf_trt.serve.bls import SolverModel as TritonPythonModel  # noqa: F401
+'''
+STREAM_SHIM = '''"""Triton Python-backend model ``gaf_stream`` (decoupled): the GAF solver streaming live
+previews, then the result (written by gaf-trt triton-repo). gaf_trt must be installed in the
+Python that runs Triton's Python-backend stub."""
+
+from gaf_trt.serve.bls_stream import StreamModel as TritonPythonModel  # noqa: F401
 '''
 
 
@@ -143,9 +151,22 @@ def _solver_inputs() -> list[dict[str, Any]]:
             for t in INPUTS if t.name != "mask_image"]
 
 
-def _solver_outputs() -> list[dict[str, Any]]:
+def _solver_outputs(outputs: tuple = OUTPUTS) -> list[dict[str, Any]]:
     return [{"name": t.name, "data_type": Enum(TRITON_TYPES[t.dtype]), "dims": list(t.shape)}
-            for t in OUTPUTS]
+            for t in outputs]
+
+
+def stream_config(opts: RepoOptions) -> dict[str, Any]:
+    """``gaf_stream``: ``gaf``'s inputs, one generation per request, decoupled (a response
+    per preview, then the result); its own service bounds the streams in flight."""
+    return {
+        "name": STREAM_MODEL, "backend": "python", "max_batch_size": 1,
+        "input": _solver_inputs(),
+        "output": _solver_outputs(STREAM_OUTPUTS),
+        "model_transaction_policy": {"decoupled": True},
+        "dynamic_batching": {},
+        "instance_group": [{"count": opts.instances, "kind": Enum("KIND_CPU")}],
+    }
 
 
 def _solver_batching(opts: RepoOptions) -> dict[str, Any]:
@@ -211,6 +232,16 @@ def _solver_model(man: dict[str, Any], opts: RepoOptions, rows: int) -> ModelFol
     return solver
 
 
+def _stream_model(solver: ModelFolder, opts: RepoOptions) -> ModelFolder:
+    """The ``gaf_stream`` model: the solver's record (its own service, bounded by
+    ``--max-queue`` streams in flight) and the streaming shim."""
+    record = {**json.loads(solver.texts[MODEL_RECORD]), "max_queue": opts.max_queue}
+    stream = ModelFolder(STREAM_MODEL, stream_config(opts))
+    stream.texts[MODEL_PY] = STREAM_SHIM
+    stream.texts[MODEL_RECORD] = json.dumps(record, indent=2) + "\n"
+    return stream
+
+
 def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryPlan:
     """Read and verify the engine directory (manifest, sha256 of every file used) and build
     every model config, each validated against Triton's schema."""
@@ -237,7 +268,8 @@ def plan_repository(engine_dir: str | Path, options: RepoOptions) -> RepositoryP
                              instances=opts.network_instances)
     rows = network[0].config["max_batch_size"]
     solver = _solver_model(man, opts, rows)
-    models = [solver, ModelFolder(ANCHORS_MODEL, anchors_config(man, rows)), *network]
+    models = [solver, ModelFolder(ANCHORS_MODEL, anchors_config(man, rows)), *network,
+              _stream_model(solver, opts)]
     for m in models:
         validate_pbtxt(to_pbtxt(m.config), m.name)
     record = {"writer": "gaf-trt", "command": COMMAND, "format": FORMAT, "format_version": 1,

@@ -31,6 +31,12 @@ from gaf_trt.checks import positive_int
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.serve.metrics import ServiceMetrics
+from gaf_trt.serve.previews import (
+    PreviewChannel,
+    PreviewNetwork,
+    check_preview_every,
+    evaluations,
+)
 from gaf_trt.serve.requests import (
     RequestPlan,
     ServeLimits,
@@ -94,6 +100,7 @@ class Job:
         self._error: BaseException | None = None
         self.admitted_at = time.monotonic()
         self.started_at: float | None = None  # when its solver started (None: never)
+        self.previews: PreviewChannel | None = None  # gaf_stream: its previews (None: none)
 
     def _finish(self, state: Tensor | None, error: BaseException | None) -> None:
         self._state, self._error = state, error
@@ -102,6 +109,8 @@ class Job:
         self._service.metrics.finished(outcome, None if self.started_at is None
                                        else time.monotonic() - self.started_at)
         self._done.set()
+        if self.previews is not None:
+            self.previews.close()
 
     def done(self) -> bool:
         return self._done.is_set()
@@ -206,7 +215,24 @@ class GenerationService:
         enter the waiting line at once, so an idle dispatcher starts them as one group (a
         Triton batch is one group). Raises as :meth:`submit`."""
         plans = [self.plan(r) for r in requests]
-        jobs = [Job(self, plan, self.scheduler.ticket()) for plan in plans]
+        return self._admit([Job(self, plan, self.scheduler.ticket()) for plan in plans])
+
+    def submit_streamed(self, request: ServeRequest, preview_every: object) -> Job:
+        """:meth:`submit` with live previews: ``preview_every`` (0 or ``None``: none; else
+        1 .. the request's network evaluations, checked here) sets ``job.previews``, whose
+        items are the composed data anchor ``[B, C, S, S]`` every that many evaluations
+        (:mod:`gaf_trt.serve.previews`); the final result is :meth:`Job.result`, the same
+        bits as without previews. Raises as :meth:`submit`."""
+        plan = self.plan(request)
+        every = check_preview_every(preview_every, evaluations(plan))
+        job = Job(self, plan, self.scheduler.ticket())
+        if every:
+            job.previews = PreviewChannel(every, evaluations(plan), plan.composition)
+        return self._admit([job])[0]
+
+    def _admit(self, jobs: list[Job]) -> list[Job]:
+        """Admit validated jobs together (all or none) and start them or put them in line."""
+        plans = [job.plan for job in jobs]
         with self._group_cond:  # admitted and in line in one hold: close() sees them
             if self._closed:
                 raise Overloaded("the service is shutting down")
@@ -238,7 +264,10 @@ class GenerationService:
         job.started_at = time.monotonic()
         self.metrics.started(job.started_at - job.admitted_at)
         try:
-            state = run_request(job.plan, self.scheduler.network_for(job.ticket))
+            network = self.scheduler.network_for(job.ticket)
+            if job.previews is not None:  # only requests that asked pay for previews
+                network = PreviewNetwork(network, job.previews)
+            state = run_request(job.plan, network)
         except (Cancelled, GAFError) as err:
             error = err
         except Exception as err:  # an internal fault fails this request only

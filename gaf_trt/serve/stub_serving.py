@@ -12,7 +12,10 @@ PyTriton hands a failed request's whole traceback to the stub, which raises it a
 ``TritonModelException`` (HTTP 500 / gRPC INTERNAL, the traceback and the server's paths in
 the message); the serving process marks its error ``[gaf-error CODE] one line``
 (:data:`GAF_ERROR_MARK`) and :func:`_gaf_answer` answers each request with a ``TritonError``
-of that code and line only (INVALID_ARG for a refused request: HTTP 400).
+of that code and line only (INVALID_ARG for a refused request: HTTP 400). (4) Decoupled models
+(``gaf_stream``): their ``execute`` returns at once, so :func:`_gaf_watch_stream` checks
+the requests' cancellation in a thread of its own until their last response is sent, and
+:func:`_gaf_stream_error` gives a failed stream's error its code and one line.
 
 This file is appended, as source, to the stub's ``model.py`` by
 :mod:`gaf_trt.serve.pytriton_patch`, which also rewrites the proxy's lines to call these
@@ -25,9 +28,12 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import threading
+import time
 
 GAF_CANCEL_PARAM = "gaf_cancel_file"
 GAF_CANCEL_POLL_S = 0.05
+GAF_STREAM_MARKER_S = 10.0  # a cancelled stream's marker outlives an unfinished answer this long
 GAF_ERROR_MARK = "[gaf-error "  # "[gaf-error CODE] message", CODE a TritonError code name
 _gaf_cancel_files = {}  # id(triton request) -> path of the file marking it cancelled
 _gaf_cancel_state = {"dir": None, "next": 0}
@@ -136,3 +142,75 @@ def _gaf_answer(result, triton_requests):
     errors = pb_utils.TritonError  # noqa: F821 - the stub's module, imported by its model.py
     error = pb_utils.TritonError(line, getattr(errors, code, errors.INTERNAL))  # noqa: F821
     return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]  # noqa: F821
+
+
+def _gaf_stream_error(text):
+    """The ``TritonError`` of a failed decoupled request: code and one line, as
+    :func:`_gaf_answer` gives a coupled one."""
+    code, line = gaf_error_parts(text)
+    errors = pb_utils.TritonError  # noqa: F821 - the stub's module, imported by its model.py
+    return pb_utils.TritonError(line, getattr(errors, code, errors.INTERNAL))  # noqa: F821
+
+
+class _GafSender:
+    """A decoupled request's response sender, shared with :func:`_gaf_watch_stream`: Triton
+    frees a request's response factory with its final response, after which
+    ``request.is_cancelled()`` crashes the server; so both go under one lock, and the watcher
+    asks only while the final response has not been sent."""
+
+    def __init__(self, request):
+        self._sender = request.get_response_sender()
+        self.lock = threading.Lock()
+        self.finished = False
+        _gaf_senders[id(request)] = self
+
+    def send(self, response=None, flags=0):
+        with self.lock:
+            self._sender.send(response, flags)
+            if flags & pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL:  # noqa: F821 - the stub's
+                self.finished = True
+
+
+_gaf_senders = {}  # id(triton request) -> its _GafSender (decoupled models)
+
+
+def _gaf_request_cancelled(request):
+    """Whether Triton cancelled a decoupled request; False once it is answered."""
+    sender = _gaf_senders.get(id(request))
+    if sender is None:  # its responses handler has not started yet
+        return False
+    with sender.lock:
+        return not sender.finished and request.is_cancelled()
+
+
+def _gaf_watch_stream(push_future, triton_requests):
+    """A decoupled model's ``execute`` returns before its requests are answered: until their
+    last response is sent, a thread checks every :data:`GAF_CANCEL_POLL_S` whether Triton
+    cancelled one (the gRPC stream's client cancelled or went away) and creates its marker
+    file; then the markers go."""
+
+    def watch():
+        waiting = list(triton_requests)
+        deadline = None  # all cancelled: their markers stay until the serving process saw them
+        try:
+            done = push_future.result()  # the future of the requests' last response
+            while not done.done() and (deadline is None or time.monotonic() < deadline):
+                time.sleep(GAF_CANCEL_POLL_S)
+                for request in list(waiting):
+                    if _gaf_request_cancelled(request):
+                        waiting.remove(request)
+                        path = _gaf_cancel_files.get(id(request))
+                        if path is not None:
+                            open(path, "w").close()
+                if not waiting and deadline is None:
+                    deadline = time.monotonic() + GAF_STREAM_MARKER_S
+        except Exception:  # noqa: BLE001 - the push failed: execute reports it
+            pass
+        finally:
+            for request in triton_requests:
+                _gaf_senders.pop(id(request), None)
+                path = _gaf_cancel_files.pop(id(request), None)
+                if path is not None and os.path.exists(path):
+                    os.unlink(path)
+
+    threading.Thread(target=watch, name="gaf-stream-watch", daemon=True).start()

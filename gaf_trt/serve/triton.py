@@ -20,6 +20,9 @@ instance every next batch waited for the batcher's 500 ms timed re-check
 (``DynamicBatchScheduler::WaitForPayloadSlotAvailable`` in triton-inference-server/core;
 ~0.1-0.5 s between queued requests). With two, the other instance is always back waiting.
 
+Model ``gaf_stream`` streams live previews of one request, then its result (Triton's
+decoupled mode; :mod:`gaf_trt.serve.triton_stream`), on the same service.
+
 A request that its client cancels is noticed by the patched stub, which creates a marker
 file named in the request parameter :data:`CANCEL_PARAM`; :meth:`GafTritonServer._await`
 then cancels its generation.
@@ -62,6 +65,8 @@ from gaf_trt.serve.service import GenerationService, Job, Overloaded
 from gaf_trt.serve.stub_serving import GAF_CANCEL_PARAM as CANCEL_PARAM
 from gaf_trt.serve.stub_serving import GAF_CANCEL_POLL_S as CANCEL_POLL_S
 from gaf_trt.serve.stub_serving import GAF_ERROR_MARK as ERROR_MARK
+from gaf_trt.serve.stream import STREAM_MODEL, STREAM_OUTPUTS
+from gaf_trt.serve.triton_stream import StreamFrontEnd
 from gaf_trt.serve.wire import (
     INPUTS,
     MODEL_NAME,
@@ -98,6 +103,7 @@ class ServerConfig:
     instances: int = 8  # requests executing at once (each instance takes one at a time)
     max_batch: int = 1  # requests per execute; > 1 only for request-level batching
     max_queue: int = 64
+    max_streams: int = 8  # gaf_stream requests streaming at once (more are refused)
 
 
 # Triton instances of request-level batching: one executes while the other waits for the
@@ -117,6 +123,7 @@ class GafTritonServer:
         self.cancelled = 0  # requests cancelled by their client (Triton's cancellation)
         self._triton = None
         self._metrics: MetricsEndpoint | None = None
+        self._stream: StreamFrontEnd | None = None
         self._logdir: tempfile.TemporaryDirectory | None = None
         self._lock = threading.Lock()
 
@@ -183,12 +190,11 @@ class GafTritonServer:
         try:
             return self.infer(requests)
         except Exception as err:  # noqa: BLE001 - every failure is answered, in one line
-            from pytriton.exceptions import PyTritonBadParameterError
+            raise marked_error(err) from None
 
-            code, line = error_answer(err)
-            if code == "INTERNAL":
-                log.error("request failed: %s", line, exc_info=err)
-            raise PyTritonBadParameterError(f"{ERROR_MARK}{code}] {line}") from None
+    def _count_cancel(self) -> None:
+        with self._lock:
+            self.cancelled += 1
 
     def stats(self, requests: Sequence) -> list[dict[str, np.ndarray]]:
         """``gaf_stats``: the service's counters (see :data:`STATS`), one INT64 each."""
@@ -217,7 +223,7 @@ class GafTritonServer:
                            metrics_port=self.config.metrics_port,
                            log_file=Path(self._logdir.name) / "triton.log",
                            exit_timeout_secs=EXIT_TIMEOUT_BASE_S + EXIT_TIMEOUT_PER_INSTANCE_S
-                           * (self.config.instances + 1))
+                           * (self.config.instances + 2))  # + gaf_stats and gaf_stream
         self._triton = Triton(config=cfg)
         inputs = [Tensor(name=t.name, dtype=np.dtype(t.dtype).type, shape=t.shape,
                          optional=t.optional) for t in INPUTS]
@@ -230,15 +236,28 @@ class GafTritonServer:
                           inputs=inputs, outputs=outputs,
                           config=ModelConfig(max_batch_size=self.config.max_batch,
                                              batcher=batcher))
+        self._bind_stream(Tensor, ModelConfig, DynamicBatcher, inputs)
         self._triton.bind(model_name=STATS_MODEL, infer_func=self.stats,
                           inputs=[Tensor(name="unused", dtype=np.int32, shape=(1,),
                                          optional=True)],
                           outputs=[Tensor(name=k, dtype=np.int64, shape=(1,)) for k in STATS],
                           config=ModelConfig(batching=False))
         self._triton.run()
-        self._wait_models_ready((MODEL_NAME, STATS_MODEL))
+        self._wait_models_ready((MODEL_NAME, STREAM_MODEL, STATS_MODEL))
         if self.config.gaf_metrics_port:
             self._metrics = MetricsEndpoint(self.config.gaf_metrics_port, self.metrics_text)
+
+    def _bind_stream(self, tensor: type, model_config: type, batcher: type,
+                     inputs: list) -> None:
+        """Bind ``gaf_stream`` (decoupled: a response per preview, then the final one)."""
+        self._stream = StreamFrontEnd(self.service, self.config.max_streams, self._outputs,
+                                      self.decode, marked_error, self._count_cancel)
+        outputs = [tensor(name=t.name, dtype=np.dtype(t.dtype).type, shape=t.shape)
+                   for t in STREAM_OUTPUTS]
+        self._triton.bind(model_name=STREAM_MODEL, infer_func=self._stream.infer,
+                          inputs=inputs, outputs=outputs,
+                          config=model_config(max_batch_size=1, batcher=batcher(),
+                                              decoupled=True))
 
     def metrics_text(self) -> str:
         """The service's ``gaf_...`` metrics, Prometheus text format."""
@@ -281,6 +300,9 @@ class GafTritonServer:
         if self._metrics is not None:
             self._metrics.stop()
             self._metrics = None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
         if self._triton is not None:
             started = descendants(os.getpid()) - own_helpers()
             workspace = getattr(getattr(self._triton, "_workspace", None), "path", None)
@@ -293,6 +315,19 @@ class GafTritonServer:
         if self._logdir is not None:
             self._logdir.cleanup()
             self._logdir = None
+
+
+def marked_error(err: BaseException) -> Exception:
+    """The exception PyTriton raises for a failed request: ``[gaf-error CODE] one line``
+    (:func:`~gaf_trt.serve.wire.error_answer`), which the patched stub answers as a Triton
+    error of that code without PyTriton's traceback; a real fault's traceback goes to the
+    server's log."""
+    from pytriton.exceptions import PyTritonBadParameterError
+
+    code, line = error_answer(err)
+    if code == "INTERNAL":
+        log.error("request failed: %s", line, exc_info=err)
+    return PyTritonBadParameterError(f"{ERROR_MARK}{code}] {line}")
 
 
 def serve_until_stopped(service: GenerationService, config: ServerConfig,

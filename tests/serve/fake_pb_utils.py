@@ -127,10 +127,14 @@ class InferenceResponse:
 
 class InferenceResponseSender:
     """Sends a request's response later (Triton >= 24.06 in the default mode): exactly one
-    response, with the final flag; nothing after the final flag."""
+    response, with the final flag; nothing after the final flag. A decoupled model's sender
+    sends any number of responses (``responses``), then the final flag (with or without
+    one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, decoupled: bool = False) -> None:
         self.response: InferenceResponse | None = None
+        self.responses: list[InferenceResponse] = []  # decoupled: every response sent
+        self.decoupled = decoupled
         self.final = threading.Event()
         self.cancelled = False  # set by a test: the client cancelled the request
 
@@ -143,11 +147,12 @@ class InferenceResponseSender:
         if response is not None:
             if not isinstance(response, InferenceResponse):
                 raise TypeError("send takes an InferenceResponse")
-            if self.response is not None:
+            if self.response is not None and not self.decoupled:
                 raise TritonModelException("a non-decoupled model sends one response")
             self.response = response
+            self.responses.append(response)
         if flags & TRITONSERVER_RESPONSE_COMPLETE_FINAL:
-            if self.response is None:
+            if self.response is None and not self.decoupled:
                 raise TritonModelException("a non-decoupled model must send a response")
             SERVER.answered(self)
             self.final.set()
@@ -174,6 +179,7 @@ class InferenceRequest:
         self.preferred_memory = preferred_memory
         self._parameters = parameters if isinstance(parameters, str) else json.dumps(parameters)
         self.sender: InferenceResponseSender | None = None
+        self.decoupled = False  # set by FakeTriton.execute: the served model is decoupled
 
     def inputs(self) -> list[Tensor]:
         return self._inputs
@@ -186,7 +192,7 @@ class InferenceRequest:
 
     def get_response_sender(self) -> InferenceResponseSender:
         if self.sender is None:
-            self.sender = InferenceResponseSender()
+            self.sender = InferenceResponseSender(self.decoupled)
             SERVER.waiting(self.sender)
         return self.sender
 
@@ -283,17 +289,23 @@ class FakeTriton:
             self._unanswered.discard(sender)
 
     def execute(self, model, requests: list[InferenceRequest],
-                wait: float | None = 120.0) -> list[InferenceResponse] | None:
+                wait: float | None = 120.0, decoupled: bool = False
+                ) -> list[InferenceResponse] | None:
         """One execute. A model that returns None answers through the requests' response
         senders: then wait (up to ``wait`` s) for every final response and return them, or,
-        with ``wait=None``, return None at once."""
+        with ``wait=None``, return None at once. A ``decoupled`` model must return None;
+        its requests' senders hold their responses."""
         with self._lock:
             self._executing += 1
+        for r in requests:
+            r.decoupled = decoupled
         try:
             responses = model.execute(requests)
         finally:
             with self._lock:
                 self._executing -= 1
+        if decoupled and responses is not None:
+            raise TritonModelException("a decoupled model's execute must return None")
         if responses is None:
             if any(r.sender is None for r in requests):
                 raise TritonModelException("execute returned None without taking the "
@@ -303,6 +315,8 @@ class FakeTriton:
             for r in requests:
                 if not r.sender.final.wait(wait):
                     raise TritonModelException(f"no final response within {wait} s")
+            if decoupled:
+                return None  # the senders hold every request's responses
             responses = [r.sender.response for r in requests]
         if not isinstance(responses, list) or len(responses) != len(requests) or not all(
                 isinstance(r, InferenceResponse) for r in responses):

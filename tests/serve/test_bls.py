@@ -58,6 +58,7 @@ def served(digits_engine, tmp_path_factory, one_thread):
     solver = bls.SolverModel()
     solver.initialize({"model_repository": str(repo / "gaf"), "model_version": "1",
                        "model_instance_kind": "CPU", "model_name": "gaf"})
+    solver.repo = repo
     yield solver
     solver.finalize()
     fake.SERVER.models.clear()
@@ -292,3 +293,59 @@ def test_gaf_metrics_are_triton_custom_metrics(served):
     refused = [m for m in fake.FAMILIES["gaf_requests_refused_total"].metrics
                if m.labels["reason"] == "invalid"]
     assert refused[0].value() >= 1
+
+@pytest.fixture(scope="module")
+def streamer(served):
+    """The repository's ``gaf_stream`` model (decoupled), beside the solver model."""
+    from gaf_trt.serve.bls_stream import StreamModel
+
+    model = StreamModel()
+    model.initialize({"model_repository": str(served.repo / "gaf_stream"),
+                      "model_version": "1", "model_instance_kind": "CPU",
+                      "model_name": "gaf_stream"})
+    yield model
+    model.finalize()
+
+
+def _array(response, name):
+    tensor = fake.get_output_tensor_by_name(response, name)
+    return np.from_dlpack(fake._Wrapped(tensor.to_dlpack())).copy()
+
+
+def test_stream_model_sends_previews_then_the_result(served, streamer, reference):
+    """Issue 27: ``gaf_stream`` answers through its response sender: a response per
+    preview (step, image), then the result as ``gaf`` answers it (the pipeline's bits), then
+    the final flag; a bad preview_every is one error response, final."""
+    req = request_of(COMPOSED, outputs=("preview_step", "preview", "latents"),
+                     parameters={"preview_every": 2})
+    assert fake.SERVER.execute(streamer, [req], decoupled=True) is None
+    responses = req.sender.responses
+    assert [_array(r, "preview_step").tolist() for r in responses[:-1]] == [[[2]], [[4]]]
+    assert _array(responses[0], "preview").shape == (1, 2, 16, 16, 1)
+    assert torch.equal(latents(responses[-1])[0], reference(COMPOSED))
+    (plain,) = fake.SERVER.execute(served, [request_of(COMPOSED)])
+    assert torch.equal(latents(plain), latents(responses[-1]))
+    bad = request_of(COMPOSED, parameters={"preview_every": 5})
+    fake.SERVER.execute(streamer, [bad], decoupled=True)
+    (error,) = bad.sender.responses
+    assert error.has_error() and error.error().code() == fake.TritonError.INVALID_ARG
+    assert "preview_every must be 0 (no previews) or an integer in 1..4" in \
+        error.error().message()
+
+
+def test_cancelled_stream_is_answered_and_frees_its_rows(streamer):
+    """A stream whose client cancels it after its first preview is answered CANCELLED
+    (final) and its rows leave the scheduler."""
+    req = request_of(ServeRequest(classes=[4], steps=1000, solver="euler", seed=7),
+                     outputs=("preview_step",), parameters={"preview_every": 1})
+    assert fake.SERVER.execute(streamer, [req], wait=None, decoupled=True) is None
+    deadline = time.monotonic() + 120
+    while not req.sender.responses and time.monotonic() < deadline:
+        time.sleep(0.01)
+    req.sender.cancelled = True
+    assert req.sender.final.wait(120)
+    last = req.sender.responses[-1]
+    assert last.has_error() and last.error().code() == fake.TritonError.CANCELLED
+    while streamer.service.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert streamer.service.active == 0 and streamer.service.scheduler.pending_rows() == 0

@@ -52,7 +52,7 @@ def written(digits_engine, tmp_path_factory):
 def test_configs_follow_triton_schema_and_the_engine(written, digits_engine):
     man = json.loads((digits_engine / "manifest.json").read_text())
     cfg = configs(written)
-    assert set(cfg) == {"gaf", "gaf_anchors", *LEAVES}
+    assert set(cfg) == {"gaf", "gaf_anchors", *LEAVES, "gaf_stream"}  # issue 27: + gaf_stream
     assert cfg["gaf"].backend == "python" and cfg["gaf"].max_batch_size == 8
     # answering later: the model's service bounds the requests in flight, not Triton's queue
     # (a bounded queue stalls Triton's hand-over of queued requests by up to 500 ms)
@@ -76,6 +76,16 @@ def test_configs_follow_triton_schema_and_the_engine(written, digits_engine):
     record = json.loads((written / "gaf" / "1" / "gaf_model.json").read_text())
     assert record["network_model"] == "gaf_anchors" and record["limits"]["max_rows"] == rows
     assert record["config"] == man["config"]
+    # issue 27: gaf_stream, decoupled, gaf's inputs, previews then gaf's outputs, same record
+    stream = cfg["gaf_stream"]
+    assert stream.model_transaction_policy.decoupled and stream.max_batch_size == 1
+    assert [i.name for i in stream.input] == [i.name for i in cfg["gaf"].input]
+    assert [o.name for o in stream.output] == ["preview", "preview_latents", "preview_step",
+                                               "images", "latents"]
+    shim = (written / "gaf_stream" / "1" / "model.py").read_text()
+    assert "from gaf_trt.serve.bls_stream import StreamModel as TritonPythonModel" in shim
+    streamed = json.loads((written / "gaf_stream" / "1" / "gaf_model.json").read_text())
+    assert streamed == {**record, "max_queue": 64}
 
 
 def test_graphs_and_weights_in_each_version_folder(written, digits_engine):
@@ -157,7 +167,9 @@ def test_tensorrt_plans_become_tensorrt_plan_models(digits_engine, tmp_path):
     (engine / "manifest.json").write_text(json.dumps(man))
     plan = plan_repository(engine, RepoOptions())
     assert plan.backend == "tensorrt" and plan.kind == "gpu"
-    for m in plan.models[2:]:
+    leaves = [m for m in plan.models if m.name in LEAVES]  # not gaf_stream (issue 27)
+    assert len(leaves) == len(LEAVES)
+    for m in leaves:
         assert m.config["platform"] == "tensorrt_plan" and m.config["max_batch_size"] == rows
         assert list(m.files) == ["model.plan"]
         assert m.config["instance_group"][0]["kind"] == "KIND_GPU"

@@ -162,7 +162,7 @@ def test_repository_loads_and_answers_http(server, reference):
     pipeline, its images the rounding of those latents."""
     models = {m["name"]: m.get("state") for m in server.client.get_model_repository_index()}
     assert models == {m: "READY" for m in ("gaf", "gaf_anchors", "gaf_trunk", "gaf_j_head",
-                                           "gaf_k_bank")}
+                                           "gaf_k_bank", "gaf_stream")}  # issue 27: gaf_stream
     r = server.client.infer("gaf", inputs(th, COMPOSED), parameters=params(COMPOSED),
                             outputs=[th.InferRequestedOutput("latents"),
                                      th.InferRequestedOutput("images")])
@@ -224,6 +224,32 @@ def test_gaf_metrics_on_tritons_metrics_port(server):
     assert calls > 0
     assert triton_metric(server, "gaf_network_call_rows_count") == calls
     assert triton_metric(server, "gaf_request_run_seconds_count") >= 2
+
+def test_grpc_stream_previews_then_the_result(server, reference):
+    """Issue 27: the decoupled ``gaf_stream`` over a gRPC stream: previews after 2 and 4
+    evaluations, then the latents of the pipeline's bits."""
+    import queue
+
+    answers: queue.Queue = queue.Queue()
+    client = tg.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    client.async_stream_infer("gaf_stream", inputs(tg, COMPOSED),
+                              parameters={**params(COMPOSED), "preview_every": 2},
+                              outputs=[tg.InferRequestedOutput(n) for n in
+                                       ("preview", "preview_step", "latents")])
+    steps = []
+    while True:
+        result, error = answers.get(timeout=REQUEST_TIMEOUT)
+        assert error is None, error
+        if result.as_numpy("latents") is not None:
+            break
+        assert result.as_numpy("preview").shape == (1, 2, 16, 16, 1)
+        steps.append(int(result.as_numpy("preview_step")[0, 0]))
+    client.stop_stream()
+    client.close()
+    assert steps == [2, 4]
+    got = torch.from_numpy(result.as_numpy("latents")[0].copy())
+    assert torch.equal(got, reference(COMPOSED))
 
 
 def test_stopped_server_leaves_nothing(server):

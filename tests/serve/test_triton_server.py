@@ -323,6 +323,64 @@ def test_client_cancel_frees_its_rows(server, reference):
         assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
 
 
+def docs_stream_example(grpc_port: int) -> str:
+    """The gRPC streaming client of docs/serving.md (marked skip there: it needs a server),
+    pointed at ``grpc_port``."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    fences = [f.split("```", 1)[0] for f in text.split("```python\n")[1:]]
+    (code,) = [f for f in fences if "async_stream_infer" in f]
+    assert code.count("localhost:8001") == 1
+    return code.replace("localhost:8001", f"localhost:{grpc_port}")
+
+
+def test_stream_docs_example_previews_then_the_gaf_answer(server, one_thread):
+    """Issue 27: the docs' streaming client against the server: previews after 5, 10, 15
+    and 20 evaluations, then the images of ``gaf``'s answer to the same request (the
+    bits of gaf_trt.sample on the padded network)."""
+    namespace: dict = {}
+    exec(compile(docs_stream_example(server.grpc), "docs/serving.md", "exec"), namespace)
+    req = ServeRequest(classes=[3, 7], weights=[1.0, 2.0], steps=20, solver="ier")
+    expected = to_images(min_rows_reference(req))
+    assert np.array_equal(namespace["images"], expected)
+    with http_client(server) as client:
+        r = client.infer("gaf", request_inputs(th, req), parameters={"solver": "ier"},
+                         outputs=[th.InferRequestedOutput("images")], timeout=REQUEST_TIMEOUT)
+    assert np.array_equal(r.as_numpy("images")[0], expected)
+    assert [step for step, _ in namespace["previews"]] == [5, 10, 15, 20]
+    assert all(p.shape == (1, 16, 16, 1) and p.dtype == np.uint8
+               for _, p in namespace["previews"])
+
+
+def test_stream_refused_parameter_then_cancel_frees_its_rows(server, reference):
+    """A stream with preview_every past its evaluations gets INVALID_ARGUMENT naming it;
+    a long stream cancelled by its client after its first preview leaves the server
+    (gaf_stats: cancelled + 1, nothing active or pending), which then answers correctly."""
+    before = stats(server)
+    answers: queue.Queue = queue.Queue()
+    client = tg.InferenceServerClient(f"localhost:{server.grpc}")
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    client.async_stream_infer("gaf_stream", make_inputs(tg, classes=[3], steps=4),
+                              parameters={"preview_every": 5})
+    _result, error = answers.get(timeout=REQUEST_TIMEOUT)
+    assert error is not None and "preview_every must be 0 (no previews) or an integer in " \
+        "1..4" in str(error) and "Traceback" not in str(error)
+    client.async_stream_infer("gaf_stream", make_inputs(tg, classes=list(range(8)),
+                                                        weights=[1.0] * 8, batch=16,
+                                                        steps=LONG_STEPS),
+                              parameters={"preview_every": 1},
+                              outputs=[tg.InferRequestedOutput("preview_step")])
+    result, error = answers.get(timeout=REQUEST_TIMEOUT)
+    assert error is None and result.as_numpy("preview_step").tolist() == [[1]]
+    client.stop_stream(cancel_requests=True)
+    client.close()
+    wait_for(lambda: stats(server)["cancelled"] == before["cancelled"] + 1,
+             "the server to see the stream cancelled")
+    wait_for(lambda: (s := stats(server))["active"] == 0 and s["pending_rows"] == 0,
+             "the stream's rows to leave")
+    with http_client(server) as client:
+        assert torch.equal(torch.from_numpy(good_http(client)[0].copy()), reference)
+
+
 def triton_pending(server) -> int:
     """Requests waiting in Triton's queue for ``gaf`` (its metric)."""
     text = urllib.request.urlopen(f"http://localhost:{server.metrics}/metrics",

@@ -143,9 +143,11 @@ def rel_from_snr(snr: float) -> float:
 
 def compare_runners(graph: str, runners: Sequence[Any], feeds: Sequence[dict[str, np.ndarray]],
                     bound: float, reference: int = 0) -> list[PairResult]:
-    """Run every runner (Polygraphy ``BaseRunner`` s with different names) on ``feeds`` and
-    compare each with ``runners[reference]``: one :class:`PairResult` per other runner."""
-    from polygraphy.comparator import Comparator, CompareFunc  # noqa: F401
+    """Run every runner (Polygraphy ``BaseRunner`` s with different names) on ``feeds`` (the
+    data loader: ``[{input name: array}]``, e.g. ``x [M,C,S,S]``) and compare each with
+    ``runners[reference]``: one :class:`PairResult` per other runner, each output's worst
+    max abs and relative error over the feeds."""
+    from polygraphy.comparator import Comparator
     from polygraphy.comparator.compare import SimpleCompareFunc, SnrCompareFunc
 
     others = [i for i in range(len(runners)) if i != reference]

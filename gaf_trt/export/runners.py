@@ -70,7 +70,8 @@ class _TimedRunner(BaseRunner):
 
 class TorchRunner(_TimedRunner):
     """A graph's PyTorch module (``module(*inputs) -> output | tuple``) on the CPU, no grad:
-    ``feed {input name: array}`` -> ``{output name: float32 array}``."""
+    ``feed {input name: array}`` -> ``{output name: contiguous float32 array}`` (Polygraphy's
+    comparator views arrays, which needs them contiguous)."""
 
     def __init__(self, module: torch.nn.Module, inputs: Sequence[Any],
                  output_names: Sequence[str], name: str = "torch") -> None:
@@ -84,7 +85,7 @@ class TorchRunner(_TimedRunner):
         with torch.no_grad():
             got = self.module(*args)
         got = got if isinstance(got, tuple) else (got,)
-        return OrderedDict((n, g.detach().float().cpu().numpy())
+        return OrderedDict((n, g.detach().float().cpu().contiguous().numpy())
                            for n, g in zip(self.output_names, got, strict=True))
 
 
@@ -101,7 +102,7 @@ class EngineGraphRunner(_TimedRunner):
     def _outputs(self, feed: dict[str, np.ndarray]) -> OrderedDict:
         inputs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in feed.items()}
         got = self.engine._run(self.graph, inputs)
-        return OrderedDict((n, g.detach().cpu().numpy())
+        return OrderedDict((n, g.detach().cpu().contiguous().numpy())
                            for n, g in zip(self.output_names, got, strict=True))
 
 

@@ -99,10 +99,13 @@ def compare_engine(folder: str | Path, runtimes: tuple[str, ...] = RUNTIMES, *,
     """Verify ``folder`` (every file's sha256), open each runtime of ``runtimes`` on it and
     compare them graph by graph on the same seeded inputs (shapes: the parity sizes, the
     smallest and one larger within the graphs' bounds)."""
+    from gaf_trt.checks import int_in
     from gaf_trt.enginedir import describe, read_manifest
     from gaf_trt.export.compare import compare_runners, require_polygraphy, seeded_feeds
+    from gaf_trt.pipeline.generation import MAX_SEED
     from gaf_trt.export.parity import parity_sizes
 
+    int_in("--seed", seed, 0, MAX_SEED)
     require_polygraphy("gaf-trt info --compare")
     describe(str(folder), verify=True)
     man = read_manifest(folder)

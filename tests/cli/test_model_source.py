@@ -202,9 +202,12 @@ def no_server(monkeypatch):
 
 
 def test_serve_engine_dir_runs_auto(tiny_engine, no_server):
-    r = invoke("serve", "--engine", tiny_engine, "--device", "cpu")
+    r = invoke("serve", "--engine", tiny_engine, "--device", "cpu", "--threads", 1)
     assert r.exit_code == 0, r.output
-    assert no_server["service"].scheduler.network.name == "ort"
+    network = no_server["service"].scheduler.network
+    assert network.name == "ort"
+    assert {s.get_session_options().intra_op_num_threads
+            for s in network.sessions.values()} == {1}  # serve's --threads: the shared one
     assert "backend ort (chosen by auto)" in r.output
 
 

@@ -241,6 +241,11 @@ def test_info_compare_fail_and_refusals(digits_dir, monkeypatch):
     r = _info(digits_dir, "--compare", "--backends", "torch,tensorflow")
     assert r.exit_code == 2 and r.output.strip().splitlines() == [
         "error: --backends: unknown runtime 'tensorflow'; valid: torch, ort, openvino, trt"]
+    r = _info(digits_dir, "--compare", "--seed", -1)
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: --seed must be an integer in 0..9223372036854775807, got -1"], r.output
+    r = _info("digits", "--compare")
+    assert r.exit_code == 2 and "--compare needs an engine directory" in r.output
     monkeypatch.setitem(sys.modules, "polygraphy", None)
     r = _info(digits_dir, "--compare")
     assert r.exit_code == 2 and r.output.strip().splitlines() == [

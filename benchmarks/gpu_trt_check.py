@@ -5,7 +5,7 @@ On a GPU machine with TensorRT (10.x or 11.x):
 1. the fixture checkpoint: ``export_engine`` (split + fused graphs, FP32 and FP16, TensorRT
    plans with a static-batch variant), ``load_engine(backend="trt")`` reproducing the reference
    runs (FP32, TF32 off), FP32 TensorRT vs ONNX Runtime, the TensorRT engine under
-   ``CapturedLoop``;
+   ``CapturedLoop``; ``info --compare`` (Polygraphy's TrtRunner beside torch, ort, openvino);
 2. a random-weight DiT-XL/2 (32x32x4 latent, 1000 classes): the fused ``step_velocity`` graph in
    FP32 and FP16, plans built, FP16 TensorRT velocity error against PyTorch FP32 (torch FP16
    eager as the yardstick), FP32 TensorRT against ONNX Runtime, and the PSNR of a 10-step
@@ -189,6 +189,18 @@ def trt_fixture(tmp: Path, summary: list[str]) -> None:
     e = rel(sample(trt16, [1, 4, 7], z0, weights=[0.5, 0.3, 0.2], steps=4, solver="heun"),
             expected["heun_weighted.z"])
     print(f"fixture trt fp16 heun_weighted rel err {e:.2e}", flush=True)
+    trt_compare(tmp / "fixture_fp32", summary)
+
+
+def trt_compare(folder: Path, summary: list[str]) -> None:
+    """``gaf-trt info DIR --compare``: Polygraphy's TrtRunner over the plans beside torch, ort
+    and openvino on the same inputs (every graph within the fp32 bound)."""
+    from gaf_trt.pipeline.compare_runtimes import compare_engine
+
+    res = compare_engine(folder)
+    print("\n".join(res.lines()), flush=True)
+    summary.append(f"compare {'pass' if res.ok else 'FAIL'}")
+    assert "trt" not in res.not_run and res.ok, "info --compare: " + res.lines()[-1]
 
 
 def trt_runtime(tmp: Path, trt, comp, z0, eager_z, summary: list[str]) -> None:

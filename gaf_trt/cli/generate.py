@@ -41,6 +41,7 @@ def generate(
     heads: mo.HeadsOpt = None,
     no_ema: mo.NoEmaOpt = False,
     trust_pickle: mo.TrustPickleOpt = False,
+    threads: mo.ThreadsOpt = 0,
     runner: str = typer.Option("local", "--runner", help="local (in-process), torchrun (start "
                                "with torchrun --nproc_per_node K -m gaf_trt.cli generate ...) "
                                "or ray."),
@@ -57,7 +58,7 @@ def generate(
     from gaf_trt.generate import GenerateConfig, Hooks, RunOptions, run_generate
 
     model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
-                                  trust_pickle)
+                                     trust_pickle, threads=threads)
     cfg = GenerateConfig(
         out=out, classes=list(classes) if classes else ["all"], per_class=per_class, num=num,
         compositions=compositions, solver=solver, cache=cache, steps=steps, seed=seed, batch=batch,

@@ -16,10 +16,23 @@ def info(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow arbitrary unpickling "
                                       "(only for checkpoints you trust)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    compare: bool = typer.Option(False, "--compare", help="Engine directory: run every runtime "
+                                 "on the same seeded inputs and compare each with PyTorch "
+                                 "(Polygraphy's comparator; needs the [compare] extra): per "
+                                 "graph and runtime the max abs / relative error and pass or "
+                                 "fail; exit code 1 when one misses the bound."),
+    backends: Optional[str] = typer.Option(None, "--backends", metavar="LIST",
+                                           help="With --compare: the runtimes, comma-separated "
+                                           "(default: torch,ort,openvino,trt)."),
+    seed: int = typer.Option(0, "--seed", help="With --compare: the inputs' seed."),
 ) -> None:
-    """Describe a checkpoint (architecture, classes, parameters, hash) or an engine directory."""
+    """Describe a checkpoint (architecture, classes, parameters, hash) or an engine directory;
+    --compare checks every runtime on an engine directory against PyTorch."""
     from gaf_trt.pipeline.info import describe_checkpoint, is_engine_dir
 
+    if compare or backends is not None:
+        compare_runtimes(path, compare, backends, seed, as_json)
+        return
     if is_engine_dir(path):
         from gaf_trt.pipeline.info import describe_engine
 
@@ -33,6 +46,28 @@ def info(
         return
     result = describe_checkpoint(path, num_heads=heads, trust_pickle=trust_pickle)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(result.lines()))
+
+
+def compare_runtimes(path: str, compare: bool, backends: Optional[str], seed: int,
+                     as_json: bool) -> None:
+    """``info DIR --compare``: the comparison table (or JSON); exit code 1 on a fail."""
+    from gaf_trt.console.errors import fail
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.pipeline.compare_runtimes import compare_engine, parse_runtimes
+    from gaf_trt.pipeline.info import is_engine_dir
+
+    if not compare:
+        raise ConfigError("--backends goes with --compare")
+    runtimes = parse_runtimes(backends)
+    if not is_engine_dir(path):
+        raise ConfigError(f"--compare needs an engine directory (from gaf-trt export), got "
+                          f"{path!r}")
+    result = compare_engine(path, runtimes, seed=seed)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(result.lines()))
+    if not result.ok:
+        bad = [f"{p.graph} on {p.runtime}" for p in result.pairs if not p.passed]
+        raise fail(("runtimes differ beyond the bound: " + ", ".join(bad)) if bad
+                   else "nothing compared: fewer than two runtimes ran", code=1)
 
 
 def profile_lines(profiles: object) -> list[str]:

@@ -47,6 +47,11 @@ CacheOpt = Annotated[str, typer.Option(
     help=f"Reuse the trunk's features across solver evaluations: {', '.join(cache_forms())} "
          "(static:N runs the trunk every N-th evaluation; adaptive:δ when its input changed "
          "by more than δ, relative L1). Needs a torch model or an engine's split graphs.")]
+ThreadsOpt = Annotated[int, typer.Option(
+    "--threads", metavar="N",
+    help="Threads of the network's runtime: ONNX Runtime's intra-op threads (ort), OpenVINO's "
+         "INFERENCE_NUM_THREADS (openvino), torch.set_num_threads (torch); 0: the runtime's "
+         "default. Recorded in the run's record (options.threads).")]
 TrustPickleOpt = Annotated[bool, typer.Option(
     "--trust-pickle", help="Allow arbitrary unpickling (only for checkpoints you trust).")]
 
@@ -55,15 +60,19 @@ def model_source_from_cli(ckpt: str = DEFAULT_ARTIFACT, backend: Optional[str] =
                           device: str = "auto", precision: Optional[Precision] = None,
                           vae: Optional[str] = None, heads: Optional[int] = None,
                           no_ema: bool = False, trust_pickle: bool = False,
-                          options: Optional[dict[str, Any]] = None) -> Any:
+                          options: Optional[dict[str, Any]] = None, *,
+                          threads: int = 0) -> Any:
     """The :class:`~gaf_trt.pipeline.source.ModelSource` of the shared options, checked and
     resolved (an engine directory without ``--backend`` runs ``auto``; ``--precision``
-    defaults to its own)."""
+    defaults to its own; ``--threads`` other than 0 goes to the backend options)."""
     from gaf_trt.pipeline.source import ModelSource
 
+    options = dict(options or {})
+    if threads != 0:
+        options["threads"] = threads
     src = ModelSource(artifact=ckpt, backend=backend, device=device, precision=precision,
                       vae=vae, num_heads=heads, use_ema=not no_ema, trust_pickle=trust_pickle,
-                      options=options or {})
+                      options=options)
     src.check()
     return src.resolved()
 

@@ -47,6 +47,7 @@ def sample(
     heads: mo.HeadsOpt = None,
     no_ema: mo.NoEmaOpt = False,
     trust_pickle: mo.TrustPickleOpt = False,
+    threads: mo.ThreadsOpt = 0,
     out: str = typer.Option("samples", "--out", "-o", help="Output directory (written as a whole "
                             "at the end; run.json last)."),
     list_masks: bool = typer.Option(False, "--list-masks", help="List the mask types and exit."),
@@ -60,7 +61,8 @@ def sample(
     from gaf_trt.pipeline.sample import SampleConfig, prepare_sample, run_sample
 
     model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
-                                  trust_pickle, {"compile": True} if compile_ else None)
+                                     trust_pickle, {"compile": True} if compile_ else None,
+                                     threads=threads)
     cfg = SampleConfig(
         classes=list(classes or []), out=out, weights=weight, alpha=alpha,
         mask_type=mask_type, mask_img=str(mask_img) if mask_img else None, regions=regions,

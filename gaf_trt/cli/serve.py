@@ -21,6 +21,7 @@ def serve(
     heads: mo.HeadsOpt = None,
     no_ema: mo.NoEmaOpt = False,
     trust_pickle: mo.TrustPickleOpt = False,
+    threads: mo.ThreadsOpt = 0,
     http_port: int = typer.Option(8000, "--http-port", help="Triton HTTP port."),
     grpc_port: int = typer.Option(8001, "--grpc-port", help="Triton gRPC port."),
     metrics_port: int = typer.Option(8002, "--metrics-port", help="Triton metrics port."),
@@ -47,8 +48,6 @@ def serve(
                                             "from the network's rows-vs-time curve)."),
     min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
                                   "rows, padded (results then do not depend on what else runs)."),
-    threads: int = typer.Option(0, "--threads", help="torch intra-op threads on the CPU "
-                                "(0: torch's default)."),
 ) -> None:
     """Serve a model on Triton: step-level batching of many requests' solver loops (a latent
     model's `images` are its latents decoded by --vae or the engine directory's VAE graph;
@@ -64,7 +63,7 @@ def serve(
     from gaf_trt.serve.pytriton_patch import pytriton_missing
 
     model = mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
-                                  trust_pickle)
+                                     trust_pickle, threads=threads)
     if batching not in ("step", "request"):
         raise ConfigError(f"unknown --batching {batching!r}; valid: request, step")
     for name, value, hi in (("--instances", instances, 64), ("--max-batch", max_batch, 1024),
@@ -97,10 +96,10 @@ def serve(
                               min_rows=min_rows, limits=limits, call_rows=call_rows,
                               mode="step" if step else "request", group_size=max_batch)
     service_cfg.validate()  # before the network is loaded
-    if threads:
+    if threads:  # the scheduler's own torch work too, whatever the backend
         import torch
 
-        torch.set_num_threads(positive_int("--threads", threads, 1024))
+        torch.set_num_threads(threads)
     loaded = load_source(model, decoder=False)
     typer.echo(f"model {model.artifact}: {mo.backend_note(model.backend, loaded.backend)}, "
                f"{loaded.device}, {loaded.precision.value}")

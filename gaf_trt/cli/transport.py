@@ -54,6 +54,7 @@ def transport(
     heads: mo.HeadsOpt = None,
     no_ema: mo.NoEmaOpt = False,
     trust_pickle: mo.TrustPickleOpt = False,
+    threads: mo.ThreadsOpt = 0,
     out: Path = typer.Option(Path("transport"), "--out", "-o", help="Output directory."),
     size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
                                        "picture in pixels (16..8192; default: cells of at "
@@ -72,7 +73,8 @@ def transport(
         mode=mode, classes=list(classes or []), out=str(out), steps=steps, solver=solver,
         reverse_solver=reverse_solver, n_interp=n_interp, grid_size=grid_size, batch=batch,
         seed=seed, size=size, model=mo.model_source_from_cli(ckpt, backend, device, precision, vae,
-                                                          heads, no_ema, trust_pickle))
+                                                             heads, no_ema, trust_pickle,
+                                                             threads=threads))
     result = _run(run_transport, cfg, prepare_transport(cfg), quiet)
     typer.echo(f"{mode}: {_summary(result)}".rstrip(": "))
     typer.echo(f"wrote {len(result.files)} files to {result.out_dir} ({_backend(result)})")
@@ -96,6 +98,7 @@ def translate(
     heads: mo.HeadsOpt = None,
     no_ema: mo.NoEmaOpt = False,
     trust_pickle: mo.TrustPickleOpt = False,
+    threads: mo.ThreadsOpt = 0,
     out: Path = typer.Option(Path("translate"), "--out", "-o", help="Output directory."),
     size: Optional[int] = typer.Option(None, "--size", help="Long side of the images of each "
                                        "picture (px); label bands come on top."),
@@ -112,7 +115,7 @@ def translate(
         image=str(image), source=source, target=target, out=str(out), steps=steps,
         solver=solver, reverse_solver=reverse_solver, snapshots=snapshots, size=size,
         model=mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
-                                    trust_pickle))
+                                       trust_pickle, threads=threads))
     result = _run(run_translate, cfg, prepare_translate(cfg), quiet)
     typer.echo(f"translate {source}->{target}: {_summary(result)}")
     typer.echo(f"wrote {len(result.files)} files to {result.out_dir} ({_backend(result)})")

@@ -31,6 +31,17 @@ from gaf_trt.registry import Registry
 
 log = logging.getLogger(__name__)
 
+#: The largest ``options["threads"]`` a backend takes (0: the runtime's default).
+MAX_THREADS = 1024
+
+
+def check_threads(value: object) -> int:
+    """``options["threads"]`` (``--threads``): 0 (the runtime's default) or a positive integer
+    up to :data:`MAX_THREADS`; else one :class:`~gaf_trt.errors.ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_THREADS:
+        raise ConfigError(f"--threads must be 0 (the runtime's default) or a positive integer "
+                          f"up to {MAX_THREADS}, got {value!r}")
+    return value
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.device import resolve_device
-from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
+from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest, check_threads
 from gaf_trt.engine.graph_engine import (
     TORCH_DTYPES,
     FusedStepMixin,
@@ -138,7 +138,7 @@ class OvSplitEngine(GraphEngine):
                               "instructions (AVX512_BF16 or AMX); this CPU has none")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OV_HINTS[hint],
                                   "PERFORMANCE_HINT": "LATENCY"}
-        if options.get("threads"):
+        if check_threads(options.get("threads", 0)):
             config["INFERENCE_NUM_THREADS"] = int(options["threads"])
         self.hint = hint
         self.compiled = {g: _CompiledGraph(core, read_graph(core, self.folder, g,

@@ -5,8 +5,9 @@
 Providers are given explicitly: CPU; on CUDA (``onnxruntime-gpu``) the CUDA provider, with
 the TensorRT provider ahead of it on request (``options={"ort_provider": "tensorrt"}``; its
 engine and timing caches go to ``<engine dir>/ort_cache``). On the GPU, inputs and outputs
-are bound to torch buffers with IOBinding so the state never leaves the device. The thread
-count is the number of CPUs this process may use. ``onnxruntime`` and ``onnxruntime-gpu``
+are bound to torch buffers with IOBinding so the state never leaves the device. The intra-op
+thread count is ``options["threads"]`` (``--threads``), 0 or absent: the number of CPUs this
+process may use. ``onnxruntime`` and ``onnxruntime-gpu``
 install the same module: install one (extras ``[onnx]`` or ``[gpu]``), never both.
 """
 
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.device import resolve_device
-from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
+from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest, check_threads
 from gaf_trt.engine.graph_engine import (
     TORCH_DTYPES,
     FusedStepMixin,
@@ -145,7 +146,7 @@ class OrtSplitEngine(GraphEngine):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.intra_op_num_threads = int(options.get("threads") or cpu_threads())
+        so.intra_op_num_threads = check_threads(options.get("threads", 0)) or cpu_threads()
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 4  # failures become one error line of ours (below)

@@ -15,7 +15,9 @@ kernel for the device and dtype.
   time; the choice is cached). CUDA-graph modes are refused: the whole loop is captured by
   :class:`~gaf_trt.compose.capture.CapturedLoop` instead, and graphs must not nest;
 - ``freeze`` (bool, default False): inductor freezing — weights become constants, so they
-  are pre-packed for the CPU GEMM kernels (inference only).
+  are pre-packed for the CPU GEMM kernels (inference only);
+- ``threads`` (int, default 0): ``torch.set_num_threads`` (the process's intra-op threads)
+  when positive; 0 leaves torch's default.
 
 :func:`best_compile_options` is what ``auto`` and ``gaf-trt bench --backend torch-compile``
 use, chosen by measurement (benchmarks/RESULTS.md).
@@ -31,7 +33,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.device import resolve_device
-from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest
+from gaf_trt.engine.base import BACKENDS, Backend, LoadRequest, check_threads
 from gaf_trt.errors import ConfigError
 from gaf_trt.model.checkpoint import load_model
 from gaf_trt.model.config import GAFConfig
@@ -41,7 +43,7 @@ from gaf_trt.precision import Precision
 log = logging.getLogger(__name__)
 
 COMPILE_MODES = (None, "default", "max-autotune")
-OPTION_KEYS = ("compile", "compile_mode", "freeze")
+OPTION_KEYS = ("compile", "compile_mode", "freeze", "threads")
 
 
 def best_compile_options(device: str) -> dict[str, object]:
@@ -183,6 +185,10 @@ def engine_from_model(model: GAF, precision: Precision,
     for key in ("compile", "freeze"):
         if not isinstance(options.get(key, False), bool):
             raise ConfigError(f"option {key} must be true or false, got {options[key]!r}")
+    threads = check_threads(options.get("threads", 0))
+    if threads:
+        torch.set_num_threads(threads)
+        log.info("torch backend: %d intra-op threads", threads)
     mode = options.get("compile_mode")
     return TorchEngine(model.to(precision.torch_dtype), precision,
                        compile=bool(options.get("compile", False)),

@@ -154,6 +154,10 @@ class ExportConfig:
             raise ConfigError("--graphs vae needs --vae DIR (a diffusers AutoencoderKL folder)")
         if self.external_threshold < 0:
             raise ConfigError("external_threshold must be >= 0")
+        if self.parity:
+            from gaf_trt.export.compare import require_polygraphy
+
+            require_polygraphy("the export parity check (or give --no-parity)")
         from gaf_trt.export.tensorrt import check_trt_options
 
         check_trt_options(self.trt_options)

@@ -1,5 +1,7 @@
 """The parity check built into export: every graph through ONNX Runtime (CPU) against
-PyTorch FP32 on random inputs, with per-output max abs / relative error.
+PyTorch FP32 on the same seeded inputs, through Polygraphy's comparator
+(:mod:`gaf_trt.export.compare`: Polygraphy's ``OnnxrtRunner`` against our
+:class:`~gaf_trt.export.runners.TorchRunner`), with per-output max abs / relative error.
 
 Relative error is ``||a - b||_2 / ||b||_2`` (NaN counts as infinite). FP32 graphs must agree
 to 1e-4; the reduced-precision bounds are the measured ones in benchmarks/EXPORT.md with
@@ -10,14 +12,11 @@ MatMul); their check is recorded as not run, with the reason.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from gaf_trt.errors import GAFError
+from gaf_trt.export.compare import OutputError
 from gaf_trt.export.graphs import GraphSpec
 from gaf_trt.precision import Precision
 
@@ -31,16 +30,6 @@ class ParityError(GAFError):
     """An exported graph does not reproduce PyTorch within the bound."""
 
 
-@dataclass(frozen=True)
-class OutputError:
-    name: str
-    max_abs: float
-    rel: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "max_abs": self.max_abs, "rel": self.rel}
-
-
 @dataclass
 class ParityResult:
     """Worst errors of one graph over the checked sizes (``ran`` False: not run, ``reason``)."""
@@ -52,6 +41,7 @@ class ParityResult:
     outputs: list[OutputError] = field(default_factory=list)
     ran: bool = True
     reason: str = ""
+    passed: bool = True  # Polygraphy's verdict (an output it could not compare fails)
 
     @property
     def worst_rel(self) -> float:
@@ -59,7 +49,7 @@ class ParityResult:
 
     @property
     def ok(self) -> bool:
-        return not self.ran or self.worst_rel <= self.bound
+        return not self.ran or (self.passed and self.worst_rel <= self.bound)
 
     def to_dict(self) -> dict[str, object]:
         return {"graph": self.graph, "precision": self.precision, "bound": self.bound,
@@ -70,18 +60,6 @@ class ParityResult:
         errs = ", ".join(f"{o.name}: max abs {o.max_abs:.3g}, rel {o.rel:.3g}"
                          for o in self.outputs)
         return f"{self.graph} ({self.precision}, bound {self.bound:g} rel): {errs}"
-
-
-def compare(actual: np.ndarray, expected: torch.Tensor, name: str) -> OutputError:
-    a = torch.from_numpy(np.asarray(actual)).double()
-    b = expected.detach().double()
-    diff = (a - b)
-    max_abs = float(diff.abs().max()) if diff.numel() else 0.0
-    denom = float(b.norm())
-    rel = float(diff.norm()) / denom if denom > 0 else (0.0 if max_abs == 0 else math.inf)
-    if not (math.isfinite(rel) and math.isfinite(max_abs)):
-        rel, max_abs = math.inf, math.inf
-    return OutputError(name, max_abs, rel)
 
 
 def cpu_session(path: Path, threads: int | None = None):
@@ -97,7 +75,12 @@ def cpu_session(path: Path, threads: int | None = None):
 
 def check_graph(spec: GraphSpec, path: Path, precision: Precision, num_classes: int,
                 sizes_list: list[dict[str, int]], *, seed: int = 0) -> ParityResult:
-    """Run ``path`` on ONNX Runtime and ``spec.module`` (FP32) on the same random inputs."""
+    """Run ``path`` on ONNX Runtime (Polygraphy's ``OnnxrtRunner``) and ``spec.module`` (FP32,
+    :class:`~gaf_trt.export.runners.TorchRunner`) on the same seeded inputs, one per entry of
+    ``sizes_list``, compared by Polygraphy's comparator against the precision's bound."""
+    from gaf_trt.export.compare import compare_runners, require_polygraphy, seeded_feeds
+
+    require_polygraphy("the export parity check (or give --no-parity)")
     bound = PARITY_BOUNDS[precision]
     result = ParityResult(spec.name, precision.value, bound)
     try:
@@ -109,21 +92,14 @@ def check_graph(spec: GraphSpec, path: Path, precision: Precision, num_classes: 
             log.warning("parity of %s not run: %s", spec.name, result.reason)
             return result
         raise
-    gen = torch.Generator().manual_seed(seed)
-    worst: dict[str, OutputError] = {}
-    for sizes in sizes_list:
-        args = spec.example_inputs(sizes, num_classes, gen)
-        with torch.no_grad():
-            want = spec.module(*args)
-        want = want if isinstance(want, tuple) else (want,)
-        got = session.run(spec.output_names,
-                          {n: a.numpy() for n, a in zip(spec.input_names, args, strict=True)})
-        for name, g, w in zip(spec.output_names, got, want, strict=True):
-            e = compare(g, w, name)
-            if name not in worst or e.rel > worst[name].rel:
-                worst[name] = e
-        result.sizes.append(dict(sizes))
-    result.outputs = list(worst.values())
+    from gaf_trt.export.runners import TorchRunner, ort_runner
+
+    runners = [TorchRunner(spec.module, spec.inputs, spec.output_names, name="torch"),
+               ort_runner(session, name="ort")]
+    (pair,) = compare_runners(spec.name, runners,
+                              seeded_feeds(spec, sizes_list, num_classes, seed), bound)
+    result.sizes = [dict(s) for s in sizes_list]
+    result.outputs, result.passed = pair.outputs, pair.passed
     return result
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, load_backend
+from gaf_trt.engine.base import BACKENDS, AnchorNetwork, LoadRequest, check_threads, load_backend
 from gaf_trt.enginedir import MANIFEST
 from gaf_trt.errors import ConfigError
 from gaf_trt.io.files import file_sha256
@@ -51,7 +51,8 @@ class ModelSource:
     ``artifact``: a checkpoint (``.pt`` / ``.safetensors``), a bundled name (``digits``) or an
     engine directory written by ``gaf-trt export``. ``backend`` / ``precision`` None: chosen
     by :meth:`resolved` (``auto`` / the engine's own precision for an engine directory,
-    ``torch`` / fp32 for a checkpoint). ``options`` go to the backend (e.g. ``compile``).
+    ``torch`` / fp32 for a checkpoint). ``options`` go to the backend (e.g. ``compile``;
+    ``threads``: the runtime's threads, 0 or absent its default).
     """
 
     artifact: str = "digits"
@@ -92,6 +93,8 @@ class ModelSource:
         h = self.num_heads
         if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
             raise ConfigError(f"--heads must be a positive integer, got {h!r}")
+        if "threads" in self.options:
+            check_threads(self.options["threads"])
 
     def resolved(self) -> ModelSource:
         """This source with ``backend`` and ``precision`` chosen (see the class docstring);

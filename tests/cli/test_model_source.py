@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 #: The commands that take a model, and the model options all of them share.
 MODEL_COMMANDS = ("sample", "transport", "translate", "generate", "serve")
 SHARED = ("--ckpt", "--backend", "--device", "--precision", "--heads", "--no-ema",
-          "--trust-pickle")
+          "--trust-pickle", "--threads")
 
 
 def invoke(*args):
@@ -202,9 +202,12 @@ def no_server(monkeypatch):
 
 
 def test_serve_engine_dir_runs_auto(tiny_engine, no_server):
-    r = invoke("serve", "--engine", tiny_engine, "--device", "cpu")
+    r = invoke("serve", "--engine", tiny_engine, "--device", "cpu", "--threads", 1)
     assert r.exit_code == 0, r.output
-    assert no_server["service"].scheduler.network.name == "ort"
+    network = no_server["service"].scheduler.network
+    assert network.name == "ort"
+    assert {s.get_session_options().intra_op_num_threads
+            for s in network.sessions.values()} == {1}  # serve's --threads: the shared one
     assert "backend ort (chosen by auto)" in r.output
 
 
@@ -269,3 +272,55 @@ def test_serve_vae_decodes_a_latent_models_images(latent_ckpt, tiny_vae_dir, no_
     r = invoke("serve", "--ckpt", str(latent_ckpt), "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert no_server["decode"] is None and "serving latents only" in r.output
+
+
+# --------------------------------------------------------------------------- --threads
+
+
+def test_threads_reach_every_backend(tiny_engine, tiny_ckpt):
+    """``--threads`` from the shared bundle: ONNX Runtime's session options, OpenVINO's
+    compiled graph, torch's intra-op threads."""
+    import torch
+
+    from gaf_trt.cli.options import model_source_from_cli
+    from gaf_trt.pipeline.source import load_source
+
+    def load(artifact, backend, threads=3):
+        src = model_source_from_cli(str(artifact), backend, "cpu", threads=threads)
+        assert src.to_record()["options"] == {"threads": threads}
+        return load_source(src, decoder=False).network
+
+    ort_net = load(tiny_engine, "ort")
+    assert {s.get_session_options().intra_op_num_threads
+            for s in ort_net.sessions.values()} == {3}
+    assert load(tiny_ckpt, "torch").name == "torch" and torch.get_num_threads() == 3
+    pytest.importorskip("openvino", reason="openvino is not installed")
+    ov_net = load(tiny_engine, "openvino", threads=1)  # OpenVINO caps it at the cores here
+    ov_net(*_rows(ov_net.config))
+    req = next(iter(ov_net.compiled["trunk"].requests.values()))
+    assert int(req.get_compiled_model().get_property("INFERENCE_NUM_THREADS")) == 1
+
+
+def _rows(cfg, m=2):
+    import torch
+
+    return (torch.randn(m, *cfg.sample_shape), torch.rand(m),
+            torch.randint(0, cfg.num_classes, (m,)))
+
+
+def test_threads_recorded_and_bad_values_refused(tiny_engine, tmp_path, no_server):
+    r = invoke("sample", "--engine", tiny_engine, "--backend", "ort", "--device", "cpu",
+               "--threads", 1, "--classes", 0, "--steps", 1, "--batch", 1, "-q",
+               "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["args"]["options"] == \
+        {"threads": 1}
+    extra = {"translate": ("--image", tmp_path / "none.png", "--source", 0, "--target", 1),
+             "transport": ("--mode", "cycle", "--out", tmp_path / "t"), "serve": ()}
+    for command in MODEL_COMMANDS:
+        more = extra.get(command, ("--out", tmp_path / command))
+        r = invoke(command, "--threads", -2, *more)
+        assert r.exit_code == 2, (command, r.output)
+        assert r.output.strip().splitlines() == [
+            "error: --threads must be 0 (the runtime's default) or a positive integer up to "
+            "1024, got -2"], (command, r.output)

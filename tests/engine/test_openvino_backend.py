@@ -187,3 +187,67 @@ def test_cli_sample_and_info(digits_dir, tmp_path):
     assert record["backend"] == "openvino" and (out / "pure_3.png").is_file()
     r = CliRunner().invoke(app, ["info", str(digits_dir)])
     assert r.exit_code == 0 and "openvino" in r.output.splitlines()[-1], r.output
+
+
+# --------------------------------------------------------------------------- info --compare
+
+
+def _info(*args):
+    from typer.testing import CliRunner
+
+    from gaf_trt.cli import app
+
+    return CliRunner().invoke(app, ["info", *map(str, args)])
+
+
+def test_info_compare_every_runtime(digits_dir, int8_dir):
+    """torch, ort and openvino on the same inputs through Polygraphy: every graph x runtime
+    pair within the bound; a runtime not installed gets one line, the rest still runs."""
+    r = _info(digits_dir, "--compare", "--backends", "torch,ort,openvino")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    for graph in ("trunk", "j_head", "k_bank", "step_velocity", "step_anchors"):
+        for rt in ("ort", "openvino"):
+            assert any(ln.split()[:4] == [graph, rt, "vs", "torch"] and ln.endswith("pass")
+                       for ln in lines), (graph, rt, r.output)
+    assert lines[-1] == "result      pass (10 pair(s))"
+    r = _info(int8_dir, "--compare", "--json")  # all runtimes: trt where it is installed
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output)
+    assert rec["precision"] == "int8" and rec["bound"] == 0.2 and rec["ok"]
+    assert {(p["graph"], p["runtime"]) for p in rec["pairs"]} >= {
+        (g, rt) for g in ("trunk", "j_head", "k_bank") for rt in ("ort", "openvino")}
+    assert all(0 < o["rel"] < 0.2 for p in rec["pairs"] for o in p["outputs"]
+               if p["graph"] == "trunk")
+    from gaf_trt.engine import BACKENDS
+
+    if BACKENDS.get("trt").available() is not None:
+        assert "tensorrt" in rec["not_run"]["trt"]
+
+
+def test_info_compare_fail_and_refusals(digits_dir, monkeypatch):
+    """A pair over the bound: the table says FAIL and the exit code is 1; a runtime not
+    installed: one line; bad --backends, Polygraphy missing: one error line, exit code 2."""
+    from gaf_trt.pipeline import compare_runtimes
+
+    monkeypatch.setattr(compare_runtimes, "compare_bound", lambda precision: 1e-12)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino fails
+    r = _info(digits_dir, "--compare", "--backends", "torch,ort,openvino")
+    assert r.exit_code == 1, r.output
+    assert "openvino    not run: openvino is not installed (pip install 'gaf-trt[openvino]')" \
+        in r.output
+    assert any(ln.startswith("trunk") and ln.endswith("FAIL") for ln in r.output.splitlines())
+    assert "error: runtimes differ beyond the bound: trunk on ort" in r.output
+    r = _info(digits_dir, "--compare", "--backends", "torch,tensorflow")
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: --backends: unknown runtime 'tensorflow'; valid: torch, ort, openvino, trt"]
+    r = _info(digits_dir, "--compare", "--seed", -1)
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: --seed must be an integer in 0..9223372036854775807, got -1"], r.output
+    r = _info("digits", "--compare")
+    assert r.exit_code == 2 and "--compare needs an engine directory" in r.output
+    monkeypatch.setitem(sys.modules, "polygraphy", None)
+    r = _info(digits_dir, "--compare")
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [
+        "error: gaf-trt info --compare needs Polygraphy: polygraphy is not installed "
+        "(pip install 'gaf-trt[compare]')"], r.output

@@ -79,6 +79,29 @@ def test_parity_failure_is_loud(engine_dir, ref_model):
         require([res])
 
 
+def test_parity_without_polygraphy_names_the_extra(monkeypatch, tmp_path):
+    """Polygraphy is an extra: export refuses before writing (naming it and --no-parity), and
+    only ``export.runners`` imports it at the top (the package imports without it)."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.export.build import ExportConfig, export_engine
+
+    monkeypatch.setitem(sys.modules, "polygraphy", None)  # import polygraphy fails
+    with pytest.raises(ConfigError, match=r"export parity check \(or give --no-parity\) needs "
+                       r"Polygraphy: .* \(pip install 'gaf-trt\[compare\]'\)"):
+        export_engine(ExportConfig("digits", str(tmp_path / "e")))
+    assert not (tmp_path / "e").exists()
+    top = Path(__file__).resolve().parents[2] / "gaf_trt"
+    eager = sorted(str(p.relative_to(top)) for p in top.rglob("*.py")
+                   if any(isinstance(n, (ast.Import, ast.ImportFrom))
+                          and ("polygraphy" in ast.unparse(n) or "export.runners" in
+                               ast.unparse(n)) for n in ast.parse(p.read_text()).body))
+    assert eager == ["export/runners.py"]
+
+
 def _export_one(tmp_path, model, name, **kw):
     from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
     from gaf_trt.export.onnx_export import export_onnx

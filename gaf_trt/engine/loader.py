@@ -101,9 +101,12 @@ def engine_weights(folder: str | os.PathLike[str], *, verify: bool = True,
     man = man if man is not None else read_manifest(folder)
     weights = man.get("weights")
     if not weights:
-        raise EngineDirError(f"{folder} holds no PyTorch weights (exported without them); "
-                             "use backend ort or trt, or give --ckpt with the checkpoint it "
-                             "was exported from")
+        src = (man.get("source") or {}).get("path")
+        why = ("an int8 / fp8 directory stores only its quantised weights"
+               if man.get("precision") in ("int8", "fp8") else "exported without them")
+        raise EngineDirError(f"{folder} holds no PyTorch weights ({why}); use backend ort, "
+                             "openvino or trt, or give --ckpt with the checkpoint it was "
+                             f"exported from{f' ({src})' if src else ''}")
     if verify:
         verify_files(folder, man, [weights])
     return folder / weights

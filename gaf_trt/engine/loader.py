@@ -69,6 +69,12 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     if backend == "torch":
         from gaf_trt.engine.torch_backend import OPTION_KEYS
 
+        if built.quantized:  # before the weights: a quantised directory has no torch copy
+            src = (man.get("source") or {}).get("path") or "the checkpoint it was exported from"
+            raise ConfigError(f"the torch backend does not run {built.value} engine "
+                              f"directories ({folder}): use backend ort or openvino on it, "
+                              f"or backend torch on the checkpoint ({src})")
+
         weights = engine_weights(folder, verify=bool(options.get("verify", True)), man=man)
         torch_options = {k: v for k, v in options.items() if k in OPTION_KEYS}
         return load_backend("torch", LoadRequest(str(weights), device=dev, precision=built,

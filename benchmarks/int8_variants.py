@@ -57,6 +57,7 @@ def fused_graph(src: Path, dst: Path, hidden: int, heads: int) -> Path:
     """ONNX Runtime's transformer optimizer (fusions for a BERT-like encoder) on ``src``.
     Its SkipLayerNormalization fusion fails on LayerNorm without affine (IndexError in
     fusion_skiplayernorm, onnxruntime 1.32), so that one fusion is off."""
+    import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -65,6 +66,10 @@ def fused_graph(src: Path, dst: Path, hidden: int, heads: int) -> Path:
     opt = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden,
                          opt_level=1, optimization_options=options)
     print(f"fusions: {opt.get_fused_operator_statistics()}", file=sys.stderr)
+    scopes = {n.name: list(n.metadata_props) for n in onnx.load(str(src)).graph.node}
+    for n in opt.model.graph.node:  # the optimizer drops the name scopes quantising reads
+        for prop in scopes.get(n.name, []):
+            n.metadata_props.add(key=prop.key, value=prop.value)
     opt.save_model_to_file(str(dst))
     return dst
 
@@ -110,7 +115,9 @@ def variants(tmp: Path, src: Path, items: list, a: argparse.Namespace) -> dict[s
     for i, (name, job) in enumerate(jobs.items()):
         dst = tmp / f"v{i}.onnx"
         try:
-            job(dst)
+            info = job(dst)
+            if isinstance(info, dict) and not info.get("quantized_nodes"):
+                raise RuntimeError("no MatMul of the blocks found to quantise")
             out[name] = dst
         except Exception as err:  # noqa: BLE001 - a variant that fails is a result too
             print(f"{name}: failed ({' '.join(str(err).split())[:160]})", file=sys.stderr)

@@ -8,14 +8,18 @@ usual), then replaces each graph by its quantised form here:
    weighted, masked); every network input on the way is captured.
 2. **Quantisation** with ONNX Runtime's tool (``onnxruntime.quantization.quantize_static``,
    QDQ format): only the transformer blocks' linear MatMuls — attention QKV and output
-   projection, MLP fc1 / fc2 — get Q/DQ pairs; INT8 is S8S8 with weights per output channel
-   and activations per tensor; FP8 is E4M3 per tensor with scales ``amax / 448``
+   projection, MLP fc1 / fc2 — get Q/DQ pairs; INT8 weights are int8 per output channel,
+   activations per tensor, uint8 (U8S8) or int8 (S8S8) by ``--int8-scheme`` (``auto``: U8S8
+   on x86 with VNNI / AMX, S8S8 elsewhere and for TensorRT: :func:`config.resolve_scheme`);
+   ``--quant dynamic`` quantises the same MatMuls with ``quantize_dynamic`` instead (no
+   calibration); FP8 is E4M3 per tensor with scales ``amax / 448``
    (:func:`fp8_amax_overrides`; ONNX Runtime insists on running its histogram calibrator
    for FP8, whose standard-deviation rule the overrides replace). Everything else stays
    FP32, as in NVIDIA's DiT recipes: the patch / timestep / class embedders, every adaLN
    modulation linear, the final layer (J head and K bank), LayerNorm, Softmax, the attention
    products Q·K and P·V, and the anchor and blend arithmetic.
-3. **Quality, measured before anything is written**: on held-out trajectories (another seed)
+3. **Weights once** (:mod:`.store`): the graphs' weights in one ``int8_weights.data``.
+4. **Quality, measured before anything is written**: on held-out trajectories (another seed)
    each quantised graph's outputs against PyTorch FP32 (relative error ``||a-b|| / ||b||``
    over the items, worst item too), the velocity ``K - J`` / ``v`` of the engine, and the
    final state of short solver runs (euler, masked 2-class composition and a pure class)

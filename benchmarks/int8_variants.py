@@ -13,6 +13,7 @@ Prints a markdown table with the date, CPU model, flags and load average before 
 
     python benchmarks/int8_variants.py [--latent 16] [--rows 16] [--rounds 7]
     python benchmarks/int8_variants.py --digits 50   # + digits accuracy of the kept recipes
+    python benchmarks/int8_variants.py --digits 50 --digits-only
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def digits_accuracy(a: argparse.Namespace) -> None:
         for rt in ("ort", "openvino"):
             nets[f"{name} ({rt})"] = load_engine(tmp / name.split()[0], backend=rt, device="cpu")
     clf = dm.fit_classifier(nets["fp32 (torch)"].config.input_size, 0)
-    print(f"\ndigits: classifier held-out accuracy {clf.test_accuracy:.3f}, {a.digits} per class")
+    print(f"\ndigits ({dt.date.today()}, load {loadavg():.2f}): classifier held-out accuracy "
+          f"{clf.test_accuracy:.3f}, {a.digits} per class")
     print("| engine | euler-20 accuracy | IER-8 accuracy |\n|---|---|---|")
     for name, net in nets.items():
         accs = []
@@ -248,7 +250,11 @@ def main() -> None:
     ap.add_argument("--calib-steps", type=int, default=6)
     ap.add_argument("--no-fusions", dest="fusions", action="store_false")
     ap.add_argument("--digits", type=int, default=0, help="per-class samples (0: skip)")
+    ap.add_argument("--digits-only", action="store_true", help="skip the trunk table")
     a = ap.parse_args()
+    if a.digits_only:
+        digits_accuracy(a)
+        return
     before = loadavg()
     with tempfile.TemporaryDirectory(prefix="int8_variants.") as d:
         tmp = Path(d)

@@ -30,7 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from gaf_trt.export.shared_weights import SHARED_MIN_BYTES
+from gaf_trt.export.shared_weights import (
+    SHARED_MIN_BYTES,
+    prepend_nodes,
+    raw_bytes,
+    set_external,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +52,6 @@ def weights_file(precision: str) -> str:
     return f"{precision}_weights.data"
 
 
-def _raw(t) -> bytes:
-    from onnx import numpy_helper
-
-    if t.HasField("raw_data") and t.raw_data:
-        return bytes(t.raw_data)
-    return numpy_helper.to_array(t).tobytes()
-
-
 def store_half(model) -> int:
     """Store each FP32 initializer that only float compute ops read (:data:`HALF_STORABLE`)
     as float16 plus a ``Cast`` to float producing its old name; returns how many were
@@ -68,7 +65,7 @@ def store_half(model) -> int:
             readers.setdefault(i, set()).add(n.op_type)
     casts, done = [], 0
     for t in list(g.initializer):
-        if t.data_type != _FLOAT or len(_raw(t)) < SHARED_MIN_BYTES:
+        if t.data_type != _FLOAT or len(raw_bytes(t)) < SHARED_MIN_BYTES:
             continue
         ops = readers.get(t.name)
         if not ops or not ops <= HALF_STORABLE:
@@ -82,10 +79,7 @@ def store_half(model) -> int:
         g.initializer.remove(t)
         g.initializer.append(half)
         done += 1
-    if casts:
-        rest = list(g.node)
-        del g.node[:]
-        g.node.extend(casts + rest)
+    prepend_nodes(g, casts)
     return done
 
 
@@ -112,19 +106,6 @@ class _Store:
         self.fh.close()
 
 
-def _point_at(t, location: str, offset: int, length: int) -> None:
-    from onnx import TensorProto
-
-    t.ClearField("raw_data")
-    for f in ("float_data", "int32_data", "int64_data", "double_data"):
-        t.ClearField(f)
-    del t.external_data[:]
-    t.data_location = TensorProto.EXTERNAL
-    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
-        entry = t.external_data.add()
-        entry.key, entry.value = k, v
-
-
 def share_quantized(folder: Path, graph_files: dict[str, str], precision: str,
                     half_storage: bool = True) -> dict[str, Any]:
     """Store the weights of the quantised directory's graphs (``graph_files``: name ->
@@ -143,10 +124,10 @@ def share_quantized(folder: Path, graph_files: dict[str, str], precision: str,
             halved += store_half(proto) if half_storage else 0
             n = 0
             for t in proto.graph.initializer:
-                raw = _raw(t)
+                raw = raw_bytes(t)
                 if len(raw) < SHARED_MIN_BYTES:
                     continue
-                _point_at(t, name, *store.put(t, raw))
+                set_external(t, name, *store.put(t, raw))
                 n += 1
                 referenced += len(raw)
             onnx.save_model(proto, str(path))

@@ -60,6 +60,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo`` ``flags``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+#: x86 flags of integer dot-product instructions (8-bit VNNI, AMX tiles).
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_dot_flags(flags: frozenset[str] | None = None) -> list[str]:
+    """The :data:`INT8_DOT_FLAGS` this x86 CPU has (empty on other architectures)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return []
+    have = cpu_flags() if flags is None else flags
+    return [f for f in INT8_DOT_FLAGS if f in have]
+
+
 def device_name(device: str) -> str:
     """The GPU's name on CUDA, else the CPU model and torch's thread count."""
     if device.startswith("cuda"):

@@ -32,6 +32,12 @@ def export(
                                       "engine even when its error vs fp32 exceeds the bound."),
     smoothquant: Optional[float] = typer.Option(None, "--smoothquant", help="int8/fp8: "
                                                 "SmoothQuant with this alpha in (0, 1]."),
+    int8_scheme: str = typer.Option("auto", "--int8-scheme", help="int8: activation/weight "
+                                    "types: auto (u8s8 on x86 with VNNI/AMX, s8s8 elsewhere "
+                                    "and for TensorRT plans), u8s8 or s8s8."),
+    quant: str = typer.Option("static", "--quant", help="int8: static (Q/DQ calibrated on "
+                              "solver trajectories) or dynamic (ONNX Runtime's dynamic "
+                              "quantisation, no calibration; not for TensorRT)."),
     graphs: str = typer.Option("split,fused", "--graphs",
                                help="Comma-separated: split, fused, vae."),
     opset: int = typer.Option(18, "--opset", help="18, or 23 (one Attention node per block; "
@@ -94,7 +100,8 @@ def export(
                        parity=not no_parity,
                        trt_options=trt_options,
                        quant=_quant_config(precision, calib_samples, calib_steps, calib_seed,
-                                           calib_method, accept_error, smoothquant))
+                                           calib_method, accept_error, smoothquant,
+                                           int8_scheme, quant))
     res = _with_progress(quiet, None, lambda say: export_engine(cfg, progress=say))
     worst = max((r.worst_rel for r in res.parity if r.ran), default=None)
     parity = f", parity rel <= {worst:.2g}" if worst is not None else ""
@@ -121,13 +128,18 @@ def _with_progress(quiet: bool, total: int | None, job):
 
 def _quant_config(precision: Precision, *args: object):
     """The calibration options of a quantised export (None for fp32 / fp16 / bf16)."""
+    from gaf_trt.errors import ConfigError
+
     if not precision.quantized:
+        if tuple(args[-2:]) != ("auto", "static"):
+            raise ConfigError(f"--int8-scheme and --quant apply to --precision int8, not "
+                              f"{precision.value}")
         return None
     from gaf_trt.export.quantize import QuantConfig
 
-    samples, steps, seed, method, accept, alpha = args
+    samples, steps, seed, method, accept, alpha, scheme, mode = args
     return QuantConfig(samples=samples, steps=steps, seed=seed, method=method,
-                       accept_error=accept, smoothquant=alpha)
+                       accept_error=accept, smoothquant=alpha, scheme=scheme, mode=mode)
 
 
 def _profile_given(*values: object) -> bool:

@@ -69,6 +69,12 @@ def load_engine(folder: str | os.PathLike[str], backend: str = "auto", device: s
     if backend == "torch":
         from gaf_trt.engine.torch_backend import OPTION_KEYS
 
+        if built.quantized:  # before the weights: a quantised directory has no torch copy
+            src = (man.get("source") or {}).get("path") or "the checkpoint it was exported from"
+            raise ConfigError(f"the torch backend does not run {built.value} engine "
+                              f"directories ({folder}): use backend ort or openvino on it, "
+                              f"or backend torch on the checkpoint ({src})")
+
         weights = engine_weights(folder, verify=bool(options.get("verify", True)), man=man)
         torch_options = {k: v for k, v in options.items() if k in OPTION_KEYS}
         return load_backend("torch", LoadRequest(str(weights), device=dev, precision=built,
@@ -101,9 +107,12 @@ def engine_weights(folder: str | os.PathLike[str], *, verify: bool = True,
     man = man if man is not None else read_manifest(folder)
     weights = man.get("weights")
     if not weights:
-        raise EngineDirError(f"{folder} holds no PyTorch weights (exported without them); "
-                             "use backend ort or trt, or give --ckpt with the checkpoint it "
-                             "was exported from")
+        src = (man.get("source") or {}).get("path")
+        why = ("an int8 / fp8 directory stores only its quantised weights"
+               if man.get("precision") in ("int8", "fp8") else "exported without them")
+        raise EngineDirError(f"{folder} holds no PyTorch weights ({why}); use backend ort, "
+                             "openvino or trt, or give --ckpt with the checkpoint it was "
+                             f"exported from{f' ({src})' if src else ''}")
     if verify:
         verify_files(folder, man, [weights])
     return folder / weights

@@ -368,6 +368,7 @@ def load_trt(req: LoadRequest) -> TrtSplitEngine:
     static = bool(req.options.get("static", False))
     from gaf_trt.engine.trt_runtime import require_version
     from gaf_trt.enginedir import read_manifest
+    from gaf_trt.enginedir.compat import trt_refusal
 
     try:
         import tensorrt as trt
@@ -377,6 +378,9 @@ def load_trt(req: LoadRequest) -> TrtSplitEngine:
         require_version(trt)  # one clear line, not an AttributeError deep in the runtime
 
     man = read_manifest(folder)
+    why_not = trt_refusal(man)
+    if why_not is not None:
+        raise ConfigError(f"the trt backend cannot run {folder}: {why_not}")
     have = {rec.get("graph") for rec in (man.get("plans") or {}).values()
             if bool(rec.get("static")) == static}
     if not have:

@@ -30,6 +30,22 @@ def check_precision(man: dict[str, Any], requested: Any, folder: str | Path) -> 
 
 
 
+def trt_refusal(man: dict[str, Any]) -> str | None:
+    """Why TensorRT cannot run this directory's graphs (None when it can): TensorRT takes only
+    static, symmetric S8S8 Q/DQ, not U8S8 or dynamic INT8 graphs (``--int8-scheme``,
+    ``--quant``; a directory written before the scheme was recorded is S8S8)."""
+    q = man.get("quantization")
+    if man.get("precision") != "int8" or not isinstance(q, dict):
+        return None
+    mode, scheme = q.get("mode", "static"), q.get("scheme") or "s8s8"
+    if mode == "static" and scheme == "s8s8":
+        return None
+    return (f"its int8 graphs are {scheme.upper()} {mode} quantisation, and TensorRT takes "
+            "only static, symmetric S8S8 Q/DQ graphs; run it with backend ort or openvino, "
+            "or re-export with `gaf-trt export --precision int8 --quant static "
+            "--int8-scheme s8s8`")
+
+
 @dataclass(frozen=True)
 class RuntimeInfo:
     """The machine a plan is about to be loaded on."""

@@ -33,10 +33,37 @@ def describe(folder: str | Path, *, verify: bool = False) -> dict[str, Any]:
                       "compute_capability": (p.get("gpu") or {}).get("compute_capability"),
                       "static": p.get("static")}
                   for n, p in (man.get("plans") or {}).items()},
+        "quantization": quantization_summary(man.get("quantization")),
         "profiles": man.get("profiles"),
         "exporter": man.get("exporter"),
         "verified": verify,
     }
+
+
+def quantization_summary(q: Any) -> dict[str, Any] | None:
+    """The recipe of a quantised directory: mode, INT8 scheme (and the CPU flags it was
+    chosen for), whether TensorRT takes it, its shared weights file and quality."""
+    if not isinstance(q, dict):
+        return None
+    storage = q.get("storage") if isinstance(q.get("storage"), dict) else {}
+    quality = q.get("quality") if isinstance(q.get("quality"), dict) else {}
+    return {"mode": q.get("mode", "static"), "scheme": q.get("scheme"),
+            "requested": q.get("scheme_requested"), "cpu": q.get("cpu"),
+            "tensorrt": q.get("tensorrt", True),
+            "weights_file": storage.get("file"), "weights_bytes": storage.get("bytes"),
+            "velocity_rel": quality.get("velocity"),
+            "final_state_rel": quality.get("final_state")}
+
+
+def _quant_line(q: dict[str, Any]) -> str:
+    cpu = q.get("cpu") if isinstance(q.get("cpu"), dict) else {}
+    flags = ", ".join(cpu.get("int8_dot_flags") or []) or "no VNNI / AMX"
+    scheme = (f" {str(q['scheme']).upper()} ({q.get('requested') or 'auto'}; chosen on "
+              f"{cpu.get('model', '?')}: {flags})") if q.get("scheme") else ""
+    store = (f"; weights once in {q['weights_file']} ({q['weights_bytes']:,} bytes)"
+             if q.get("weights_file") and isinstance(q.get("weights_bytes"), int) else "")
+    trt = "" if q.get("tensorrt") else "; not for TensorRT"
+    return f"quantized   {q['mode']}{scheme}{store}{trt}"
 
 
 def describe_lines(info: dict[str, Any]) -> list[str]:
@@ -51,6 +78,8 @@ def describe_lines(info: dict[str, Any]) -> list[str]:
         f"{net['input_size']} ({net['mode']}) classes={net['num_classes']}",
         f"source      {src.get('path')} (sha256 {str(src.get('sha256'))[:16]}…)",
     ]
+    if info.get("quantization"):
+        lines.append(_quant_line(info["quantization"]))
     for name, g in info["graphs"].items():
         rel = g["parity_rel"]
         lines.append(f"graph       {name:<14} {g['group']:<6} {g['file']}"

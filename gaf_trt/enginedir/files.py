@@ -105,18 +105,43 @@ def external_data_files(folder: str | Path, graph_file: str, model: Any = None) 
 LOWERED_GRAPHS = ("trunk", "step_velocity", "step_anchors")
 
 
+#: Integer ops of ONNX Runtime's dynamic quantisation (``--quant dynamic``).
+DYNAMIC_INT8_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul",
+                    "MatMulIntegerToFloat")
+
+
+def _widened(graph: Any) -> set[str]:
+    """Initializers only *stored* reduced: every reader is a ``Cast`` to float32 (a
+    quantised directory's high-precision weights, :mod:`gaf_trt.export.quantize.store`)."""
+    import onnx
+
+    readers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    to_float = onnx.TensorProto.FLOAT
+    return {t.name for t in graph.initializer if readers.get(t.name) and all(
+        n.op_type == "Cast" and any(a.name == "to" and a.i == to_float for a in n.attribute)
+        for n in readers[t.name])}
+
+
 def graph_precision(model: Any) -> str:
     """The precision a graph really runs at, from what it holds: Q/DQ nodes with float8
-    tensors ``fp8``, with integer ones ``int8``; else bfloat16 / float16 tensors ``bf16`` /
-    ``fp16``; else ``fp32``."""
+    tensors ``fp8``, with integer ones (or dynamic integer MatMuls) ``int8``; else bfloat16 /
+    float16 tensors ``bf16`` / ``fp16`` (not counting weights only stored reduced and widened
+    to float32); else ``fp32``."""
     import onnx
 
     T = onnx.TensorProto
-    types = {t.data_type for t in _onnx_tensors(model.graph)}
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+    widened = _widened(model.graph)
+    types = {t.data_type for t in _onnx_tensors(model.graph) if t.name not in widened}
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DequantizeLinear"}:
         fp8 = {getattr(T, n, -1) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
                                             "FLOAT8E5M2FNUZ")}
         return "fp8" if types & fp8 else "int8"
+    if ops & set(DYNAMIC_INT8_OPS):
+        return "int8"
     return "bf16" if T.BFLOAT16 in types else "fp16" if T.FLOAT16 in types else "fp32"
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from gaf_trt.enginedir.files import hash_files, verify_files
+from gaf_trt.enginedir.compat import trt_refusal
 from gaf_trt.enginedir.manifest import read_manifest
 from gaf_trt.enginedir.schema import (
     FORMAT,
@@ -146,6 +147,7 @@ class ExportConfig:
             from gaf_trt.export.quantize import QuantConfig, check_fp8_device
 
             (self.quant or QuantConfig()).validate()
+            (self.quant or QuantConfig()).check_precision(self.precision)
             if self.precision is Precision.FP8 and not self.onnx_only:
                 check_fp8_device()
         check_opset(self.opset)
@@ -246,6 +248,7 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
     from gaf_trt.model.checkpoint import model_from_checkpoint, read_checkpoint
 
     cfg.validate()
+    qcfg = _quant_config(cfg)  # before any work: the INT8 scheme resolved on this machine
     say = progress or (lambda msg: log.info("%s", msg))
     ckpt = read_checkpoint(cfg.ckpt, use_ema=cfg.use_ema, trust_pickle=cfg.trust_pickle)
     model = model_from_checkpoint(ckpt, num_heads=cfg.num_heads).float().eval()
@@ -264,17 +267,11 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
                    else _store_weights_once(graphs, od.staging, model, cfg, say))
         results = _check_parity(specs, graphs, od.staging, cfg, model, say)
         quantization = None
-        if cfg.precision.quantized:  # int8 / fp8 weights live in the quantised graphs
-            from gaf_trt.export.quantize import QuantConfig, quantize_engine
+        if qcfg is not None:  # int8 / fp8: the weights once, in the quantised weights file
+            from gaf_trt.export.quantize import quantize_engine
 
             quantization = quantize_engine(model, specs, od.staging, graphs, cfg.precision,
-                                           cfg.quant or QuantConfig(), cfg.external_threshold,
-                                           say)
-            if cfg.include_weights:
-                from gaf_trt.model.checkpoint import save_safetensors
-
-                save_safetensors(model, od.staging / WEIGHTS_FILE)
-                weights = WEIGHTS_FILE
+                                           qcfg, cfg.external_threshold, say)
         man = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -293,6 +290,19 @@ def export_engine(cfg: ExportConfig, progress: Progress | None = None) -> Export
         _finish(man, od.staging)
         od.commit()
     return ExportResult(Path(cfg.out), man, results, built, note)
+
+
+def _quant_config(cfg: ExportConfig):
+    """The quantisation options of an int8 / fp8 export (None otherwise), the INT8 scheme
+    resolved for this machine and for TensorRT when this export builds plans."""
+    if not cfg.precision.quantized:
+        return None
+    from gaf_trt.engine.trt_runtime import unavailable
+    from gaf_trt.export.quantize import QuantConfig
+    from gaf_trt.export.quantize.config import resolved
+
+    plans = not cfg.onnx_only and unavailable() is None
+    return resolved(cfg.quant or QuantConfig(), cfg.precision, tensorrt=plans)
 
 
 def _check_parity(specs: list[GraphSpec], graphs: dict[str, dict[str, Any]], staging: Path,
@@ -375,6 +385,9 @@ def build_from_onnx(folder: str | os.PathLike[str], profile: ProfileSpec | None 
         from gaf_trt.export.quantize import check_fp8_device
 
         check_fp8_device()
+    why_not = trt_refusal(man)
+    if why_not is not None:
+        raise ConfigError(f"cannot build TensorRT plans for {folder}: {why_not}")
     why = unavailable()
     if why is not None:
         raise ConfigError(f"cannot build TensorRT plans here: {why}; run this on a GPU machine "

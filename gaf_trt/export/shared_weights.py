@@ -48,7 +48,8 @@ def _digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _raw(t) -> bytes:
+def raw_bytes(t) -> bytes:
+    """An ONNX tensor's bytes (its ``raw_data``, else its typed fields)."""
     from onnx import numpy_helper
 
     if t.HasField("raw_data") and t.raw_data:
@@ -94,7 +95,7 @@ class ParamIndex:
         """The parameter an FP32 initializer is (or is the transpose of), else None."""
         if t.data_type != _ONNX_FLOAT:
             return None
-        raw = _raw(t)
+        raw = raw_bytes(t)
         if len(raw) < SHARED_MIN_BYTES:
             return None
         return self.by_digest.get((tuple(t.dims), _digest(raw)))
@@ -128,11 +129,16 @@ def untranspose(model, index: ParamIndex) -> int:
         g.value_info.append(helper.make_tensor_value_info(name, _ONNX_FLOAT, dims))
         new_nodes.append(node)
         replaced += 1
-    if new_nodes:
-        rest = list(g.node)
-        del g.node[:]
-        g.node.extend(new_nodes + rest)
+    prepend_nodes(g, new_nodes)
     return replaced
+
+
+def prepend_nodes(graph, nodes: list) -> None:
+    """Put ``nodes`` (which read only initializers) ahead of the graph's nodes."""
+    if nodes:
+        rest = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(nodes + rest)
 
 
 def parameter_uses(model, index: ParamIndex) -> dict[str, int]:
@@ -152,7 +158,7 @@ def _param_name(t, index: ParamIndex) -> str | None:
     if t.data_type == _ONNX_FLOAT:
         hit = index.match(t)
         return hit[0] if hit is not None and not hit[1] else None
-    raw = _raw(t)  # reduced: the parameter rounded the way the precision pass rounds
+    raw = raw_bytes(t)  # reduced: the parameter rounded the way the precision pass rounds
     if len(raw) < SHARED_MIN_BYTES // 2:
         return None
     return index.reduced(t.data_type).get((tuple(t.dims), _digest(raw)))
@@ -202,7 +208,6 @@ def point_graph_at(model, index: ParamIndex, stored: dict[str, tuple[int, int, i
                    location: str = SHARED_FILE) -> tuple[int, int]:
     """Turn every initializer equal to a stored tensor into external data in ``location``;
     returns ``(initializers shared, bytes shared)``."""
-    from onnx import TensorProto
 
     shared = nbytes = 0
     for t in model.graph.initializer:
@@ -210,20 +215,27 @@ def point_graph_at(model, index: ParamIndex, stored: dict[str, tuple[int, int, i
         if name is None or name not in stored or stored[name][0] != t.data_type:
             continue
         _, offset, length = stored[name]
-        if len(_raw(t)) != length:
+        if len(raw_bytes(t)) != length:
             continue
-        t.ClearField("raw_data")
-        for f in ("float_data", "int32_data", "int64_data", "double_data"):
-            t.ClearField(f)
-        del t.external_data[:]
-        t.data_location = TensorProto.EXTERNAL
-        for k, v in (("location", location), ("offset", str(offset)),
-                     ("length", str(length))):
-            entry = t.external_data.add()
-            entry.key, entry.value = k, v
+        set_external(t, location, offset, length)
         shared += 1
         nbytes += length
     return shared, nbytes
+
+
+def set_external(t, location: str, offset: int, length: int) -> None:
+    """Make the ONNX tensor ``t`` external data: ``length`` bytes at ``offset`` of
+    ``location`` (a file beside the graph); its inline data is dropped."""
+    from onnx import TensorProto
+
+    t.ClearField("raw_data")
+    for f in ("float_data", "int32_data", "int64_data", "double_data"):
+        t.ClearField(f)
+    del t.external_data[:]
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = k, v
 
 
 def share_graphs(folder: Path, graph_files: dict[str, str], model: torch.nn.Module,
@@ -244,7 +256,7 @@ def share_graphs(folder: Path, graph_files: dict[str, str], model: torch.nn.Modu
         path = folder / file
         proto = onnx.load(str(path))
         n, b = point_graph_at(proto, index, stored)
-        inline = sum(len(_raw(t)) for t in proto.graph.initializer
+        inline = sum(len(raw_bytes(t)) for t in proto.graph.initializer
                      if t.data_location != onnx.TensorProto.EXTERNAL)
         data = folder / f"{file}.data"
         onnx.save_model(proto, str(path))

@@ -53,7 +53,8 @@ def int8_dir(tmp_path_factory):
     from gaf_trt.precision import Precision
 
     return _export(tmp_path_factory.mktemp("ov") / "int8", REF_CKPT, graphs=("split",),
-                   precision=Precision.INT8, quant=q.QuantConfig(samples=6, steps=3, rows=8))
+                   precision=Precision.INT8,
+                   quant=q.QuantConfig(samples=6, steps=3, rows=8, scheme="s8s8"))
 
 
 def _load(folder, backend, **kw):

@@ -74,6 +74,10 @@ def _decoder_matches_torch(out, vae_dir):
     (["--max-classes", "0"], "--max-classes must be >= 1, got 0"),
     (["--opset", "17"], "unsupported opset 17; valid: 18, 23"),
     (["--graphs", "vae"], "--graphs vae needs --vae DIR"),
+    (["--int8-scheme", "u8s8"], "--int8-scheme and --quant apply to --precision int8"),
+    (["--precision", "int8", "--int8-scheme", "u7s8"], "--int8-scheme must be one of auto"),
+    (["--precision", "int8", "--quant", "qat"], "--quant must be one of static, dynamic"),
+    (["--precision", "fp8", "--quant", "dynamic"], "fp8 is static E4M3"),
 ])
 def test_bad_options_one_line(ref_ckpt, tmp_path, args, msg):
     out = tmp_path / "eng"

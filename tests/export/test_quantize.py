@@ -32,12 +32,37 @@ TINY = q.QuantConfig(samples=6, steps=3, rows=8)
 
 @pytest.fixture(scope="module")
 def int8_dir(tmp_path_factory):
+    """The fixture checkpoint at int8, S8S8 static (TensorRT's form), split + fused."""
     from gaf_trt.export.build import ExportConfig, export_engine
 
     out = tmp_path_factory.mktemp("q") / "int8"
-    export_engine(ExportConfig(str(REF_CKPT), str(out), precision=Precision.INT8, quant=TINY,
-                               onnx_only=True))
+    export_engine(ExportConfig(str(REF_CKPT), str(out), precision=Precision.INT8,
+                               quant=q.QuantConfig(samples=6, steps=3, rows=8, scheme="s8s8"),
+                               onnx_only=True, parity=False))  # parity: tests/export
     return out
+
+
+def _tiny_int8(tmp_path_factory, name: str, **quant):
+    """A tiny random model at int8 (split graphs, no parity, a minimal calibration)."""
+    from gaf_trt.export.build import ExportConfig, export_engine
+    from gaf_trt.model.checkpoint import save_safetensors
+
+    root = tmp_path_factory.mktemp(name)
+    ckpt = save_safetensors(tiny_model(), root / "tiny.safetensors")
+    export_engine(ExportConfig(str(ckpt), str(root / name), precision=Precision.INT8,
+                               graphs=("split",), parity=False, onnx_only=True,
+                               quant=q.QuantConfig(samples=4, steps=2, rows=8, **quant)))
+    return root / name
+
+
+@pytest.fixture(scope="module")
+def dynamic_dir(tmp_path_factory):
+    return _tiny_int8(tmp_path_factory, "dyn", mode="dynamic")
+
+
+@pytest.fixture(scope="module")
+def u8s8_dir(tmp_path_factory):
+    return _tiny_int8(tmp_path_factory, "u8s8", scheme="u8s8")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +71,7 @@ def fp8_dir(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("q") / "fp8"
     export_engine(ExportConfig(str(REF_CKPT), str(out), precision=Precision.FP8, quant=TINY,
-                               graphs=("split",), onnx_only=True))
+                               graphs=("split",), onnx_only=True, parity=False))
     return out
 
 
@@ -217,6 +242,129 @@ def test_bench_rows_pair_int8_engine_with_torch_precisions(int8_dir):
     with pytest.raises(ConfigError, match="exported at int8"):
         row_pairs(BenchGrid(ckpt=str(REF_CKPT), engine=str(int8_dir), backends=("ort",),
                             precisions=(Precision.FP32,)), "cpu")
+
+
+def test_int8_directory_stores_its_weights_once_under_half_the_fp32_weights(int8_dir):
+    """One int8_weights.data that every graph reads (every large initializer external data
+    into it), no PyTorch copy, the whole directory verified; <= 0.5x the FP32 weights."""
+    from gaf_trt.enginedir.files import external_data_files
+    from gaf_trt.export import verify_engine
+    from gaf_trt.export.quantize.store import weights_file
+    from gaf_trt.export.shared_weights import SHARED_MIN_BYTES, weights_bytes
+    from gaf_trt.model.checkpoint import load_model
+
+    man = verify_engine(str(int8_dir))
+    shared = weights_file("int8")
+    assert man["weights"] is None and not (int8_dir / "model.safetensors").exists()
+    assert man["quantization"]["storage"]["file"] == shared
+    for name, rec in man["graphs"].items():
+        proto = onnx.load(str(int8_dir / rec["file"]), load_external_data=False)
+        assert external_data_files(int8_dir, rec["file"], proto) == [shared], name
+        inline = [t.name for t in proto.graph.initializer
+                  if t.data_location != onnx.TensorProto.EXTERNAL
+                  and len(t.raw_data) >= SHARED_MIN_BYTES]
+        assert inline == [] and rec["data_file"] == shared, name
+    fp32 = weights_bytes(load_model(str(REF_CKPT)))
+    stored = (int8_dir / shared).stat().st_size
+    assert stored <= 0.5 * fp32, (stored, fp32)
+    refs = man["quantization"]["storage"]["referenced_bytes"]
+    assert refs > 2 * stored  # trunk and the two fused graphs read the same int8 weights
+
+
+def test_int8_scheme_is_resolved_for_the_cpu_and_for_tensorrt(monkeypatch):
+    from gaf_trt.export.quantize.config import resolve_scheme, resolved
+
+    assert resolve_scheme("auto", tensorrt=False, flags=["avx512_vnni"]) == "u8s8"
+    assert resolve_scheme("auto", tensorrt=False, flags=[]) == "s8s8"
+    assert resolve_scheme("auto", tensorrt=True, flags=["amx_int8"]) == "s8s8"
+    assert resolve_scheme("s8s8", tensorrt=False, flags=["avx512_vnni"]) == "s8s8"
+    with pytest.raises(ConfigError, match="TensorRT takes only static, symmetric S8S8"):
+        resolve_scheme("u8s8", tensorrt=True)
+    with pytest.raises(ConfigError, match="--quant dynamic.*--onnx-only"):
+        resolved(q.QuantConfig(mode="dynamic"), Precision.INT8, tensorrt=True)
+    r = resolved(q.QuantConfig(mode="dynamic"), Precision.INT8, tensorrt=False)
+    assert (r.scheme, r.requested) == ("u8s8", "auto")
+    for kw, needle in (({"scheme": "u7s8"}, "--int8-scheme"), ({"mode": "qat"}, "--quant"),
+                       ({"mode": "dynamic", "scheme": "s8s8"}, "uint8"),
+                       ({"mode": "dynamic", "smoothquant": 0.5}, "--smoothquant")):
+        with pytest.raises(ConfigError, match=needle):
+            q.QuantConfig(**kw).validate()
+    with pytest.raises(ConfigError, match="fp8 is static E4M3"):
+        q.QuantConfig(mode="dynamic").check_precision(Precision.FP8)
+
+
+def test_s8s8_manifest_records_the_scheme_and_the_cpu(int8_dir):
+    rec = _manifest(int8_dir)["quantization"]
+    assert (rec["mode"], rec["scheme"], rec["scheme_requested"]) == ("static", "s8s8", "s8s8")
+    assert rec["tensorrt"] is True and "S8S8" in rec["tool"]
+    assert set(rec["cpu"]) == {"model", "int8_dot_flags"}
+
+
+def _ort_and_openvino_velocity(folder) -> dict[str, torch.Tensor]:
+    import gaf_trt
+
+    pytest.importorskip("openvino", reason="openvino is not installed")
+
+    x, t, y = torch.randn(3, 3, 8, 8), torch.rand(3), torch.tensor([0, 3, 1])
+    out = {}
+    for backend in ("ort", "openvino"):
+        engine = gaf_trt.load_engine(folder, backend=backend, device="cpu")
+        assert engine.precision == "int8"
+        j, k = engine(x, t, y)
+        out[backend] = k - j
+    return out
+
+
+def test_u8s8_is_uint8_activations_runs_on_ort_and_openvino_not_tensorrt(u8s8_dir):
+    """--int8-scheme u8s8: activations uint8 (asymmetric), weights int8 per channel; the
+    manifest says so; ORT and OpenVINO run it; TensorRT (S8S8 only) refuses the directory
+    before building anything."""
+    from gaf_trt.export.build import build_from_onnx
+
+    rec = _manifest(u8s8_dir)["quantization"]
+    assert (rec["scheme"], rec["scheme_requested"], rec["tensorrt"]) == ("u8s8", "u8s8", False)
+    assert "U8S8" in rec["tool"] and "asymmetric uint8" in rec["activations"]
+    trunk = onnx.load(str(u8s8_dir / "trunk.onnx"), load_external_data=False)
+    inits = {t.name: t for t in trunk.graph.initializer}
+    zp: dict[str, set[int]] = {"QuantizeLinear": set(), "DequantizeLinear": set()}
+    for n in _qdq(trunk):
+        if len(n.input) > 2:
+            zp[n.op_type].add(inits[n.input[2]].data_type)
+    assert zp["QuantizeLinear"] == {onnx.TensorProto.UINT8}  # activations
+    assert onnx.TensorProto.INT8 in zp["DequantizeLinear"]  # weights
+    out = _ort_and_openvino_velocity(u8s8_dir)
+    # measured 1.9e-7 here, 2.3e-4 on the fixture checkpoint's U8S8 graphs (S8S8: ~1e-7)
+    assert qq.rel_err(out["openvino"], out["ort"]) < 1e-3
+    with pytest.raises(ConfigError, match="U8S8 static.*S8S8"):
+        build_from_onnx(u8s8_dir)
+
+
+def test_dynamic_int8_runs_on_ort_and_openvino_and_is_refused_by_tensorrt(dynamic_dir,
+                                                                          monkeypatch):
+    """--quant dynamic: MatMulInteger graphs (no Q/DQ), recorded as dynamic U8S8 without
+    calibration; ORT and OpenVINO run them close to each other; TensorRT refuses the
+    directory (build and load) naming the reason; info shows the recipe."""
+    import gaf_trt
+    from gaf_trt.enginedir import describe, describe_lines
+    from gaf_trt.export.build import build_from_onnx
+
+    man = _manifest(dynamic_dir)
+    rec = man["quantization"]
+    assert (rec["mode"], rec["scheme"], rec["calibration"]) == ("dynamic", "u8s8", None)
+    assert rec["tensorrt"] is False and "quantize_dynamic" in rec["tool"]
+    assert rec["quality"]["velocity"] <= q.ERROR_BOUNDS[Precision.INT8]["velocity"]
+    trunk = onnx.load(str(dynamic_dir / "trunk.onnx"), load_external_data=False)
+    ops = {n.op_type for n in trunk.graph.node}
+    assert "MatMulInteger" in ops and not ops & {"QuantizeLinear", "DequantizeLinear"}
+    out = _ort_and_openvino_velocity(dynamic_dir)
+    assert qq.rel_err(out["openvino"], out["ort"]) < 1e-3  # measured 2.0e-7
+    line = next(ln for ln in describe_lines(describe(dynamic_dir)) if ln.startswith("quant"))
+    assert "dynamic U8S8" in line and "not for TensorRT" in line
+    with pytest.raises(ConfigError, match="S8S8"):
+        build_from_onnx(dynamic_dir)
+    _fake_gpu(monkeypatch, (9, 0))
+    with pytest.raises(ConfigError, match="trt backend cannot run.*S8S8"):
+        gaf_trt.load_engine(dynamic_dir, backend="trt", device="cuda")
 
 
 # --------------------------------------------------------------------------- fp8

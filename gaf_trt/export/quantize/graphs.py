@@ -65,8 +65,11 @@ def _quiet_ort():
 def quantize_graph(src: Path, dst: Path, items: list[dict[str, torch.Tensor]],
                    precision: Precision, method: str = "minmax",
                    symmetric: bool = True,
-                   act_max: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
-    """Quantise the ONNX graph ``src`` into ``dst`` with ``items`` as calibration data.
+                   act_max: dict[str, torch.Tensor] | None = None,
+                   scheme: str = "s8s8") -> dict[str, Any]:
+    """Quantise the ONNX graph ``src`` into ``dst`` with ``items`` as calibration data
+    (``scheme``: INT8 ``s8s8`` -- activations int8, symmetric when ``symmetric`` -- or
+    ``u8s8`` -- activations uint8, asymmetric; weights int8 per output channel in both).
 
     Returns ``{"quantized_nodes", "scales": {"min", "max"}}``; raises
     :class:`QuantizationError` when a scale is not finite and positive."""
@@ -84,16 +87,18 @@ def quantize_graph(src: Path, dst: Path, items: list[dict[str, torch.Tensor]],
     fp8 = precision is Precision.FP8
     overrides = fp8_amax_overrides(onnx.load(str(src)), act_max) if fp8 and act_max else {}
     qtype = QuantType.QFLOAT8E4M3FN if fp8 else QuantType.QInt8
+    u8 = scheme == "u8s8" and not fp8
+    act_type = QuantType.QUInt8 if u8 else qtype
     calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}[method]
     with _quiet_ort():
         quantize_static(
             str(src), str(dst), _Reader(items), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["MatMul"], nodes_to_quantize=names, per_channel=not fp8,
-            activation_type=qtype, weight_type=qtype,
+            activation_type=act_type, weight_type=qtype,
             calibrate_method=CalibrationMethod.Distribution if fp8 else calib,
             use_external_data_format=(src.parent / f"{src.name}.data").is_file(),
-            extra_options={"CalibPercentile": 99.999, "ActivationSymmetric": symmetric,
+            extra_options={"CalibPercentile": 99.999, "ActivationSymmetric": symmetric and not u8,
                            "WeightSymmetric": True, "TensorQuantOverrides": overrides})
     scales = _scales(onnx.load(str(dst)))
     bad = [k for k, v in scales.items() if not (np.isfinite(v).all() and (v > 0).all())]
@@ -104,6 +109,26 @@ def quantize_graph(src: Path, dst: Path, items: list[dict[str, torch.Tensor]],
     every = np.concatenate([v.ravel() for v in scales.values()]) if scales else np.ones(1)
     return {"quantized_nodes": len(names),
             "scales": {"min": float(every.min()), "max": float(every.max())}}
+
+
+def quantize_graph_dynamic(src: Path, dst: Path) -> dict[str, Any]:
+    """ONNX Runtime's dynamic quantisation of the block MatMuls of ``src`` into ``dst``:
+    weights int8 per output channel, activations uint8 with their range computed per call
+    (``DynamicQuantizeLinear`` + ``MatMulInteger``, fused by ONNX Runtime into
+    ``DynamicQuantizeMatMul``); no calibration. Returns ``{"quantized_nodes"}``."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    names = quantizable_nodes(onnx.load(str(src), load_external_data=False))
+    if not names:
+        return {"quantized_nodes": 0}
+    with _quiet_ort():
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"],
+                         nodes_to_quantize=names, per_channel=True,
+                         weight_type=QuantType.QInt8,
+                         use_external_data_format=(src.parent / f"{src.name}.data").is_file(),
+                         extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True})
+    return {"quantized_nodes": len(names)}
 
 
 #: Largest finite float8 E4M3FN value.

@@ -25,13 +25,16 @@ def info(
                                            help="With --compare: the runtimes, comma-separated "
                                            "(default: torch,ort,openvino,trt)."),
     seed: int = typer.Option(0, "--seed", help="With --compare: the inputs' seed."),
+    ckpt: Optional[str] = typer.Option(None, "--ckpt", help="With --compare: the directory's "
+                                       "source checkpoint, the torch reference of an int8 / "
+                                       "fp8 directory (which holds no PyTorch weights)."),
 ) -> None:
     """Describe a checkpoint (architecture, classes, parameters, hash) or an engine directory;
     --compare checks every runtime on an engine directory against PyTorch."""
     from gaf_trt.pipeline.info import describe_checkpoint, is_engine_dir
 
-    if compare or backends is not None:
-        compare_runtimes(path, compare, backends, seed, as_json)
+    if compare or backends is not None or ckpt is not None:
+        compare_runtimes(path, compare, backends, seed, as_json, ckpt)
         return
     if is_engine_dir(path):
         from gaf_trt.pipeline.info import describe_engine
@@ -49,7 +52,7 @@ def info(
 
 
 def compare_runtimes(path: str, compare: bool, backends: Optional[str], seed: int,
-                     as_json: bool) -> None:
+                     as_json: bool, ckpt: Optional[str] = None) -> None:
     """``info DIR --compare``: the comparison table (or JSON); exit code 1 on a fail."""
     from gaf_trt.console.errors import fail
     from gaf_trt.errors import ConfigError
@@ -57,12 +60,12 @@ def compare_runtimes(path: str, compare: bool, backends: Optional[str], seed: in
     from gaf_trt.pipeline.info import is_engine_dir
 
     if not compare:
-        raise ConfigError("--backends goes with --compare")
+        raise ConfigError("--backends and --ckpt go with --compare")
     runtimes = parse_runtimes(backends)
     if not is_engine_dir(path):
         raise ConfigError(f"--compare needs an engine directory (from gaf-trt export), got "
                           f"{path!r}")
-    result = compare_engine(path, runtimes, seed=seed)
+    result = compare_engine(path, runtimes, seed=seed, ckpt=ckpt)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(result.lines()))
     if not result.ok:
         bad = [f"{p.graph} on {p.runtime}" for p in result.pairs if not p.passed]

@@ -95,10 +95,12 @@ class RuntimeComparison:
 
 
 def compare_engine(folder: str | Path, runtimes: tuple[str, ...] = RUNTIMES, *,
-                   seed: int = 0) -> RuntimeComparison:
+                   seed: int = 0, ckpt: str | None = None) -> RuntimeComparison:
     """Verify ``folder`` (every file's sha256), open each runtime of ``runtimes`` on it and
     compare them graph by graph on the same seeded inputs (shapes: the parity sizes, the
-    smallest and one larger within the graphs' bounds)."""
+    smallest and one larger within the graphs' bounds). ``ckpt``: the directory's source
+    checkpoint (its sha256 must be the manifest's), the torch reference of a directory that
+    holds no PyTorch weights (int8 / fp8)."""
     from gaf_trt.checks import int_in
     from gaf_trt.enginedir import describe, read_manifest
     from gaf_trt.export.compare import compare_runners, require_polygraphy, seeded_feeds
@@ -111,7 +113,7 @@ def compare_engine(folder: str | Path, runtimes: tuple[str, ...] = RUNTIMES, *,
     man = read_manifest(folder)
     precision = Precision(man["precision"])
     res = RuntimeComparison(str(folder), precision.value, compare_bound(precision), seed)
-    model, why = _reference_model(folder, man)
+    model, why = _reference_model(folder, man, ckpt)
     if "torch" in runtimes and why is not None:
         res.not_run["torch"] = why
     engines = {}
@@ -128,19 +130,44 @@ def compare_engine(folder: str | Path, runtimes: tuple[str, ...] = RUNTIMES, *,
     return res
 
 
-def _reference_model(folder: str | Path, man: dict[str, Any]) -> tuple[Any, str | None]:
-    """The directory's PyTorch weights as an fp32 GAF and None; without weights a GAF of the
+def _reference_model(folder: str | Path, man: dict[str, Any],
+                     ckpt: str | None = None) -> tuple[Any, str | None]:
+    """The PyTorch reference as an fp32 GAF and None: ``ckpt`` when given (checked against
+    the manifest's source), else the directory's weights; without either a GAF of the
     directory's config (its graphs' I/O only) and why torch cannot run."""
     from gaf_trt.engine.loader import engine_weights
     from gaf_trt.model.checkpoint import load_model
 
+    if ckpt is not None:
+        return _source_model(ckpt, man), None
     try:
         path = engine_weights(folder, verify=False)
     except GAFError as err:
         from gaf_trt.model import GAF, GAFConfig
 
-        return GAF(GAFConfig.from_dict(man["config"])).eval(), str(err).split(";")[0]
+        why = str(err).split(";")[0] + " (give its source checkpoint with --ckpt)"
+        return GAF(GAFConfig.from_dict(man["config"])).eval(), why
     return load_model(str(path), device="cpu").float().eval(), None
+
+
+def _source_model(ckpt: str, man: dict[str, Any]) -> Any:
+    """The directory's source checkpoint ``ckpt`` as an fp32 GAF, refused (one line) when its
+    sha256 is not the one the manifest recorded."""
+    from gaf_trt.errors import ConfigError
+    from gaf_trt.io.files import file_sha256
+    from gaf_trt.model.checkpoint import model_from_checkpoint, read_checkpoint, resolve_path
+
+    path = resolve_path(ckpt)
+    if not path.is_file():
+        raise ConfigError(f"--ckpt: checkpoint not found: {ckpt!r}")
+    source = man.get("source") or {}
+    want = source.get("sha256")
+    if want and file_sha256(path) != want:
+        raise ConfigError(f"--ckpt {ckpt!r} is not the checkpoint this engine directory was "
+                          f"exported from (sha256 {want[:12]}…, file {source.get('path')})")
+    read = read_checkpoint(path, use_ema=source.get("weights") != "model")
+    heads = int(man["config"].get("num_heads") or 0) or None
+    return model_from_checkpoint(read, num_heads=heads, device="cpu").float().eval()
 
 
 def _graph_specs(model: Any, man: dict[str, Any], skipped: dict[str, str]) -> list[Any]:

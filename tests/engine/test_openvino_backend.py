@@ -212,9 +212,18 @@ def test_info_compare_every_runtime(digits_dir, int8_dir):
             assert any(ln.split()[:4] == [graph, rt, "vs", "torch"] and ln.endswith("pass")
                        for ln in lines), (graph, rt, r.output)
     assert lines[-1] == "result      pass (10 pair(s))"
-    r = _info(int8_dir, "--compare", "--json")  # all runtimes: trt where it is installed
+    r = _info(int8_dir, "--compare", "--json")  # no PyTorch weights in an int8 directory
     assert r.exit_code == 0, r.output
     rec = json.loads(r.output)
+    assert "--ckpt" in rec["not_run"]["torch"]
+    assert {(p["graph"], p["runtime"], p["reference"]) for p in rec["pairs"]} == {
+        (g, "openvino", "ort") for g in ("trunk", "j_head", "k_bank")}
+    r = _info(int8_dir, "--compare", "--json", "--ckpt", "digits")
+    assert r.exit_code == 2 and "is not the checkpoint this engine directory" in r.output
+    r = _info(int8_dir, "--compare", "--json", "--ckpt", REF_CKPT)  # all runtimes: trt too
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.output)
+    assert "torch" not in rec["not_run"]
     assert rec["precision"] == "int8" and rec["bound"] == 0.2 and rec["ok"]
     assert {(p["graph"], p["runtime"]) for p in rec["pairs"]} >= {
         (g, rt) for g in ("trunk", "j_head", "k_bank") for rt in ("ort", "openvino")}

@@ -12,7 +12,8 @@ from pathlib import Path
 #: 20-step digits sampling 1.0 s of CPU with one thread, 28 s with two).
 #: ``GAF_TEST_THREADS=N`` sets another count.
 TEST_THREADS = os.environ.get("GAF_TEST_THREADS", "1")
-os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = TEST_THREADS
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # numpy's BLAS too
+    os.environ[_var] = TEST_THREADS
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.export.shared import REF_CKPT, digits_engine_dir, need_onnx
+from tests.export.shared import REF_CKPT, need_onnx
 from tests.helpers import rel_err
 
 need_onnx()
@@ -42,9 +42,8 @@ def _export(out, ckpt, **kw):
 
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
-    """The bundled digits model exported (split + fused graphs, fp32, ONNX only; one export
-    per test run, shared with the serving tests)."""
-    return digits_engine_dir(tmp_path_factory.getbasetemp())
+    """The bundled digits model exported (split + fused graphs, fp32, ONNX only)."""
+    return _export(tmp_path_factory.mktemp("ov") / "digits", "digits")
 
 
 @pytest.fixture(scope="module")

@@ -32,19 +32,6 @@ def ref_engine_dir(tmp_root: Path) -> Path:
     return shared_dir(tmp_root, "ref_engine", build)
 
 
-def digits_engine_dir(tmp_root: Path) -> Path:
-    """The bundled digits model exported (split + fused graphs, fp32, ONNX only, no parity
-    run), once per test run like :func:`ref_engine_dir`. Read-only: copy it to change it."""
-    need_onnx()
-
-    def build(out: Path) -> None:
-        from gaf_trt.export.build import ExportConfig, export_engine
-
-        export_engine(ExportConfig(ckpt="digits", out=str(out), onnx_only=True, parity=False))
-
-    return shared_dir(tmp_root, "digits_engine", build)
-
-
 def tiny_model(*, in_channels: int = 3, input_size: int = 8, num_classes: int = 4,
                mode: str = "pixel", seed: int = 0):
     """A random GAF small enough to export in seconds (D 32, depth 1), non-zero heads."""

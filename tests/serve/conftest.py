@@ -15,9 +15,18 @@ def digits(one_thread):
 
 @pytest.fixture(scope="session")
 def digits_engine(tmp_path_factory):
-    """An engine directory of the digits model: split (and fused) graphs, ONNX only, fp32
-    (one export per test run, shared with the OpenVINO tests: ~13 s on 2 cores). The
-    repositories and references here use its split graphs."""
-    from tests.export.shared import digits_engine_dir
+    """An engine directory of the digits model: split graphs, ONNX only, fp32 (one export
+    for the whole session: ~13 s on 2 cores)."""
+    import torch
 
-    return digits_engine_dir(tmp_path_factory.getbasetemp())
+    from gaf_trt.export.build import ExportConfig, export_engine
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("serve") / "engine"
+        export_engine(ExportConfig(ckpt="digits", out=str(out), graphs=("split",),
+                                   onnx_only=True, parity=False))
+    finally:
+        torch.set_num_threads(before)
+    return out

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+#: One intra-op thread in every test process and every subprocess it starts (set before torch
+#: is imported, so torch, and the subprocesses through the environment, read it): the suite
+#: runs two workers on two cores, and two threads each thrash -- OpenMP threads spin at each
+#: op's barrier while the other worker holds the core (measured on a loaded 2-core machine:
+#: 20-step digits sampling 1.0 s of CPU with one thread, 28 s with two).
+#: ``GAF_TEST_THREADS=N`` sets another count.
+TEST_THREADS = os.environ.get("GAF_TEST_THREADS", "1")
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # numpy's BLAS too
+    os.environ[_var] = TEST_THREADS
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(TEST_THREADS))
 
 DATA = Path(__file__).parent / "data"
 
@@ -86,7 +99,8 @@ def latent_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny models: one intra-op thread (two thrash when the 2-core machine is shared)."""
+    """Tiny models: one intra-op thread (two thrash when the 2-core machine is shared), also
+    where ``GAF_TEST_THREADS`` sets more for the rest of the suite."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

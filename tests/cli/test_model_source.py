@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gaf_trt.cli import app
 from gaf_trt.io.files import file_sha256
 from gaf_trt.precision import Precision
-from tests.export.shared import need_onnx, tiny_model
+from tests.export.shared import ref_engine_dir, tiny_model
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,21 +38,18 @@ def tiny_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tiny_ckpt, tmp_path_factory):
-    """The tiny model exported (split + fused, fp32): ort runs it on the CPU."""
-    need_onnx()
-    from gaf_trt.export.build import ExportConfig, export_engine
-
-    out = tmp_path_factory.mktemp("ms_eng") / "engine"
-    export_engine(ExportConfig(str(tiny_ckpt), str(out), parity=False))
-    return out
+def engine_dir(tmp_path_factory):
+    """An engine directory (split + fused, fp32) ort runs on the CPU: the fixture checkpoint's,
+    exported once per test run for the suite (:func:`tests.export.shared.ref_engine_dir`;
+    read-only, copied to change it)."""
+    return ref_engine_dir(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture
-def engine16(tiny_engine, tmp_path):
+def engine16(engine_dir, tmp_path):
     """A copy whose manifest says fp16 (only its precision is read)."""
     eng = tmp_path / "eng16"
-    shutil.copytree(tiny_engine, eng)
+    shutil.copytree(engine_dir, eng)
     man = json.loads((eng / "manifest.json").read_text())
     man["precision"] = "fp16"
     (eng / "manifest.json").write_text(json.dumps(man))
@@ -120,10 +117,10 @@ def test_export_no_ema_reaches_the_export(tiny_ckpt, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- resolution
 
 
-def test_model_source_rules(tiny_ckpt, tiny_engine, engine16):
+def test_model_source_rules(tiny_ckpt, engine_dir, engine16):
     from gaf_trt.cli.options import model_source_from_cli
 
-    eng = model_source_from_cli(str(tiny_engine))
+    eng = model_source_from_cli(str(engine_dir))
     assert (eng.backend, eng.precision) == ("auto", Precision.FP32)
     assert model_source_from_cli(str(engine16)).precision is Precision.FP16
     ckpt = model_source_from_cli(str(tiny_ckpt))
@@ -131,41 +128,41 @@ def test_model_source_rules(tiny_ckpt, tiny_engine, engine16):
     given = model_source_from_cli(str(engine16), backend="ort", precision=Precision.FP16)
     assert (given.backend, given.precision) == ("ort", Precision.FP16)
     rec = eng.to_record()
-    assert rec["ckpt"] == str(tiny_engine) and rec["precision"] == "fp32"
+    assert rec["ckpt"] == str(engine_dir) and rec["precision"] == "fp32"
 
 
-def test_sample_engine_dir_runs_auto_and_records_its_hash(tiny_engine, tmp_path):
+def test_sample_engine_dir_runs_auto_and_records_its_hash(engine_dir, tmp_path):
     out = tmp_path / "s"
-    r = invoke("sample", "--engine", tiny_engine, "--classes", 0, 1, "--alpha", 0.5,
+    r = invoke("sample", "--engine", engine_dir, "--classes", 0, 1, "--alpha", 0.5,
                "--steps", 1, "--batch", 1, "--device", "cpu", "-q", "--out", out)
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "run.json").read_text())
     assert rec["args"]["backend"] == "auto" and rec["backend"] == "ort"
     assert "(chosen by auto)" in r.output
-    assert rec["checkpoint"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert rec["checkpoint"]["sha256"] == file_sha256(engine_dir / "manifest.json")
 
 
-def test_transport_engine_dir_runs_auto_and_records_its_hash(tiny_engine, tmp_path):
+def test_transport_engine_dir_runs_auto_and_records_its_hash(engine_dir, tmp_path):
     out = tmp_path / "t"
-    r = invoke("transport", "--mode", "cycle", "--classes", 0, 1, "--engine", tiny_engine,
+    r = invoke("transport", "--mode", "cycle", "--classes", 0, 1, "--engine", engine_dir,
                "--steps", 1, "--device", "cpu", "-q", "--out", out)
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "transport.json").read_text())
     assert rec["backend_requested"] == "auto" and rec["backend"] == "ort"
     assert rec["args"]["model"]["backend"] == "auto"
-    assert rec["checkpoint"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert rec["checkpoint"]["sha256"] == file_sha256(engine_dir / "manifest.json")
     assert "(chosen by auto)" in r.output
 
 
-def test_generate_engine_dir_runs_auto_with_batch_50(tiny_engine, tmp_path):
+def test_generate_engine_dir_runs_auto_with_batch_50(engine_dir, tmp_path):
     """``--batch 50`` works: the default shard size is the smallest multiple >= 1024."""
     out = tmp_path / "g"
-    r = invoke("generate", "--engine", tiny_engine, "--per-class", 1, "--batch", 50,
+    r = invoke("generate", "--engine", engine_dir, "--per-class", 1, "--batch", 50,
                "--steps", 1, "--device", "cpu", "-q", "--out", out)
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "dataset.json").read_text())
     assert rec["job"]["shard_size"] == 1050 and rec["job"]["backend"] == "auto"
-    assert rec["job"]["checkpoint"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert rec["job"]["checkpoint"]["sha256"] == file_sha256(engine_dir / "manifest.json")
     assert "backend ort (chosen by auto)" in r.output
 
 
@@ -201,8 +198,8 @@ def no_server(monkeypatch):
     return seen
 
 
-def test_serve_engine_dir_runs_auto(tiny_engine, no_server):
-    r = invoke("serve", "--engine", tiny_engine, "--device", "cpu", "--threads", 1)
+def test_serve_engine_dir_runs_auto(engine_dir, no_server):
+    r = invoke("serve", "--engine", engine_dir, "--device", "cpu", "--threads", 1)
     assert r.exit_code == 0, r.output
     network = no_server["service"].scheduler.network
     assert network.name == "ort"
@@ -227,7 +224,7 @@ def test_serve_precision_defaults_to_the_engines(engine16, no_server, monkeypatc
     assert (src.use_ema, src.num_heads) == (False, 2)
 
 
-def test_bench_json_records_the_artifacts_hash(tiny_engine, tiny_ckpt, tmp_path, monkeypatch):
+def test_bench_json_records_the_artifacts_hash(engine_dir, tiny_ckpt, tmp_path, monkeypatch):
     """Every row of ``bench --json`` names the artifacts' hashes (the grid itself is stubbed:
     bench's own tests measure)."""
     import gaf_trt.pipeline.bench as bench
@@ -238,10 +235,10 @@ def test_bench_json_records_the_artifacts_hash(tiny_engine, tiny_ckpt, tmp_path,
     monkeypatch.setattr(report, "rich_table", lambda records: "")
     monkeypatch.setattr(report, "write_records",
                         lambda path, records, artifacts=None: seen.setdefault("a", artifacts))
-    r = invoke("bench", "--ckpt", tiny_ckpt, "--engine", tiny_engine, "--backend", "ort",
+    r = invoke("bench", "--ckpt", tiny_ckpt, "--engine", engine_dir, "--backend", "ort",
                "--device", "cpu", "-q", "--json", tmp_path / "b.json")
     assert r.exit_code == 0, r.output
-    assert seen["a"]["engine"]["sha256"] == file_sha256(tiny_engine / "manifest.json")
+    assert seen["a"]["engine"]["sha256"] == file_sha256(engine_dir / "manifest.json")
     assert seen["a"]["ckpt"]["sha256"] == file_sha256(tiny_ckpt)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import shared_dir
+
 REF_CKPT = Path(__file__).resolve().parents[1] / "data" / "gaf_ref_small.pt"
-_CACHE: dict[str, Path] = {}
 
 
 def need_onnx() -> None:
@@ -18,15 +19,17 @@ def need_onnx() -> None:
 
 
 def ref_engine_dir(tmp_root: Path) -> Path:
-    """The fixture checkpoint exported (split + fused, fp32, opset 18), once per process."""
+    """The fixture checkpoint exported (split + fused, fp32, opset 18, parity checked), once
+    per test run (shared by the pytest-xdist workers: :func:`tests.helpers.shared_dir`;
+    ``tmp_root`` is ``tmp_path_factory.getbasetemp()``). Read-only: copy it to change it."""
     need_onnx()
-    if "ref" not in _CACHE:
+
+    def build(out: Path) -> None:
         from gaf_trt.export.build import ExportConfig, export_engine
 
-        out = tmp_root / "ref_engine"
         export_engine(ExportConfig(str(REF_CKPT), str(out)))
-        _CACHE["ref"] = out
-    return _CACHE["ref"]
+
+    return shared_dir(tmp_root, "ref_engine", build)
 
 
 def tiny_model(*, in_channels: int = 3, input_size: int = 8, num_classes: int = 4,

@@ -78,12 +78,32 @@ def test_onnx_runtime_and_torch_read_the_shared_weights(engine_dir, ref_model):
     assert torch.equal(j2, j_ref) and torch.equal(k2, k_ref)  # the same fp32 weights
 
 
+def _tiny_specs(model):
+    from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
+
+    return GRAPH_GROUPS.get("split")(model, Limits(16, 4))[:1] + \
+        GRAPH_GROUPS.get("fused")(model, Limits(16, 4))[:1]  # trunk, step_velocity
+
+
+@pytest.fixture(scope="module")
+def tiny_fp32_graphs(tmp_path_factory):
+    """The fp32 ONNX export of :func:`_tiny_specs` of ``tiny_model()`` (seeded: the same
+    weights in every call), made once for both precisions: ``(folder, {graph: file})``."""
+    from gaf_trt.export.onnx_export import export_onnx
+
+    folder = tmp_path_factory.mktemp("tiny_fp32")
+    files = {spec.name: export_onnx(spec, folder, opset=18, num_classes=4,
+                                    metadata={}).onnx_file for spec in _tiny_specs(tiny_model())}
+    return folder, files
+
+
 @pytest.mark.parametrize("precision", [Precision.FP16, Precision.BF16])
-def test_reduced_graphs_share_reduced_weights(tmp_path, precision):
+def test_reduced_graphs_share_reduced_weights(tiny_fp32_graphs, tmp_path, precision):
+    import shutil
+
     from safetensors import safe_open
 
-    from gaf_trt.export.graphs import GRAPH_GROUPS, Limits
-    from gaf_trt.export.onnx_export import check_by_path, export_onnx, save_model
+    from gaf_trt.export.onnx_export import check_by_path, save_model
     from gaf_trt.export.parity import check_graph, parity_sizes
     from gaf_trt.export.precision import reduce_precision
     from gaf_trt.export.shared_weights import ParamIndex, share_graphs, untranspose
@@ -91,16 +111,16 @@ def test_reduced_graphs_share_reduced_weights(tmp_path, precision):
 
     model = tiny_model()
     index = ParamIndex.of(model)
-    specs = GRAPH_GROUPS.get("split")(model, Limits(16, 4))[:1] + \
-        GRAPH_GROUPS.get("fused")(model, Limits(16, 4))[:1]  # trunk, step_velocity
+    specs = _tiny_specs(model)
+    shutil.copytree(tiny_fp32_graphs[0], tmp_path, dirs_exist_ok=True)  # this case's own copy
     files = {}
     for spec in specs:
-        rec = export_onnx(spec, tmp_path, opset=18, num_classes=4, metadata={})
-        proto = onnx.load(str(tmp_path / rec.onnx_file))
+        rec_file = tiny_fp32_graphs[1][spec.name]
+        proto = onnx.load(str(tmp_path / rec_file))
         assert untranspose(proto, index) > 0
         reduce_precision(proto, precision)
-        save_model(proto, tmp_path / rec.onnx_file, 2**40)
-        files[spec.name] = rec.onnx_file
+        save_model(proto, tmp_path / rec_file, 2**40)
+        files[spec.name] = rec_file
     report = share_graphs(tmp_path, files, model,
                           {CONFIG_METADATA_KEY: model.config.to_json(), "format": "gaf-trt"})
     assert all(r["shared"] > 0 for r in report.values())

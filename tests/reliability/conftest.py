@@ -33,6 +33,8 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import shared_dir
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 REF_CKPT = DATA / "gaf_ref_small.pt"
 REPO = Path(__file__).resolve().parents[2]
@@ -355,15 +357,19 @@ def need_onnx() -> None:
 
 @pytest.fixture(scope="session")
 def ref_engine(tmp_path_factory) -> Path:
-    """The reference checkpoint exported once per session through the CLI (split graphs, no
-    parity run: ~13 s on CPU). Tests copy it before changing anything."""
+    """The reference checkpoint exported through the CLI (split graphs, no parity run: ~13 s
+    on CPU), once per test run (the pytest-xdist workers share it:
+    :func:`tests.helpers.shared_dir`). Tests copy it before changing anything."""
     need_onnx()
-    out = tmp_path_factory.mktemp("ref_engine") / "eng"
-    res = run_cli("export", "--ckpt", REF_CKPT, "--out", out, "--graphs", "split",
-                  "--no-parity", timeout=240)
-    assert res.rc == 0, res.describe()
-    assert (out / "manifest.json").is_file() and (out / "trunk.onnx").is_file(), res.describe()
-    return out
+
+    def build(out: Path) -> None:
+        res = run_cli("export", "--ckpt", REF_CKPT, "--out", out, "--graphs", "split",
+                      "--no-parity", timeout=240)
+        assert res.rc == 0, res.describe()
+        assert (out / "manifest.json").is_file() and (out / "trunk.onnx").is_file(), \
+            res.describe()
+
+    return shared_dir(tmp_path_factory.getbasetemp(), "ref_engine_cli_split", build)
 
 
 def unwritable_folder(tmp_path: Path) -> Path | None:

@@ -274,7 +274,7 @@ def test_serve_vae_decodes_a_latent_models_images(latent_ckpt, tiny_vae_dir, no_
 # --------------------------------------------------------------------------- --threads
 
 
-def test_threads_reach_every_backend(tiny_engine, tiny_ckpt):
+def test_threads_reach_every_backend(engine_dir, tiny_ckpt):
     """``--threads`` from the shared bundle: ONNX Runtime's session options, OpenVINO's
     compiled graph, torch's intra-op threads."""
     import torch
@@ -287,12 +287,16 @@ def test_threads_reach_every_backend(tiny_engine, tiny_ckpt):
         assert src.to_record()["options"] == {"threads": threads}
         return load_source(src, decoder=False).network
 
-    ort_net = load(tiny_engine, "ort")
+    ort_net = load(engine_dir, "ort")
     assert {s.get_session_options().intra_op_num_threads
             for s in ort_net.sessions.values()} == {3}
-    assert load(tiny_ckpt, "torch").name == "torch" and torch.get_num_threads() == 3
+    before = torch.get_num_threads()
+    try:
+        assert load(tiny_ckpt, "torch").name == "torch" and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)  # the suite's one thread per worker (tests/conftest.py)
     pytest.importorskip("openvino", reason="openvino is not installed")
-    ov_net = load(tiny_engine, "openvino", threads=1)  # OpenVINO caps it at the cores here
+    ov_net = load(engine_dir, "openvino", threads=1)  # OpenVINO caps it at the cores here
     ov_net(*_rows(ov_net.config))
     req = next(iter(ov_net.compiled["trunk"].requests.values()))
     assert int(req.get_compiled_model().get_property("INFERENCE_NUM_THREADS")) == 1
@@ -305,8 +309,8 @@ def _rows(cfg, m=2):
             torch.randint(0, cfg.num_classes, (m,)))
 
 
-def test_threads_recorded_and_bad_values_refused(tiny_engine, tmp_path, no_server):
-    r = invoke("sample", "--engine", tiny_engine, "--backend", "ort", "--device", "cpu",
+def test_threads_recorded_and_bad_values_refused(engine_dir, tmp_path, no_server):
+    r = invoke("sample", "--engine", engine_dir, "--backend", "ort", "--device", "cpu",
                "--threads", 1, "--classes", 0, "--steps", 1, "--batch", 1, "-q",
                "--out", tmp_path / "s")
     assert r.exit_code == 0, r.output

@@ -13,6 +13,7 @@ Usage:
 
     python benchmarks/digits_cache.py [--per-class 100] [--json benchmarks/results/digits_cache.json]
         [--samplers euler-20 heun-10] [--policies off static:2 taylor:2]
+        [--kinds pure masked weighted] [--composed-per-class 30]
 
 Prints a Markdown table (the one in docs/results.md); the JSON keeps each cell's wall time,
 which on a shared machine is a poor speed measure (compare trunk calls).
@@ -105,6 +106,9 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--samplers", nargs="+", default=[n for n, *_ in SOLVERS])
     ap.add_argument("--policies", nargs="+", default=list(POLICIES))
+    ap.add_argument("--kinds", nargs="+", default=["pure", *KINDS])
+    ap.add_argument("--composed-per-class", type=int, default=None,
+                    help="samples per pair of the composed rows (default: --per-class)")
     args = ap.parse_args()
     load_start = os.getloadavg()
     engine = load_backend("torch", LoadRequest("digits"))
@@ -115,11 +119,14 @@ def main() -> None:
     for name, solver, steps in SOLVERS:
         if name not in args.samplers:
             continue
-        for kind in ("pure", *(KINDS if name in COMPOSED else ())):
+        kinds = [k for k in ("pure", *(KINDS if name in COMPOSED else ())) if k in args.kinds]
+        for kind in kinds:
             ref = None
+            n = args.per_class if kind == "pure" else args.composed_per_class or args.per_class
             for policy in policies:
-                row, images = run_one(engine, policy, kind, solver, steps, args.per_class,
-                                      args.seed, clf, real_feats)
+                row, images = run_one(engine, policy, kind, solver, steps, n, args.seed, clf,
+                                      real_feats)
+                row["per_class"] = n
                 ref = images if ref is None else ref
                 row["sampler"] = name
                 row["rel_err_vs_off"] = float((images - ref).norm() / ref.norm())

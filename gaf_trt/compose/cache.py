@@ -345,6 +345,11 @@ class CachedNetwork:
         self.state.reset()
 
     @property
+    def name(self) -> str:
+        """The wrapped network's backend name (what records show as the backend)."""
+        return str(getattr(self.network, "name", type(self.network).__name__))
+
+    @property
     def calls(self) -> int:
         return self.state.calls
 

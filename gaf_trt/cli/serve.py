@@ -46,6 +46,7 @@ def serve(
                                   "rows, padded (results then do not depend on what else runs)."),
     threads: int = typer.Option(0, "--threads", help="torch intra-op threads on the CPU "
                                 "(0: torch's default)."),
+    cache: mo.CacheOpt = "off",
 ) -> None:
     """Serve a model on Triton: step-level batching of many requests' solver loops (a latent
     model's `images` are its latents decoded by --vae or the engine directory's VAE graph;
@@ -88,7 +89,8 @@ def serve(
                                  max_batch=1 if step else max_batch, max_queue=max_queue)
     service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch,
                               min_rows=min_rows, limits=limits, call_rows=call_rows,
-                              mode="step" if step else "request", group_size=max_batch)
+                              mode="step" if step else "request", group_size=max_batch,
+                              cache=cache)
     service_cfg.validate()  # before the network is loaded
     if threads:
         import torch

@@ -142,7 +142,7 @@ def test_bench_cache_axis(ref_ckpt, tmp_path):
     row with the measured reason."""
     out = tmp_path / "c.json"
     r = runner.invoke(grid_app(), ["bench", "--ckpt", str(ref_ckpt), "--device", "cpu",
-                                   "--batch", "1", "--classes", "2", "--steps", "4",
+                                   "--batch", "1", "--classes", "2", "--steps", "2",
                                    "--solver", "euler", "ier", "--cache", "off", "static:2",
                                    "taylor:2", "--repeats", "1", "--warmup", "0", "--json",
                                    str(out)])

@@ -12,21 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gaf_trt.errors import ConfigError
-from gaf_trt.serve import GenerationService, MinRowsNetwork, ServeConfig, ServeLimits, ServeRequest
+from gaf_trt.serve import GenerationService, MinRowsNetwork, ServeConfig, ServeRequest
 from tests.serve.request_space import reference, serve_request
-from tests.serve.test_served_equals_sampled import check_served
+from tests.serve.test_served_equals_sampled import LIMITS, check_served
+from tests.serve.test_served_equals_sampled import service  # noqa: F401  (the fixture)
 
-LIMITS = ServeLimits()
 POLICIES = ["static:2", "taylor:2", "static:3", "adaptive:0.1"]
-
-
-@pytest.fixture(scope="module")
-def service(digits):
-    svc = GenerationService(digits, ServeConfig(limits=LIMITS)).start()
-    try:
-        yield svc
-    finally:
-        svc.close()
 
 
 @st.composite
@@ -40,10 +31,10 @@ def cached_request(draw, config):
     return req
 
 
-@settings(max_examples=8, deadline=None, derandomize=True,
+@settings(max_examples=4, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
-def test_served_with_cache_equals_sampled_with_cache(service, digits, data):
+def test_served_with_cache_equals_sampled_with_cache(service, digits, data):  # noqa: F811
     """One to three requests together, each with its own policy or none (mixed calls)."""
     reqs = data.draw(st.lists(cached_request(digits.config), min_size=1, max_size=3))
     jobs = service.submit_all(reqs)
@@ -93,7 +84,7 @@ def test_trunk_runs_only_for_due_rows_and_the_server_default_applies(digits):
                                                          seed=3), digits).min_rows)
 
 
-def test_cache_is_validated_at_the_boundary(service, digits):
+def test_cache_is_validated_at_the_boundary(service, digits):  # noqa: F811
     with pytest.raises(ConfigError, match=r"unknown cache policy 'static:0'.*valid: off, "
                                           r"static:N, adaptive:δ, taylor:N"):
         service.submit(ServeRequest(classes=[1], cache="static:0"))

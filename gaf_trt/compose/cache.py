@@ -386,11 +386,12 @@ def uncached(network: object) -> object:
     return network.network if isinstance(network, CachedNetwork) else network
 
 
-#: Solvers whose steps are too large for a fixed reuse schedule, with the measured reason
-#: (docs/results.md, "Feature caching": digits model, 100 samples per class).
-STATIC_REFUSED = {"ier": "IER-8 with static:2 measured a Fréchet distance 20x the uncached "
-                         "one (0.135 -> 2.743), static:3 29x, while accuracy rose (the samples "
-                         "lose their variety)"}
+#: Solvers whose steps are too large for a fixed reuse schedule (``static:N`` / ``taylor:N``),
+#: with the measured reason (docs/results.md, "Feature caching": digits model, 100 samples per
+#: class).
+STATIC_REFUSED = {"ier": "IER-8 measured a Fréchet distance 20x the uncached one with static:2 "
+                         "(0.135 -> 2.743), 29x with static:3, 3.8x with taylor:2 and 8.5x "
+                         "with taylor:3 (the samples lose their variety)"}
 
 
 def check_cache_solver(policy: str | CachePolicy | None, solver: str) -> CachePolicy:

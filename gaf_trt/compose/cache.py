@@ -283,7 +283,7 @@ class FeatureState:
         if self._slope is None or self._since == 1 or self._t0 is None:
             return f
         step = (t - self._t0).view(-1, 1, 1)
-        return (f.float() + step * self._slope).to(f.dtype)
+        return torch.addcmul(f.float(), step, self._slope).to(f.dtype)
 
 
 def grouped_call(network: object, groups: Sequence[tuple[FeatureState | None, int]],

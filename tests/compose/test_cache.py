@@ -254,3 +254,16 @@ def test_grouped_call_recomputes_only_the_due_groups():
     assert (a.trunk_calls, a.calls, c.trunk_calls, c.calls) == (2, 4, 2, 4)
     with pytest.raises(ConfigError, match="groups hold 5 rows, the call 6"):
         grouped_call(lin, [(a, 2), (None, 3)], x, tt, y)
+
+
+@pytest.mark.parametrize("policy", ["static:2", "taylor:2"])
+def test_loop_program_starts_each_loop_with_an_empty_cache(net, noise, policy):
+    """What a CUDA graph records (the uncaptured LoopProgram here): every run of the loop
+    gives what ``gaf_trt.sample(cache=policy)`` gives, not features left from the last run."""
+    from gaf_trt.compose.capture import CapturedLoop
+    from gaf_trt.compose.composition import ComposedField, Composition
+
+    want = gaf_trt.sample(net, [3], noise, steps=6, cache=policy)
+    loop = CapturedLoop(ComposedField(CachedNetwork(net, policy), Composition.pure(3)), noise,
+                        steps=6, t_eps=net.config.t_eps, capture=False)
+    assert torch.equal(loop(noise), want) and torch.equal(loop(noise), want)

@@ -139,7 +139,8 @@ def main() -> None:
             "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
             "load_average_start": load_start,
             "python": platform.python_version(), "torch": torch.__version__,
-            "per_class": args.per_class, "seed": args.seed}
+            "per_class": args.per_class, "seed": args.seed,
+            "composed_per_class": args.composed_per_class or args.per_class}
     print(table(rows, meta))
     if args.json:
         write_json(Path(args.json), {"meta": meta, "rows": rows})
@@ -152,7 +153,10 @@ def table(rows: list[dict], meta: dict) -> str:
            f"{' / '.join(f'{x:.1f}' for x in meta['load_average'])} at the end"
            + (f" ({meta['load_average_start'][0]:.1f} at the start)"
               if "load_average_start" in meta else "") + "; "
-           f"{meta['per_class']} samples per class, torch fp32", "",
+           f"{meta['per_class']} samples per class"
+           + (f" ({meta['composed_per_class']} per pair in the composed rows)"
+              if any(r.get("composition", "pure") != "pure" for r in rows) else "")
+           + ", torch fp32", "",
            "| sampler | composition | cache | trunk calls | saved | accuracy | Fréchet | "
            "× off | final-state error vs off |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

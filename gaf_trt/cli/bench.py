@@ -13,11 +13,12 @@ import typer
 
 from gaf_trt.cli.multivalue import MultiValueCommand
 from gaf_trt.cli.options import DeviceOpt
+from gaf_trt.compose.cache import cache_forms
 from gaf_trt.compose.solvers import SOLVERS
 from gaf_trt.precision import Precision
 
 GRID_FLAGS = frozenset({"--backend", "--precision", "--batch", "-b", "--classes", "--steps",
-                        "--solver"})
+                        "--solver", "--cache"})
 
 
 class BenchCommand(MultiValueCommand):
@@ -48,6 +49,11 @@ def bench(
                                     "allowed."),
     solver: list[str] = typer.Option(["euler"], "--solver",
                                      help=f"One of: {', '.join(SOLVERS.names())}."),
+    cache: list[str] = typer.Option(["off"], "--cache", metavar="POLICY",
+                                    help=f"Feature-cache policies, several allowed: "
+                                    f"{', '.join(cache_forms())} (a grid axis; each row's "
+                                    "speed-up over the off row of its backend in the "
+                                    "table's 'x off')."),
     device: DeviceOpt = "auto",
     repeats: int = typer.Option(5, "--repeats", help="Timed loops per row (1-1000)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed loops per row after the first "
@@ -81,8 +87,8 @@ def bench(
     grid = BenchGrid(ckpt=ckpt, preset=preset, engine=engine, latent=latent,
                      backends=tuple(backend), precisions=tuple(precision),
                      batches=tuple(batch), classes=tuple(classes), steps=tuple(steps),
-                     solvers=tuple(solver), device=device, warmup=warmup, repeats=repeats,
-                     cuda_graph=not no_cuda_graph, seed=seed)
+                     solvers=tuple(solver), caches=tuple(cache), device=device,
+                     warmup=warmup, repeats=repeats, cuda_graph=not no_cuda_graph, seed=seed)
     grid.validate()  # before any model is built: bad input fails fast
     if as_json is not None:  # writable before the run, not after it
         check_output_file(as_json, "--json")

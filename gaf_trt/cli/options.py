@@ -45,8 +45,9 @@ NoEmaOpt = Annotated[bool, typer.Option(
 CacheOpt = Annotated[str, typer.Option(
     "--cache", metavar="POLICY",
     help=f"Reuse the trunk's features across solver evaluations: {', '.join(cache_forms())} "
-         "(static:N runs the trunk every N-th evaluation; adaptive:δ when its input changed "
-         "by more than δ, relative L1). Needs a torch model or an engine's split graphs.")]
+         "(static:N runs the trunk every N-th evaluation; taylor:N on that schedule, "
+         "extrapolating the features in between; adaptive:δ when its input changed by more "
+         "than δ, relative L1). Needs a torch model or an engine's split graphs.")]
 ThreadsOpt = Annotated[int, typer.Option(
     "--threads", metavar="N",
     help="Threads of the network's runtime: ONNX Runtime's intra-op threads (ort), OpenVINO's "

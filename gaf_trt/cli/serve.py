@@ -48,6 +48,7 @@ def serve(
                                             "from the network's rows-vs-time curve)."),
     min_rows: int = typer.Option(16, "--min-rows", help="Network calls have at least this many "
                                   "rows, padded (results then do not depend on what else runs)."),
+    cache: mo.CacheOpt = "off",
 ) -> None:
     """Serve a model on Triton: step-level batching of many requests' solver loops (a latent
     model's `images` are its latents decoded by --vae or the engine directory's VAE graph;
@@ -94,7 +95,8 @@ def serve(
     service_cfg = ServeConfig(max_queue=server_cfg.instances * server_cfg.max_batch
                               + server_cfg.max_streams,
                               min_rows=min_rows, limits=limits, call_rows=call_rows,
-                              mode="step" if step else "request", group_size=max_batch)
+                              mode="step" if step else "request", group_size=max_batch,
+                              cache=cache)
     service_cfg.validate()  # before the network is loaded
     if threads:  # the scheduler's own torch work too, whatever the backend
         import torch

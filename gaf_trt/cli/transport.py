@@ -46,6 +46,7 @@ def transport(
                                  "2..256)."),
     grid_size: int = typer.Option(5, "--grid-size", help="Barycentric grid side (2..32)."),
     batch: int = typer.Option(1, "--batch", "-b", help="Noises run side by side (1..64)."),
+    cache: mo.CacheOpt = "off",
     ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
     vae: mo.VaeOpt = None,
     backend: mo.BackendOpt = None,
@@ -72,9 +73,9 @@ def transport(
     cfg = TransportConfig(
         mode=mode, classes=list(classes or []), out=str(out), steps=steps, solver=solver,
         reverse_solver=reverse_solver, n_interp=n_interp, grid_size=grid_size, batch=batch,
-        seed=seed, size=size, model=mo.model_source_from_cli(ckpt, backend, device, precision, vae,
-                                                             heads, no_ema, trust_pickle,
-                                                             threads=threads))
+        seed=seed, size=size, cache=cache,
+        model=mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
+                                       trust_pickle, threads=threads))
     result = _run(run_transport, cfg, prepare_transport(cfg), quiet)
     typer.echo(f"{mode}: {_summary(result)}".rstrip(": "))
     typer.echo(f"wrote {len(result.files)} files to {result.out_dir} ({_backend(result)})")
@@ -90,6 +91,7 @@ def translate(
         None, "--reverse-solver", help="Solver of the inversion leg (default: --solver; rk4 "
         "when --solver is ier)."),
     snapshots: int = typer.Option(6, "--snapshots", help="Trajectory points per leg (1..64)."),
+    cache: mo.CacheOpt = "off",
     ckpt: mo.Artifact = mo.DEFAULT_ARTIFACT,
     vae: mo.VaeOpt = None,
     backend: mo.BackendOpt = None,
@@ -114,8 +116,9 @@ def translate(
     cfg = TranslateConfig(
         image=str(image), source=source, target=target, out=str(out), steps=steps,
         solver=solver, reverse_solver=reverse_solver, snapshots=snapshots, size=size,
-        model=mo.model_source_from_cli(ckpt, backend, device, precision, vae, heads, no_ema,
-                                       trust_pickle, threads=threads))
+        cache=cache, model=mo.model_source_from_cli(ckpt, backend, device, precision, vae,
+                                                    heads, no_ema, trust_pickle,
+                                                    threads=threads))
     result = _run(run_translate, cfg, prepare_translate(cfg), quiet)
     typer.echo(f"translate {source}->{target}: {_summary(result)}")
     typer.echo(f"wrote {len(result.files)} files to {result.out_dir} ({_backend(result)})")

@@ -19,17 +19,27 @@ Policies (one registry, :data:`CACHE_POLICIES`; the CLI's ``--cache``):
   exceeds ``δ`` (TeaCache / FBCache-style, measured on the trunk's input rather than the first
   block's modulated input, the same on every backend). Decided per call — all the rows of
   one composition together — with one host read per call, so it is not CUDA-graph
-  capturable. ``adaptive:0`` gives the numbers of ``off``.
+  capturable. ``adaptive:0`` gives the numbers of ``off``;
+- ``taylor:N``: the schedule of ``static:N``, but between recomputes the features are
+  extrapolated to first order, ``f(t) ≈ f(t_k) + (t − t_k)·(f(t_k) − f(t_{k−1}))/(t_k −
+  t_{k−1})`` per row (TaylorSeer-style), from the last two recomputes (plain reuse until two
+  exist, and for a row whose two recompute times coincide). A fixed schedule and device-side
+  arithmetic: capturable. ``taylor:1`` gives the numbers of ``off``.
 
-The cache is keyed by the rows a call serves: a call whose shape or labels ``y`` differ from
-the cached ones recomputes. A wrapper serves one solver loop at a time: :func:`reset` at the
-start of each loop (``gaf_trt.sample`` / ``sample_pure`` do).
+What is kept between evaluations lives in a :class:`FeatureState`, one per group of rows
+(one solver loop): keyed by the rows it serves, so a call whose shape or labels ``y`` differ
+from the cached ones recomputes. A :class:`CachedNetwork` serves one solver loop at a time
+(:meth:`CachedNetwork.reset` at the start of each loop; ``gaf_trt.sample`` / ``sample_pure``
+do). :func:`grouped_call` serves the rows of several groups in one trunk call and one heads
+call -- the trunk only for the groups that are due: serving packs the evaluations of many
+requests into one call, each request with its own state (a network with ``call_cached``, such
+as serving's per-request network, receives the wrapper's state instead of being called).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -69,8 +79,9 @@ class TrunkSplit(Protocol):
 
 @dataclass(frozen=True)
 class CachePolicy:
-    """A parsed policy: ``kind`` (``off`` / ``static`` / ``adaptive``), the interval ``every``
-    of ``static`` and the threshold ``delta`` of ``adaptive``."""
+    """A parsed policy: ``kind`` (``off`` / ``static`` / ``adaptive`` / ``taylor``), the
+    interval ``every`` of ``static`` and ``taylor`` and the threshold ``delta`` of
+    ``adaptive``."""
 
     kind: str = "off"
     every: int = 1
@@ -79,17 +90,23 @@ class CachePolicy:
     @property
     def text(self) -> str:
         """The policy as the CLI spells it (what records store)."""
-        if self.kind == "static":
-            return f"static:{self.every}"
+        if self.kind in ("static", "taylor"):
+            return f"{self.kind}:{self.every}"
         if self.kind == "adaptive":
             return f"adaptive:{self.delta:g}"
         return "off"
 
     @property
     def active(self) -> bool:
-        """False for ``off`` (every call runs the whole network); ``static:1`` and
-        ``adaptive:0`` run trunk and heads separately on every call (the same numbers)."""
+        """False for ``off`` (every call runs the whole network); ``static:1``,
+        ``taylor:1`` and ``adaptive:0`` run trunk and heads separately on every call (the
+        same numbers)."""
         return self.kind != "off"
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the trunk runs on a fixed schedule (``static`` / ``taylor``)."""
+        return self.kind in ("static", "taylor")
 
     @property
     def capturable(self) -> bool:
@@ -112,14 +129,17 @@ def _no_arg(arg: str | None) -> CachePolicy:
     return CachePolicy()
 
 
-def _static(arg: str | None) -> CachePolicy:
-    try:
-        every = int(arg or "")
-    except ValueError:
-        every = 0
-    if not 1 <= every <= 1000:
-        raise ValueError("N must be an integer in 1..1000")
-    return CachePolicy("static", every=every)
+def _every(kind: str) -> Callable[[str | None], CachePolicy]:
+    def parse(arg: str | None) -> CachePolicy:
+        try:
+            every = int(arg or "")
+        except ValueError:
+            every = 0
+        if not 1 <= every <= 1000:
+            raise ValueError("N must be an integer in 1..1000")
+        return CachePolicy(kind, every=every)
+
+    return parse
 
 
 def _adaptive(arg: str | None) -> CachePolicy:
@@ -134,17 +154,19 @@ def _adaptive(arg: str | None) -> CachePolicy:
 
 CACHE_POLICIES: Registry[CacheKind] = Registry("cache policy")
 CACHE_POLICIES.add("off", CacheKind("off", "off", _no_arg))
-CACHE_POLICIES.add("static", CacheKind("static", "static:N", _static))
+CACHE_POLICIES.add("static", CacheKind("static", "static:N", _every("static")))
 CACHE_POLICIES.add("adaptive", CacheKind("adaptive", "adaptive:δ", _adaptive))
+CACHE_POLICIES.add("taylor", CacheKind("taylor", "taylor:N", _every("taylor")))
 
 
 def cache_forms() -> list[str]:
-    """The valid spellings, for help texts and errors: ``off``, ``static:N``, ``adaptive:δ``."""
+    """The valid spellings, for help texts and errors: ``off``, ``static:N``, ``adaptive:δ``,
+    ``taylor:N``."""
     return [CACHE_POLICIES.get(n).form for n in CACHE_POLICIES.names()]
 
 
 def parse_cache(policy: str | CachePolicy | None) -> CachePolicy:
-    """``off`` (or None), ``static:N`` (N ≥ 1) or ``adaptive:δ`` (δ ≥ 0) -> a
+    """``off`` (or None), ``static:N`` / ``taylor:N`` (N ≥ 1) or ``adaptive:δ`` (δ ≥ 0) -> a
     :class:`CachePolicy`; anything else is one :class:`ConfigError` naming the bad value and
     the valid forms."""
     if policy is None:
@@ -160,45 +182,51 @@ def parse_cache(policy: str | CachePolicy | None) -> CachePolicy:
     except (ConfigError, ValueError) as err:
         why = f" ({err})" if isinstance(err, ValueError) else ""
         raise ConfigError(f"unknown cache policy {text!r}{why}; valid: {valid} (e.g. static:2, "
-                          "adaptive:0.05)") from None
+                          "adaptive:0.05, taylor:2)") from None
+
+
+def split_problem(network: object) -> str | None:
+    """None when ``network`` can serve cached evaluations (a :class:`TrunkSplit` whose split
+    is available, or a network taking the state itself: ``call_cached``), else why not."""
+    why = getattr(network, "split_unavailable", lambda: None)()
+    if not isinstance(network, TrunkSplit) and not callable(getattr(network, "call_cached",
+                                                                    None)):
+        why = f"{type(network).__name__} does not run its trunk and heads separately"
+    return why
 
 
 def check_split(network: object) -> None:
     """Refuse a network whose trunk and heads cannot run separately, naming those that can."""
-    why = getattr(network, "split_unavailable", lambda: None)()
-    if not isinstance(network, TrunkSplit):
-        why = f"{type(network).__name__} does not run its trunk and heads separately"
+    why = split_problem(network)
     if why is not None:
         raise ConfigError(f"feature caching needs a network with a separate trunk: {why}; "
                           f"supported: {'; '.join(SPLIT_BACKENDS)} (or use --cache off)")
 
 
-class CachedNetwork:
-    """``(x [M,C,S,S], t [M], y [M]) -> (J, K)`` through ``network``, reusing its trunk's
-    tokens between calls by ``policy`` (a :class:`CachePolicy` or its text).
+class FeatureState:
+    """What one group of rows (one solver loop) keeps between evaluations under ``policy``:
+    the trunk's tokens ``f [M, L, D]`` of its last recompute, the rows they belong to, the
+    evaluations since, and what the policy needs (``adaptive``: the input of the last
+    recompute; ``taylor``: the per-row slope ``df/dt`` of the last two recomputes).
 
-    ``calls`` and ``trunk_calls`` count the evaluations and the trunk runs since creation.
+    ``calls`` and ``trunk_calls`` count the evaluations and the recomputes since creation.
     """
 
-    def __init__(self, network: object, policy: str | CachePolicy | None = "off") -> None:
-        self.policy = parse_cache(policy)
-        if self.policy.active:
-            check_split(network)
-        self.network = network
-        self.config: GAFConfig = network.config  # type: ignore[attr-defined]
-        self.device = network_device(network)
+    def __init__(self, policy: CachePolicy) -> None:
+        self.policy = policy
         self.calls = 0
         self.trunk_calls = 0
         self.reset()
 
     def reset(self) -> None:
-        """Forget the cached tokens (the start of a new solver loop)."""
+        """Forget the cached tokens (the start of a new solver loop); the counters stay."""
         self._f: Tensor | None = None
         self._y: Tensor | None = None
         self._shape: tuple[int, ...] = ()
         self._since = 0
         self._x0: Tensor | None = None
         self._t0: Tensor | None = None
+        self._slope: Tensor | None = None
 
     @property
     def saved(self) -> float:
@@ -213,11 +241,13 @@ class CachedNetwork:
         return y.shape == self._y.shape and y.device == self._y.device and \
             bool(torch.equal(y, self._y))
 
-    def _stale(self, x: Tensor, t: Tensor, y: Tensor) -> bool:
+    def due(self, x: Tensor, t: Tensor, y: Tensor) -> bool:
+        """Whether the evaluation of ``x [M,C,S,S]``, ``t [M]`` (float32), ``y [M]`` needs
+        the trunk (other rows, the schedule, or the input moved more than ``δ``)."""
         if not self._same_rows(x, y):
             return True
         p = self.policy
-        if p.kind == "static":
+        if p.scheduled:
             return self._since >= p.every
         x0, t0 = self._x0, self._t0
         if x0 is None or t0 is None:
@@ -225,36 +255,152 @@ class CachedNetwork:
         change = ((x - x0).abs().mean() / x0.abs().mean().clamp_min(1e-12)).item()
         return change > p.delta or (t - t0).abs().mean().item() > p.delta
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        self.calls += 1
-        if not self.policy.active:
-            self.trunk_calls += 1
-            return self.network(x, t, y)  # type: ignore[operator]
-        t = broadcast_time(t, x.shape[0], x.device).float()
-        if self._stale(x, t, y):
-            self._f = self.network.features(x, t, y)  # type: ignore[attr-defined]
-            self.trunk_calls += 1
-            self._since, self._shape, self._y = 0, tuple(x.shape), y
-            if self.policy.kind == "adaptive":
-                self._x0, self._t0 = x.clone(), t.clone()
+    def keep(self, f: Tensor, x: Tensor, t: Tensor, y: Tensor) -> None:
+        """Store the recomputed tokens ``f [M, L, D]`` of the evaluation ``(x, t, y)``."""
+        kind = self.policy.kind
+        if kind == "taylor":
+            if self._same_rows(x, y) and self._t0 is not None:
+                dt = t - self._t0  # [M]; a row whose two times coincide keeps slope 0
+                ok = dt.abs() > 1e-6
+                scale = torch.where(ok, 1.0 / torch.where(ok, dt, torch.ones_like(dt)),
+                                    torch.zeros_like(dt))
+                self._slope = (f.float() - self._f.float()) * scale.view(-1, 1, 1)
+            else:
+                self._slope = None
+            self._t0 = t.clone()
+        elif kind == "adaptive":
+            self._x0, self._t0 = x.clone(), t.clone()
+        self._f, self._since, self._shape, self._y = f, 0, tuple(x.shape), y
+        self.trunk_calls += 1
+
+    def features(self, t: Tensor) -> Tensor:
+        """The tokens of this evaluation at ``t [M]``: the kept ones, or (``taylor``, once
+        two recomputes exist) extrapolated to ``t``. Counts the evaluation."""
         self._since += 1
-        return self.network.anchors_from(self._f, x, t, y)  # type: ignore[attr-defined]
+        self.calls += 1
+        f = self._f
+        assert f is not None  # due() is True until keep() ran (internal invariant)
+        if self._slope is None or self._since == 1 or self._t0 is None:
+            return f
+        step = (t - self._t0).view(-1, 1, 1)
+        return torch.addcmul(f.float(), step, self._slope).to(f.dtype)
 
 
-#: Solvers whose steps are too large for a fixed reuse schedule, with the measured reason
-#: (docs/results.md, "Feature caching": digits model, 100 samples per class).
-STATIC_REFUSED = {"ier": "IER-8 with static:2 measured a Fréchet distance 20x the uncached "
-                         "one (0.135 -> 2.743), static:3 29x, while accuracy rose (the samples "
-                         "lose their variety)"}
+def grouped_call(network: object, groups: Sequence[tuple[FeatureState | None, int]],
+                 x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """``(J, K)``, each ``[M, C, S, S]``, for the rows ``x [M,C,S,S]``, ``t [M]``, ``y [M]``
+    of consecutive groups ``(state, rows)`` (rows summing to ``M``): ONE trunk call on the
+    rows of the groups that are due (a group without a state always is) and ONE heads call
+    on all rows, each group's rows with its own tokens (kept, extrapolated or new).
+    ``network`` is a :class:`TrunkSplit`."""
+    t = broadcast_time(t, x.shape[0], x.device).float()
+    spans, start = [], 0
+    for _state, n in groups:
+        spans.append((start, start + n))
+        start += n
+    if start != x.shape[0]:
+        raise ConfigError(f"the groups hold {start} rows, the call {x.shape[0]}")
+    due = [s is None or s.due(x[a:b], t[a:b], y[a:b]) for (s, _), (a, b) in zip(groups, spans)]
+    fresh: Tensor | None = None
+    if all(due):
+        fresh = network.features(x, t, y)  # type: ignore[attr-defined]
+    elif any(due):
+        rows = [torch.arange(a, b, device=x.device) for d, (a, b) in zip(due, spans) if d]
+        idx = torch.cat(rows)
+        fresh = network.features(x[idx], t[idx], y[idx])  # type: ignore[attr-defined]
+    parts, used = [], 0
+    for (state, _), (a, b), d in zip(groups, spans, due):
+        if d:
+            assert fresh is not None
+            f = fresh if len(groups) == 1 else fresh[used:used + b - a]
+            used += b - a
+            if state is not None:
+                state.keep(f, x[a:b], t[a:b], y[a:b])
+        if state is not None:
+            f = state.features(t[a:b])
+        parts.append(f)
+    f = parts[0] if len(parts) == 1 else torch.cat(parts)
+    return network.anchors_from(f, x, t, y)  # type: ignore[attr-defined]
+
+
+class CachedNetwork:
+    """``(x [M,C,S,S], t [M], y [M]) -> (J, K)`` through ``network``, reusing its trunk's
+    tokens between calls by ``policy`` (a :class:`CachePolicy` or its text).
+
+    ``calls`` and ``trunk_calls`` count the evaluations and the trunk runs since creation
+    (for a network that takes the state itself, ``call_cached``, as its calls complete).
+    """
+
+    def __init__(self, network: object, policy: str | CachePolicy | None = "off") -> None:
+        self.policy = parse_cache(policy)
+        if self.policy.active:
+            check_split(network)
+        self.network = network
+        self.config: GAFConfig = network.config  # type: ignore[attr-defined]
+        self.device = network_device(network)
+        self.state = FeatureState(self.policy)
+
+    def reset(self) -> None:
+        """Forget the cached tokens (the start of a new solver loop)."""
+        self.state.reset()
+
+    @property
+    def name(self) -> str:
+        """The wrapped network's backend name (what records show as the backend)."""
+        return str(getattr(self.network, "name", type(self.network).__name__))
+
+    @property
+    def calls(self) -> int:
+        return self.state.calls
+
+    @property
+    def trunk_calls(self) -> int:
+        return self.state.trunk_calls
+
+    @property
+    def saved(self) -> float:
+        """The share of evaluations that reused the trunk's tokens (0 before any call)."""
+        return self.state.saved
+
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.policy.active:
+            self.state.calls += 1
+            self.state.trunk_calls += 1
+            return self.network(x, t, y)  # type: ignore[operator]
+        keyed = getattr(self.network, "call_cached", None)
+        if keyed is not None:  # the network packs this state's rows with others itself
+            return keyed(self.state, x, t, y)
+        return grouped_call(self.network, [(self.state, x.shape[0])], x, t, y)
+
+
+def reset_cache(network: object) -> None:
+    """Reset ``network``'s cache when it is a :class:`CachedNetwork` (a new solver loop
+    starts on it); any other network is left alone."""
+    if isinstance(network, CachedNetwork):
+        network.reset()
+
+
+def uncached(network: object) -> object:
+    """The network a :class:`CachedNetwork` wraps (``network`` itself otherwise): for calls
+    outside the solver loop that must see exact anchors."""
+    return network.network if isinstance(network, CachedNetwork) else network
+
+
+#: Solvers whose steps are too large for a fixed reuse schedule (``static:N`` / ``taylor:N``),
+#: with the measured reason (docs/results.md, "Feature caching": digits model, 100 samples per
+#: class).
+STATIC_REFUSED = {"ier": "IER-8 measured a Fréchet distance 20x the uncached one with static:2 "
+                         "(0.135 -> 2.743), 29x with static:3, 3.8x with taylor:2 and 8.5x "
+                         "with taylor:3 (the samples lose their variety)"}
 
 
 def check_cache_solver(policy: str | CachePolicy | None, solver: str) -> CachePolicy:
     """The parsed policy, refused for a solver in :data:`STATIC_REFUSED` when it is a static
-    schedule that reuses features (``static:N``, N ≥ 2): one error with the measured reason
+    schedule that reuses features (``static:N`` or ``taylor:N``, N ≥ 2): one error with the measured reason
     and what works instead."""
     p = parse_cache(policy)
     solver = SOLVERS.canonical(solver)
-    why = STATIC_REFUSED.get(solver) if p.kind == "static" and p.every > 1 else None
+    why = STATIC_REFUSED.get(solver) if p.scheduled and p.every > 1 else None
     if why is not None:
         raise ConfigError(f"cache policy {p.text} with solver {solver!r} is refused: {why}; "
                           "use --cache adaptive:δ (it recomputes when the steps are large) "

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gaf_trt.compose.cache import reset_cache
 from gaf_trt.compose.solvers import SOLVERS, T_EPS, check_steps, integrate
 from gaf_trt.errors import ConfigError, NonFiniteError
 
@@ -62,6 +63,8 @@ class LoopProgram:
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
         s = self.spec
+        # a feature cache starts each loop empty: warm-up, capture and eager runs alike
+        reset_cache(getattr(self.field, "network", None))
         with torch.no_grad():
             out = integrate(self.field, x, steps=s.steps, solver=s.solver, t_eps=s.t_eps,
                             reverse=s.reverse)

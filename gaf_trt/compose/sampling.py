@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gaf_trt.compose.cache import CachedNetwork, CachePolicy, with_cache
+from gaf_trt.compose.cache import CachePolicy, reset_cache, with_cache
 from gaf_trt.compose.composition import ClassBatchField, ComposedField, Composition
 from gaf_trt.compose.solvers import T_EPS, StepCallback, integrate
 from gaf_trt.engine.base import AnchorNetwork
@@ -43,8 +43,7 @@ def first_non_finite_step(field: object, noise: Tensor, *, steps: int, solver: s
     """Re-run a loop that ended non-finite, checking after every step (a host sync per step:
     only on the failure path). Returns the 0-based step index, or None."""
     found: list[int] = []
-    if isinstance(getattr(field, "network", None), CachedNetwork):
-        field.network.reset()  # type: ignore[attr-defined]  # the loop again from its start
+    reset_cache(getattr(field, "network", None))  # the loop again from its start
 
     def watch(k: int, _n: int, x: Tensor) -> None:
         if not found and not bool(torch.isfinite(x).all()):
@@ -80,7 +79,7 @@ def sample(model_or_engine: AnchorNetwork, classes: Sequence[int] | Composition,
     ``classes`` is a list of class ids (weighting rules of :meth:`Composition.build`;
     ``masks [N, 1, H, W]`` used as given, already softened) or a ready :class:`Composition`.
     ``cache``: reuse the trunk's features across evaluations (``off``, ``static:N``,
-    ``adaptive:δ``: :mod:`gaf_trt.compose.cache`). Returns the final state, same shape as
+    ``adaptive:δ``, ``taylor:N``: :mod:`gaf_trt.compose.cache`). Returns the final state, same shape as
     ``noise``; raises :class:`NonFiniteError` when it is not finite.
     """
     check_noise(noise, model_or_engine)

@@ -24,11 +24,13 @@ from gaf_trt.pipeline.transport import (
     ModeOutput,
     ProgressFactory,
     TransportResult,
+    cache_record,
     cells01,
     check_common,
     image_metrics,
     job_args,
     job_record,
+    with_feature_cache,
     write_outputs,
 )
 
@@ -47,6 +49,7 @@ class TranslateConfig:
     snapshots: int = 6
     size: int | None = None
     t_eps: float | None = None
+    cache: str = "off"  # feature-cache policy (gaf_trt.compose.cache)
     model: ModelSource = field(default_factory=ModelSource)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,12 +94,13 @@ def prepare_translate(cfg: TranslateConfig) -> TranslatePlan:
     """Validate, load the model (and VAE) and read the image; raises before writing."""
     tr.check_range(cfg.snapshots, 1, 64, "--snapshots")
     check_common(cfg.steps, cfg.solver, cfg.reverse_solver, cfg.size, cfg.model, cfg.out,
-                 "translate")
+                 "translate", cache=cfg.cache)
     if not Path(cfg.image).is_file():
         raise ConfigError(f"cannot read image {cfg.image}: no such file")
     loaded = load_source(cfg.model)
     source, target = resolve_classes([cfg.source, cfg.target], loaded.config)
-    return TranslatePlan(loaded, image_to_latent(cfg.image, loaded), source, target)
+    return TranslatePlan(with_feature_cache(loaded, cfg.cache, cfg.solver),
+                         image_to_latent(cfg.image, loaded), source, target)
 
 
 def run_translate(cfg: TranslateConfig, progress: ProgressFactory | None = None,
@@ -114,7 +118,8 @@ def run_translate(cfg: TranslateConfig, progress: ProgressFactory | None = None,
     run_s = time.perf_counter() - start
     output = _pictures(cfg, plan, res, loaded)
     record = job_record(cfg.to_dict(), loaded, output, run_s)
-    record.update(mode="translate", source=plan.source, target=plan.target)
+    record.update(mode="translate", source=plan.source, target=plan.target,
+                  **cache_record(loaded.network))
     files = write_outputs(Path(cfg.out), output, record)
     return TransportResult(Path(cfg.out), files, record, res)
 

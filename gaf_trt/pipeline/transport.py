@@ -27,6 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gaf_trt.compose import transport as tr
+from gaf_trt.compose.cache import (
+    CachedNetwork,
+    check_cache_solver,
+    check_split,
+    parse_cache,
+    uncached,
+    with_cache,
+)
 from gaf_trt.compose.composition import resolve_classes
 from gaf_trt.compose.solvers import StepCallback, check_steps
 from gaf_trt.errors import ConfigError
@@ -63,6 +71,7 @@ class TransportConfig:
     seed: int = 0
     size: int | None = None
     t_eps: float | None = None
+    cache: str = "off"  # feature-cache policy (gaf_trt.compose.cache)
     model: ModelSource = field(default_factory=ModelSource)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,14 +93,36 @@ class TransportResult:
 
 
 def check_common(steps: int, solver: str, reverse_solver: str | None, size: int | None,
-                 src: ModelSource, out: str, command: str = "transport") -> None:
-    """The options ``transport`` and ``translate`` share, checked before any work."""
+                 src: ModelSource, out: str, command: str = "transport",
+                 cache: str = "off") -> None:
+    """The options ``transport`` and ``translate`` share, checked before any work (the
+    cache policy against the forward and the reverse solver)."""
     check_steps(steps)
-    tr.resolve_reverse_solver(solver, reverse_solver)
+    reverse = tr.resolve_reverse_solver(solver, reverse_solver)
+    check_cache_solver(cache, solver)
+    check_cache_solver(cache, reverse)
     src.check()
     if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
         raise ConfigError(f"--size must be in {MIN_SIZE}..{MAX_SIZE} pixels, got {size}")
     check_output_dir(out, command=command)
+
+
+def with_feature_cache(loaded: Loaded, cache: str, solver: str) -> Loaded:
+    """``loaded`` with its network wrapped by the feature cache ``cache`` (every leg starts
+    it empty); ``loaded`` itself when the policy is ``off``. Raises when the network cannot
+    run its trunk apart."""
+    if parse_cache(cache).active:
+        check_split(loaded.network)
+    network = with_cache(loaded.network, cache, solver)
+    return loaded if network is loaded.network else dataclasses.replace(loaded, network=network)
+
+
+def cache_record(network: Any) -> dict[str, Any]:
+    """``{"cache": {policy, calls, trunk_calls, saved}}`` of a cached run, else nothing."""
+    if not isinstance(network, CachedNetwork):
+        return {}
+    return {"cache": {"policy": network.policy.text, "calls": network.calls,
+                      "trunk_calls": network.trunk_calls, "saved": round(network.saved, 4)}}
 
 
 # --------------------------------------------------------------------------- pictures
@@ -256,7 +287,7 @@ def _run_barycentric(cfg: TransportConfig, loaded: Loaded, classes: list[int], n
 def _cells_per_call(network: Any, rows_per_cell: int) -> int:
     """Barycentric cells per network call: within an engine's largest batch profile (``M``
     in its manifest) when it has one, else :data:`~gaf_trt.compose.transport.BARYCENTRIC_CHUNK`."""
-    manifest = getattr(network, "manifest", None)
+    manifest = getattr(uncached(network), "manifest", None)
     profiles = manifest.get("profiles") if isinstance(manifest, dict) else None
     m = profiles.get("M") if isinstance(profiles, dict) else None
     if isinstance(m, (list, tuple)) and m and isinstance(m[-1], int):
@@ -294,14 +325,15 @@ def prepare_transport(cfg: TransportConfig) -> TransportPlan:
     tr.check_range(cfg.n_interp, 2, tr.MAX_INTERP, "--n-interp")
     tr.check_range(cfg.grid_size, 2, tr.MAX_GRID, "--grid-size")
     tr.check_range(cfg.batch, 1, MAX_BATCH, "--batch")
-    check_common(cfg.steps, cfg.solver, cfg.reverse_solver, cfg.size, cfg.model, cfg.out)
+    check_common(cfg.steps, cfg.solver, cfg.reverse_solver, cfg.size, cfg.model, cfg.out,
+                 cache=cfg.cache)
     if mode.exactly is not None and len(cfg.classes) != mode.exactly:
         raise ConfigError(f"{mode.name} needs exactly {mode.exactly} distinct classes, got "
                           f"{len(cfg.classes)}: {' '.join(map(str, cfg.classes))}")
     loaded = load_source(cfg.model)
     classes = resolve_classes(cfg.classes, loaded.config)
     tr.require_distinct(classes, mode.name, at_least=mode.at_least, exactly=mode.exactly)
-    return TransportPlan(mode, loaded, classes)
+    return TransportPlan(mode, with_feature_cache(loaded, cfg.cache, cfg.solver), classes)
 
 
 def run_transport(cfg: TransportConfig, progress: ProgressFactory | None = None,
@@ -318,7 +350,7 @@ def run_transport(cfg: TransportConfig, progress: ProgressFactory | None = None,
     output = plan.mode.run(cfg, loaded, plan.classes, noise, callback)
     run_s = time.perf_counter() - start
     record = job_record(cfg.to_dict(), loaded, output, run_s)
-    record.update(mode=plan.mode.name, classes=plan.classes)
+    record.update(mode=plan.mode.name, classes=plan.classes, **cache_record(loaded.network))
     files = write_outputs(Path(cfg.out), output, record)
     return TransportResult(Path(cfg.out), files, record, output.result)
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from gaf_trt.checks import int_in
 from gaf_trt.compose import masks as mask_lib
+from gaf_trt.compose.cache import cache_forms, check_cache_solver
 from gaf_trt.compose.composition import Composition
 from gaf_trt.compose.spec import REQUEST, CompositionSpec
 from gaf_trt.compose.solvers import SOLVERS, check_steps, check_t_eps
@@ -62,6 +63,7 @@ class ServeRequest:
     batch: int = 1
     t_eps: float | None = None
     output: str = "images"
+    cache: str | None = None  # feature-cache policy (None: the server's --cache)
     mask_image: np.ndarray | None = None  # uint8 [H, W]: one region per gray level (custom)
     extra: dict[str, object] = field(default_factory=dict)  # unused keys, refused
 
@@ -74,6 +76,7 @@ class ServeRequest:
                             alpha=self.alpha, mask_type=mask_type, regions=self.regions,
                             sigma=self.sigma, steps=self.steps, solver=self.solver,
                             seed=self.seed, batch=self.batch, t_eps=self.t_eps,
+                            cache=self.cache or "off",
                             skip=len(self.classes) > 1 or self._composing())
 
     def _composing(self) -> bool:
@@ -121,14 +124,16 @@ def request_spec(req: ServeRequest) -> CompositionSpec:
 
 
 def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits,
-                 decodes: bool = False) -> RequestPlan:
+                 decodes: bool = False, cache: str = "off") -> RequestPlan:
     """Validate every argument of ``req`` against the model and ``limits`` (``decodes``: a
-    latent model's server has its decoder, so it can answer with images)."""
+    latent model's server has its decoder, so it can answer with images; ``cache``: the
+    server's feature-cache policy, for a request that names none)."""
     req = python_scalars(req)
     if req.extra:
         raise ConfigError(f"unknown request field(s) {sorted(req.extra)}; valid: classes, "
                           "weights, alpha, mask_type, mask_image, regions, sigma, steps, "
-                          "solver, seed, batch, t_eps, output")
+                          "solver, seed, batch, t_eps, output, cache")
+    req = request_cache(req, cache)
     spec = request_spec(req)
     int_in("classes (count)", len(spec.classes), 1, limits.max_classes)
     SOLVERS.get(req.solver)
@@ -154,6 +159,17 @@ def plan_request(req: ServeRequest, config: GAFConfig, limits: ServeLimits,
         raise ConfigError(f"{len(built.classes)} class(es) x batch {req.batch} = {plan.rows} "
                           f"rows per evaluation; the server's row budget is {limits.max_rows}")
     return plan
+
+
+def request_cache(req: ServeRequest, default: str) -> ServeRequest:
+    """``req`` with its feature-cache policy validated (with its solver) and spelled as
+    records spell it; the server's ``default`` when it names none."""
+    if req.cache is not None and not isinstance(req.cache, str):
+        raise ConfigError(f"cache must be a policy name, got {req.cache!r}; valid: "
+                          f"{', '.join(cache_forms())}")
+    SOLVERS.get(req.solver)
+    policy = check_cache_solver(default if req.cache is None else req.cache, req.solver)
+    return replace(req, cache=policy.text)
 
 
 def run_request(plan: RequestPlan, network: AnchorNetwork) -> Tensor:

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.checks import positive_int
+from gaf_trt.compose.cache import FeatureState, grouped_call, split_problem
 from gaf_trt.compose.placement import call_network, network_device
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError
@@ -70,13 +71,20 @@ def pad_call(network: AnchorNetwork, x: Tensor, t: Tensor, y: Tensor,
     """Run ``network`` on ``x [M,C,S,S], t [M], y [M]`` padded to at least ``min_rows`` rows
     (zero state, ``t = 0.5``, class 0); returns the first ``M`` rows of ``(J, K)``."""
     m = x.shape[0]
-    extra = padded_rows(m, min_rows) - m
+    x, t, y = _pad(x, t, y, min_rows)
+    j, k = call_network(network, x, t, y)
+    return j[:m], k[:m]
+
+
+def _pad(x: Tensor, t: Tensor, y: Tensor, min_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``x [M,...], t [M], y [M]`` padded to at least ``min_rows`` rows (zero state,
+    ``t = 0.5``, class 0)."""
+    extra = padded_rows(x.shape[0], min_rows) - x.shape[0]
     if extra:
         x = torch.cat([x, x.new_zeros((extra, *x.shape[1:]))])
         t = torch.cat([t, t.new_full((extra,), PAD_T)])
         y = torch.cat([y, y.new_zeros((extra,))])
-    j, k = call_network(network, x, t, y)
-    return j[:m], k[:m]
+    return x, t, y
 
 
 class MinRowsNetwork:
@@ -90,6 +98,25 @@ class MinRowsNetwork:
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return pad_call(self.network, x, t, y, self.min_rows)
+
+    # -- the trunk and the heads apart, each call padded (feature caching: compose/cache) --
+    def split_unavailable(self) -> str | None:
+        return split_problem(self.network)
+
+    def features(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+        """The trunk's tokens ``f [M, L, D]`` of ``x [M,C,S,S], t [M], y [M]`` (padded)."""
+        m, dev = x.shape[0], network_device(self.network)
+        xp, tp, yp = _pad(x.to(dev), t.to(dev), y.to(dev), self.min_rows)
+        return self.network.features(xp, tp, yp)[:m]  # type: ignore[attr-defined]
+
+    def anchors_from(self, f: Tensor, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(J, K)`` of ``x [M,C,S,S], t [M], y [M]`` from ``f [M, L, D]`` (padded: zeros)."""
+        m, dev = x.shape[0], network_device(self.network)
+        xp, tp, yp = _pad(x.to(dev), t.to(dev), y.to(dev), self.min_rows)
+        if xp.shape[0] > m:
+            f = torch.cat([f, f.new_zeros((xp.shape[0] - m, *f.shape[1:]))])
+        j, k = self.network.anchors_from(f, xp, tp, yp)  # type: ignore[attr-defined]
+        return j[:m], k[:m]
 
 
 def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> dict[int, float]:
@@ -153,6 +180,7 @@ class _Evaluation:
     done: threading.Event = field(default_factory=threading.Event)
     out: tuple[Tensor, Tensor] | None = None
     error: BaseException | None = None
+    cache: FeatureState | None = None  # the request's feature cache (None: the whole network)
 
 
 @dataclass
@@ -210,13 +238,16 @@ class StepScheduler:
         """The :class:`AnchorNetwork` a request's solver runs on."""
         return TicketNetwork(self, ticket)
 
-    def evaluate(self, ticket: Ticket, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def evaluate(self, ticket: Ticket, x: Tensor, t: Tensor, y: Tensor,
+                 cache: FeatureState | None = None) -> tuple[Tensor, Tensor]:
         """Queue rows ``x [M,C,S,S], t [M], y [M]`` and block until their ``(J, K)`` are
-        computed; raises :class:`Cancelled` when the ticket is (or gets) cancelled."""
+        computed (with ``cache``, the request's feature cache, the call runs the trunk for
+        them only when it is due); raises :class:`Cancelled` when the ticket is (or gets)
+        cancelled."""
         if x.shape[0] > self.max_rows:
             raise ConfigError(f"an evaluation of {x.shape[0]} rows exceeds the row budget "
                               f"max_rows={self.max_rows}")
-        ev = _Evaluation(ticket, x, t, y)
+        ev = _Evaluation(ticket, x, t, y, cache=cache)
         with self._cond:
             if ticket.cancelled or self._stopping:
                 raise Cancelled(f"request {ticket.id} cancelled")
@@ -334,7 +365,7 @@ class StepScheduler:
             t = torch.cat([ev.t.reshape(-1).to(x.dtype) for ev in batch])
             y = torch.cat([ev.y.reshape(-1) for ev in batch])
             with torch.no_grad():
-                j, k = pad_call(self.network, x, t, y, self.min_rows)
+                j, k = self._call(batch, x, t, y)
         except Exception as err:  # a failed call fails exactly the requests in it
             log.exception("network call of %d rows failed", sum(e.x.shape[0] for e in batch))
             for ev in batch:
@@ -355,6 +386,16 @@ class StepScheduler:
             ev.out = (j[start:start + n], k[start:start + n])
             start += n
             ev.done.set()
+
+    def _call(self, batch: list[_Evaluation], x: Tensor, t: Tensor,
+              y: Tensor) -> tuple[Tensor, Tensor]:
+        """The network call of ``batch``'s rows: whole, or -- when an evaluation carries a
+        feature cache -- one trunk call on the rows that are due (an evaluation without a
+        cache always is) and one heads call on all (:func:`grouped_call`), both padded."""
+        if all(ev.cache is None for ev in batch):
+            return pad_call(self.network, x, t, y, self.min_rows)
+        groups = [(ev.cache, ev.x.shape[0]) for ev in batch]
+        return grouped_call(MinRowsNetwork(self.network, self.min_rows), groups, x, t, y)
 
     def _loop(self) -> None:
         """Form a call whenever :meth:`_ready`, of at most ``call_rows`` rows."""
@@ -399,3 +440,12 @@ class TicketNetwork:
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return self.scheduler.evaluate(self.ticket, x, t, y)
+
+    def call_cached(self, state: FeatureState, x: Tensor, t: Tensor,
+                    y: Tensor) -> tuple[Tensor, Tensor]:
+        """One evaluation under the request's feature cache ``state`` (what a
+        :class:`~gaf_trt.compose.cache.CachedNetwork` over this network hands over)."""
+        return self.scheduler.evaluate(self.ticket, x, t, y, cache=state)
+
+    def split_unavailable(self) -> str | None:  # None: the served network splits
+        return split_problem(self.scheduler.network)

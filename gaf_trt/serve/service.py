@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from gaf_trt.checks import positive_int
+from gaf_trt.compose.cache import check_split, parse_cache
 from gaf_trt.engine.base import AnchorNetwork
 from gaf_trt.errors import ConfigError, GAFError
 from gaf_trt.serve.metrics import ServiceMetrics
@@ -73,6 +74,7 @@ class ServeConfig:
     max_active: int = 0  # ``step`` mode: requests running at once (0: all admitted)
     call_rows: int | None = None  # rows per call aimed at (None: max_rows; 0: calibrated)
     decodes: bool = False  # a latent model with its decoder: requests may ask for images
+    cache: str = "off"  # feature-cache policy of requests that name none (gaf_trt.compose.cache)
 
     def validate(self) -> ServeConfig:
         positive_int("max_queue", self.max_queue, 100_000)
@@ -85,7 +87,16 @@ class ServeConfig:
             positive_int("call_rows", self.call_rows, 1 << 20)
         if self.mode not in MODES:
             raise ConfigError(f"unknown serving mode {self.mode!r}; valid: {', '.join(MODES)}")
+        parse_cache(self.cache)
         return self
+
+
+def check_request_cache(plan: RequestPlan, network: AnchorNetwork) -> RequestPlan:
+    """``plan``, refused when it caches features on a network that cannot run its trunk
+    apart (one error naming what can)."""
+    if parse_cache(plan.sample.cache).active:
+        check_split(network)
+    return plan
 
 
 class Job:
@@ -136,6 +147,8 @@ class GenerationService:
 
     def __init__(self, network: AnchorNetwork, config: ServeConfig | None = None) -> None:
         self.config = (config or ServeConfig()).validate()
+        if parse_cache(self.config.cache).active:
+            check_split(network)
         call_rows = self.config.call_rows
         if call_rows == 0:
             call_rows = calibrate_call_rows(network, self.config.limits.max_rows,
@@ -202,8 +215,9 @@ class GenerationService:
 
     def plan(self, request: ServeRequest) -> RequestPlan:
         """Validate ``request`` (raises ``ConfigError`` naming the bad value)."""
-        return plan_request(request, self.scheduler.config, self.config.limits,
-                            self.config.decodes)
+        plan = plan_request(request, self.scheduler.config, self.config.limits,
+                            self.config.decodes, self.config.cache)
+        return check_request_cache(plan, self.scheduler.network)
 
     def submit(self, request: ServeRequest) -> Job:
         """Validate and admit ``request``; raises ``ConfigError`` for a bad request and

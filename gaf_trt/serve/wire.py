@@ -11,7 +11,8 @@ unless noted; all optional):
   of ``classes`` (and ``weights``) are the request's, the rest padding (:func:`pad_request`).
 
 String settings are request parameters (one per request): ``solver``, ``mask_type`` (a
-preset), ``output``, ``class_names`` (a JSON list of class names, instead of the
+preset), ``output``, ``cache`` (a feature-cache policy: ``off``, ``static:N``, ...; default
+the server's ``--cache``), ``class_names`` (a JSON list of class names, instead of the
 ``classes`` input) and ``regions`` (a JSON list of AFHQ region names, as ``--regions``). No BYTES tensors: the stub crashes decoding them under numpy >= 2 (its
 ``as_numpy`` builds object arrays with the numpy 1.x ABI, and BYTES have no DLPack form).
 
@@ -43,7 +44,7 @@ from gaf_trt.serve.scheduler import Cancelled
 from gaf_trt.serve.service import Overloaded
 
 MODEL_NAME = "gaf"
-STRING_FIELDS = ("solver", "mask_type", "output")
+STRING_FIELDS = ("solver", "mask_type", "output", "cache")
 NAMES_PARAM = "class_names"  # JSON list of class names: no BYTES tensors (see above)
 REGIONS_PARAM = "regions"  # JSON list of region names (the mask preset's --regions)
 LIST_PARAMS = (NAMES_PARAM, REGIONS_PARAM)

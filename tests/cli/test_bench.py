@@ -22,6 +22,7 @@ from gaf_trt.model import GAF, preset_config
 from gaf_trt.model.flops import macs_per_sample
 from gaf_trt.model.presets import preset_model
 from gaf_trt.pipeline.bench import BenchGrid, run_bench
+from gaf_trt.pipeline.bench.load import LoadSpan, read_load
 from gaf_trt.precision import Precision
 
 runner = CliRunner()
@@ -92,10 +93,73 @@ def test_bench_api_preset_weights_are_active():
     model = preset_model("S/8", 16, 4, 10, seed=0, device="cpu")
     assert model.trunk.blocks[0].adaLN_modulation[-1].weight.abs().max() > 0
     assert model.twins.J.linear.weight.abs().max() > 0
+    loads = iter([0.25, 0.3])  # an injected load reader: before, after
     recs = run_bench(BenchGrid(preset="S/8", latent=16, batches=(1,), classes=(1,), steps=(1,),
-                               device="cpu", repeats=1, warmup=0, num_classes=10))
+                               device="cpu", repeats=1, warmup=0, num_classes=10),
+                     load=lambda: next(loads))
     assert [r.backend for r in recs] == ["reference", "torch"]
     assert recs[0].composition == "pure" and recs[1].max_rel_err_vs_fp32 < 1e-5
+    assert {(r.load_before, r.load_after, r.load_label) for r in recs} == {
+        (0.25, 0.3, "quiet (load 0.25→0.30)")}
+
+
+@pytest.mark.parametrize("before, after, own, label", [
+    (0.1, 1.9, 2, "quiet (load 0.10→1.90)"),  # an idle 2-core machine, a 2-thread bench
+    (0.6, 0.7, 2, "busy (load 0.60→0.70)"),  # something ran before
+    (0.1, 2.6, 2, "busy (load 0.10→2.60)"),  # something ran beside it
+    (0.1, 1.6, 1, "busy (load 0.10→1.60)"),  # a 1-thread bench and one more job
+    (None, 0.1, 1, "load unknown"), (0.1, None, 1, "load unknown"),
+])
+def test_load_label_never_quiet_on_a_busy_machine(before, after, own, label):
+    span = LoadSpan(before, after, own)
+    assert span.label == label and span.quiet == label.startswith("quiet")
+
+
+def test_load_reader_and_the_table_title(tmp_path):
+    from rich.console import Console
+
+    from gaf_trt.pipeline.bench.grid import BenchRecord
+    from gaf_trt.pipeline.bench.report import rich_table
+
+    f = tmp_path / "loadavg"
+    f.write_text("3.25 2.10 1.00 3/400 1234\n")
+    assert read_load(f) == 3.25 and read_load(tmp_path / "none") is None
+    fields = {k: 0 for k in BenchRecord.__dataclass_fields__}
+    rec = BenchRecord(**{**fields, "backend": "torch", "precision": "fp32", "mode": "eager",
+                         "solver": "euler", "composition": "pure", "device": "cpu",
+                         "device_name": "cpu", "mfu": None, "finite": True, "skipped": "",
+                         "resolved_backend": "torch", "ceiling_source": "", "cache": "off",
+                         "torch": "2", "peak_mem_kind": "", "speedup_vs_uncached": None,
+                         "load_label": "busy (load 3.25→4.00)"})
+    console = Console(record=True, width=200)
+    console.print(rich_table([rec]))
+    assert "busy (load 3.25→4.00)" in " ".join(console.export_text().split())
+
+
+def test_bench_cache_axis(ref_ckpt, tmp_path):
+    """--cache as a grid axis: one row per policy and backend, the policy and the share of
+    reused trunk evaluations in each JSON row; a policy refused with a solver is a skipped
+    row with the measured reason."""
+    out = tmp_path / "c.json"
+    r = runner.invoke(grid_app(), ["bench", "--ckpt", str(ref_ckpt), "--device", "cpu",
+                                   "--batch", "1", "--classes", "2", "--steps", "2",
+                                   "--solver", "euler", "ier", "--cache", "off", "static:2",
+                                   "taylor:2", "--repeats", "1", "--warmup", "0", "--json",
+                                   str(out)])
+    assert r.exit_code == 0, r.output
+    recs = json.loads(out.read_text())
+    got = [(x["solver"], x["backend"], x["cache"], x["trunk_saved"], bool(x["skipped"]))
+           for x in recs]
+    assert got == [("euler", "reference", "off", 0.0, False), ("euler", "torch", "off", 0.0, False),
+                   ("euler", "torch", "static:2", 0.5, False),
+                   ("euler", "torch", "taylor:2", 0.5, False),
+                   ("ier", "reference", "off", 0.0, False), ("ier", "torch", "off", 0.0, False),
+                   ("ier", "torch", "static:2", 0.0, True), ("ier", "torch", "taylor:2", 0.0, True)]
+    assert recs[1]["speedup_vs_uncached"] == 1.0 and recs[2]["speedup_vs_uncached"] > 0
+    assert recs[0]["speedup_vs_uncached"] is None and "Fréchet" in recs[-1]["skipped"]
+    assert 0 < recs[2]["max_rel_err_vs_fp32"] < 0.2 and recs[1]["max_rel_err_vs_fp32"] < 1e-5
+    assert all(x["load_label"] for x in recs)
+    assert "x off" in r.output and "static:2" in r.output and "taylor:2" in r.output
 
 
 def test_bench_subprocess(ref_ckpt, tmp_path):
@@ -126,6 +190,9 @@ def test_bench_subprocess(ref_ckpt, tmp_path):
     (["--preset", "S/8", "--latent", "12"],
      "--latent 12 is not a multiple of the preset's patch 8"),
     (["--preset", "S/8", "--batch", "2", "--batch", "2"], "--batch lists a value twice"),
+    (["--preset", "S/8", "--cache", "static:0"], "unknown cache policy 'static:0'"),
+    (["--preset", "S/8", "--cache", "off", "static:2", "Static:2"],
+     "--cache lists a policy twice"),
 ])
 def test_bench_bad_input(args, message):
     r = runner.invoke(app, ["bench", "--device", "cpu", *args])

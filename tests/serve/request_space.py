@@ -124,7 +124,8 @@ def sample_args(req: ServeRequest, config: GAFConfig) -> tuple[list[int], dict]:
                                     regions=req.regions)
     t_eps = config.t_eps if req.t_eps is None else req.t_eps
     return classes, {"weights": req.weights, "alpha": req.alpha, "masks": masks,
-                     "steps": req.steps, "solver": req.solver, "t_eps": t_eps}
+                     "steps": req.steps, "solver": req.solver, "t_eps": t_eps,
+                     "cache": req.cache}
 
 
 def reference(req: ServeRequest, network) -> Reference:

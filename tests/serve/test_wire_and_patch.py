@@ -92,6 +92,7 @@ REQUESTS = [
                  mask_type="vertical"),
     ServeRequest(classes=[0, 1, 2], mask_image=np.arange(48, dtype=np.uint8).reshape(6, 8),
                  sigma=0.0),
+    ServeRequest(classes=[2], steps=4, cache="taylor:2"),
 ]
 
 

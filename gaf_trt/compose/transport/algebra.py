@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.compose.composition import AnchorNetwork, Composition
+from gaf_trt.compose.cache import reset_cache
 from gaf_trt.compose.placement import call_network, network_device
 from gaf_trt.compose.sampling import check_finite
 from gaf_trt.compose.solvers import StepCallback, integrate
@@ -242,6 +243,7 @@ def barycentric(network: AnchorNetwork, classes: Sequence[int], noise: Tensor, *
         wc = w[lo:lo + chunk]  # [cells, 3]
         cells = wc.shape[0]
         field_ = CellwiseField(network, classes, wc.t().repeat_interleave(b, dim=1))
+        reset_cache(network)  # each chunk's loop starts with an empty feature cache
         x = noise.float().repeat(cells, 1, 1, 1)  # cell-major: [cells*B, C, S, S]
         z = integrate(field_, x, steps=s.steps, solver=s.solver, t_eps=s.t_eps,
                       callback=progress.leg())

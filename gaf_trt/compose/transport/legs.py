@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gaf_trt.compose.cache import reset_cache
 from gaf_trt.compose.composition import AnchorNetwork, ComposedField, Composition
 from gaf_trt.compose.sampling import check_finite
 from gaf_trt.compose.solvers import (
@@ -140,7 +141,9 @@ def forward_leg(network: AnchorNetwork, comp: Composition, x: Tensor, s: LegSett
                 callback: StepCallback | None = None) -> Tensor:
     """Noise ``x [B, C, S, S]`` -> data with composition ``comp``; raises
     :class:`~gaf_trt.errors.NonFiniteError` (naming the first bad step) when the state is
-    not finite, as :func:`~gaf_trt.compose.sampling.sample` does."""
+    not finite, as :func:`~gaf_trt.compose.sampling.sample` does. A feature cache
+    (:class:`~gaf_trt.compose.cache.CachedNetwork`) starts the leg empty."""
+    reset_cache(network)
     field_ = ComposedField(network, comp)
     z = integrate(field_, x, steps=s.steps, solver=s.solver, t_eps=s.t_eps, callback=callback)
     return check_finite(z, f"generating classes {list(comp.classes)} ({comp.mode.value})",
@@ -151,7 +154,9 @@ def forward_leg(network: AnchorNetwork, comp: Composition, x: Tensor, s: LegSett
 def reverse_leg(network: AnchorNetwork, comp: Composition, x: Tensor, s: LegSettings,
                 callback: StepCallback | None = None) -> Tensor:
     """Data ``x [B, C, S, S]`` -> noise by integrating ``comp``'s field backwards; raises
-    :class:`~gaf_trt.errors.NonFiniteError` when the state is not finite."""
+    :class:`~gaf_trt.errors.NonFiniteError` when the state is not finite. A feature cache
+    starts the leg empty."""
+    reset_cache(network)
     z = integrate(ComposedField(network, comp), x, steps=s.steps, solver=s.reverse_solver,
                   t_eps=s.t_eps, reverse=True, callback=callback)
     return check_finite(z, f"inverting classes {list(comp.classes)} ({comp.mode.value})",

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from gaf_trt.compose.composition import AnchorNetwork, Composition
+from gaf_trt.compose.cache import uncached
 from gaf_trt.compose.placement import call_network
 from gaf_trt.compose.sampling import check_finite
 from gaf_trt.compose.solvers import SOLVERS, StepCallback
@@ -62,6 +63,8 @@ def _snapshot_steps(steps: int, count: int) -> set[int]:
 
 
 def _anchors(network: AnchorNetwork, c: int, x: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    """The exact anchors of a snapshot (outside the loop: never from a feature cache)."""
+    network = uncached(network)  # type: ignore[assignment]
     b = x.shape[0]
     y = torch.full((b,), c, dtype=torch.long, device=x.device)
     j, k = call_network(network, x, torch.full((b,), t, dtype=torch.float32, device=x.device), y)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from gaf_trt.compose.cache import parse_cache
 from gaf_trt.compose.solvers import SOLVERS
 from gaf_trt.engine.base import BACKENDS
 from gaf_trt.engine.torch_backend import precision_support
@@ -44,6 +45,7 @@ class BenchGrid:
     classes: tuple[int, ...] = (2,)
     steps: tuple[int, ...] = (20,)
     solvers: tuple[str, ...] = ("euler",)
+    caches: tuple[str, ...] = ("off",)  # feature-cache policies (gaf_trt.compose.cache)
     device: str = "auto"
     warmup: int = 1
     repeats: int = 5
@@ -74,6 +76,11 @@ class BenchGrid:
                                   "(the reference row is always included)")
         for s in self.solvers:
             SOLVERS.get(s)
+        if not self.caches:
+            raise ConfigError("--cache needs at least one value")
+        texts = [parse_cache(c).text for c in self.caches]
+        if len(set(texts)) != len(texts):
+            raise ConfigError(f"--cache lists a policy twice: {list(self.caches)}")
         for name, values in (("batch", self.batches), ("classes", self.classes),
                              ("steps", self.steps), ("repeats", (self.repeats,)),
                              ("warmup", (self.warmup,)), ("latent", (self.latent,))):
@@ -124,6 +131,12 @@ class BenchRecord:
     torch: str = torch.__version__
     ceiling_source: str = ""  # the GEMM provider (or device peak, or row) that set the ceiling
     skipped: str = ""  # why this cell did not run ("" when it ran)
+    cache: str = "off"  # feature-cache policy of the row
+    trunk_saved: float = 0.0  # share of network evaluations that reused the trunk's features
+    speedup_vs_uncached: float | None = None  # the same backend and precision's off row / this
+    load_before: float | None = None  # 1-minute load average when the run started
+    load_after: float | None = None  # ... and when it ended
+    load_label: str = ""  # quiet (load a→b) | busy (load a→b) | load unknown
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

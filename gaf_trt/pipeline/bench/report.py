@@ -24,7 +24,8 @@ def row_label(r: BenchRecord) -> str:
     if r.backend == "reference":
         return "reference"
     name = r.backend if r.resolved_backend == r.backend else f"{r.backend}:{r.resolved_backend}"
-    return f"{name} {r.precision}" + (" graph" if r.mode == "graph" else "")
+    return (f"{name} {r.precision}" + (" graph" if r.mode == "graph" else "")
+            + (f" {r.cache}" if r.cache != "off" else ""))
 
 
 #: columns of the table (the JSON records hold every field: p90s, ms/step, evals/s, ...)
@@ -40,13 +41,18 @@ def rich_table(records: Sequence[BenchRecord]):  # -> rich.table.Table
 
     first = records[0]
     mfu = any(r.mfu is not None for r in records)
+    cached = any(r.cache != "off" for r in records)
+    load = f"; {first.load_label}" if first.load_label else ""
     table = Table(title=f"gaf-trt bench on {first.device_name} ({first.device}), torch "
-                        f"{first.torch}; median of {first.repeats} timed repeats",
+                        f"{first.torch}; median of {first.repeats} timed repeats{load}",
                   box=None, padding=(0, 1, 0, 0), header_style="bold underline",
                   caption="ceil: share of the best GEMM GFLOP/s probed at the model's shapes; "
                           "rel err: final state vs the fp32 reference loop"
-                          + ("; MFU: share of the GPU's datasheet peak" if mfu else ""))
-    for col in COLUMNS[:9] + (("MFU",) if mfu else ()) + COLUMNS[9:]:
+                          + ("; MFU: share of the GPU's datasheet peak" if mfu else "")
+                          + ("; x off: vs the uncached row of the same backend and "
+                             "precision" if cached else ""))
+    columns = COLUMNS[:7] + (("x off",) if cached else ()) + COLUMNS[7:9]
+    for col in columns + (("MFU",) if mfu else ()) + COLUMNS[9:]:
         left = col in ("backend", "solver")
         table.add_column(col, justify="left" if left else "right", overflow="fold",
                          min_width=10 if col == "backend" else None)
@@ -57,8 +63,11 @@ def rich_table(records: Sequence[BenchRecord]):  # -> rich.table.Table
             continue
         err = "non-finite" if not r.finite else f"{r.max_rel_err_vs_fp32:.1e}"
         cells = [row_label(r), str(r.batch), str(r.classes), f"{r.solver}-{r.steps}",
-                 _num(r.ms_per_image), _num(r.images_per_s),
-                 f"{r.speedup_vs_reference:.2f}x", _num(r.gflops), f"{r.ceiling_fraction:.0%} {r.ceiling_source}".strip()]
+                 _num(r.ms_per_image), _num(r.images_per_s), f"{r.speedup_vs_reference:.2f}x"]
+        if cached:
+            cells.append("-" if r.speedup_vs_uncached is None else
+                         f"{r.speedup_vs_uncached:.2f}x")
+        cells += [_num(r.gflops), f"{r.ceiling_fraction:.0%} {r.ceiling_source}".strip()]
         if mfu:
             cells.append("-" if r.mfu is None else f"{r.mfu:.0%}")
         cells += [err, f"{r.peak_mem_mb:.0f}", f"{r.setup_s:.1f}"]

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gaf_trt.compose.cache import CachedNetwork, check_cache_solver, parse_cache, reset_cache
 from gaf_trt.compose.capture import CapturedLoop
 from gaf_trt.compose.composition import ComposedField
 from gaf_trt.compose.solvers import SOLVERS, integrate
@@ -31,6 +32,7 @@ from gaf_trt.pipeline.bench.grid import (
     check_available,
     row_pairs,
 )
+from gaf_trt.pipeline.bench.load import LoadReader, LoadSpan, read_load
 from gaf_trt.pipeline.bench.probes import (
     assign_ceilings,
     gemm_probes,
@@ -114,6 +116,7 @@ def _runner(field_: Any, x: Tensor, case: Case, t_eps: float, graph: bool) -> Ca
 
     def run() -> Tensor:
         if not graph:
+            reset_cache(getattr(field_, "network", None))  # each loop from an empty cache
             with torch.no_grad():
                 return integrate(field_, x, **kw)
         if not loop:
@@ -130,6 +133,8 @@ class _Row:
     mode: str
     resolved: str
     gemm_rows: int  # rows of the model's GEMMs per network call (ceiling probe shape)
+    cache: str = "off"
+    network: Any = None  # the CachedNetwork of a cached row (its share of reused trunks)
 
 
 @dataclass
@@ -171,7 +176,7 @@ def _achieved_gflops(ctx: _Context, case: Case, p: _Prepared) -> float:
 
 
 def _skipped(ctx: _Context, case: Case, comp: str, backend: str, precision: Precision,
-             why: str) -> BenchRecord:
+             why: str, cache: str = "off") -> BenchRecord:
     """The record of a cell that cannot run here (zeros, ``skipped`` = the reason)."""
     return BenchRecord(
         backend=backend, precision=precision.value, mode="skipped", batch=case.batch,
@@ -181,7 +186,7 @@ def _skipped(ctx: _Context, case: Case, comp: str, backend: str, precision: Prec
         images_per_s=0.0, evals_per_s=0.0, gflops=0.0, ceiling_gflops=0.0,
         ceiling_fraction=0.0, mfu=None, peak_mem_mb=0.0, peak_mem_kind="",
         max_rel_err_vs_fp32=None, finite=False, speedup_vs_reference=0.0, setup_s=0.0,
-        compile_s=0.0, resolved_backend=backend, skipped=why)
+        compile_s=0.0, resolved_backend=backend, skipped=why, cache=cache)
 
 
 def _record(ctx: _Context, case: Case, comp: str, p: _Prepared, truth: Tensor | None,
@@ -207,14 +212,53 @@ def _record(ctx: _Context, case: Case, comp: str, p: _Prepared, truth: Tensor | 
         peak_mem_kind=p.peak_mem[1], max_rel_err_vs_fp32=err, finite=err is not None,
         speedup_vs_reference=1.0 if ref_ms is None else ref_ms / (med * 1e3),
         setup_s=p.setup_s, compile_s=p.compile_s, resolved_backend=row.resolved,
-        ceiling_source=source)
+        ceiling_source=source, cache=row.cache,
+        trunk_saved=round(row.network.saved, 4) if row.network is not None else 0.0)
+
+
+def _cell_rows(ctx: _Context, case: Case, comp: Any, desc: str, x: Tensor, backend: str,
+               precision: Precision, progress: Callable[[str], None]
+               ) -> tuple[list[_Prepared], list[BenchRecord]]:
+    """The rows of one ``(backend, precision)`` cell, one per cache policy of the grid
+    (prepared), and the records of those that cannot run here (with the reason)."""
+    cfg, dev = ctx.model.config, ctx.device
+    progress(f"{case}: {backend} {precision.value}")
+    why = ctx.unusable.get((backend, precision.value))
+    if why is None:
+        try:
+            engine, resolved = _engine(ctx, backend, precision)
+        except EngineDirError:  # a broken directory is bad input, never a skipped cell
+            raise
+        except GAFError as err:  # this cell cannot run here: say why, run the rest
+            why = ctx.unusable[backend, precision.value] = str(err)
+    if why is not None:
+        progress(f"{case}: {backend} {precision.value} skipped: {why}")
+        return [], [_skipped(ctx, case, desc, backend, precision, why, parse_cache(c).text)
+                    for c in ctx.grid.caches]
+    rows, skipped = [], []
+    for text in ctx.grid.caches:
+        policy = parse_cache(text)
+        try:
+            check_cache_solver(policy, case.solver)
+            net = CachedNetwork(engine, policy) if policy.active else engine
+        except GAFError as err:  # refused with this solver, or no split graphs
+            skipped.append(_skipped(ctx, case, desc, backend, precision, str(err), policy.text))
+            continue
+        graph = (dev.startswith("cuda") and ctx.grid.cuda_graph and resolved in GRAPH_BACKENDS
+                 and policy.capturable)
+        row = _Row(backend, precision, "graph" if graph else "eager", resolved,
+                   case.classes * case.batch * cfg.num_tokens, policy.text,
+                   net if policy.active else None)
+        run = _runner(ComposedField(net, comp), x, case, cfg.t_eps, graph)
+        rows.append(_prepare(ctx, row, run, engine))
+    return rows, skipped
 
 
 def bench_case(ctx: _Context, case: Case,
                progress: Callable[[str], None] = lambda s: None) -> list[BenchRecord]:
-    """The reference row and every backend x precision row of one case. Timed repeats are
-    interleaved across rows (round-robin), so a load change on a shared machine hits every
-    row alike and the ratios stay fair."""
+    """The reference row and every backend x precision x cache row of one case. Timed
+    repeats are interleaved across rows (round-robin), so a load change on a shared machine
+    hits every row alike and the ratios stay fair."""
     cfg, dev = ctx.model.config, ctx.device
     comp, desc = bench_composition(case.classes, cfg.input_size)
     gen = torch.Generator().manual_seed(ctx.grid.seed)
@@ -227,25 +271,9 @@ def bench_case(ctx: _Context, case: Case,
     skipped: list[BenchRecord] = []
     for backend in ctx.grid.backends:
         for precision in ctx.grid.precisions:
-            progress(f"{case}: {backend} {precision.value}")
-            why = ctx.unusable.get((backend, precision.value))
-            if why is None:
-                try:
-                    engine, resolved = _engine(ctx, backend, precision)
-                except EngineDirError:  # a broken directory is bad input, never a skipped cell
-                    raise
-                except GAFError as err:  # this cell cannot run here: say why, run the rest
-                    why = ctx.unusable[backend, precision.value] = str(err)
-            if why is not None:
-                progress(f"{case}: {backend} {precision.value} skipped: {why}")
-                skipped.append(_skipped(ctx, case, desc, backend, precision, why))
-                continue
-            graph = (dev.startswith("cuda") and ctx.grid.cuda_graph
-                     and resolved in GRAPH_BACKENDS)
-            row = _Row(backend, precision, "graph" if graph else "eager", resolved,
-                       case.classes * case.batch * tokens)
-            run = _runner(ComposedField(engine, comp), x, case, cfg.t_eps, graph)
-            rows.append(_prepare(ctx, row, run, engine))
+            more, not_run = _cell_rows(ctx, case, comp, desc, x, backend, precision, progress)
+            rows += more
+            skipped += not_run
     progress(f"{case}: {ctx.grid.repeats} timed rounds over {len(rows)} rows")
     probes: dict[tuple[Precision, int], dict[str, float]] = {
         (probe_precision(p.row.precision, dev), p.row.gemm_rows): {} for p in rows}
@@ -261,14 +289,29 @@ def bench_case(ctx: _Context, case: Case,
                                  p.row.gemm_rows,
                                  _achieved_gflops(ctx, case, p)) for p in rows], probes)
     ref = _record(ctx, case, desc, rows[0], None, None, ceilings[0])
-    return [ref] + [_record(ctx, case, desc, p, rows[0].out, ref.loop_ms, c)
-                    for p, c in zip(rows[1:], ceilings[1:], strict=True)] + skipped
+    return _vs_uncached([ref] + [_record(ctx, case, desc, p, rows[0].out, ref.loop_ms, c)
+                                 for p, c in zip(rows[1:], ceilings[1:], strict=True)]) + skipped
 
 
-def run_bench(grid: BenchGrid,
-              progress: Callable[[str], None] = lambda s: None) -> list[BenchRecord]:
-    """Measure the whole grid; the records of each case start with its reference row."""
+def _vs_uncached(records: list[BenchRecord]) -> list[BenchRecord]:
+    """Each cached row's speed-up over the ``off`` row of its backend and precision (when
+    the grid measured one); ``off`` rows get 1.0."""
+    off = {(r.backend, r.precision): r.loop_ms for r in records
+           if r.cache == "off" and r.backend != "reference"}
+    for r in records:
+        base = off.get((r.backend, r.precision))
+        if r.backend != "reference" and base is not None and r.loop_ms > 0:
+            r.speedup_vs_uncached = base / r.loop_ms
+    return records
+
+
+def run_bench(grid: BenchGrid, progress: Callable[[str], None] = lambda s: None,
+              load: LoadReader = read_load) -> list[BenchRecord]:
+    """Measure the whole grid; the records of each case start with its reference row. Each
+    record carries the machine's load before and after the run (``load`` reads it:
+    :mod:`~gaf_trt.pipeline.bench.load`) and its label."""
     grid.validate()
+    before = load()
     device = resolve_device(grid.device)
     check_available(grid, device)
     model = load_fp32_model(grid, device)
@@ -285,6 +328,10 @@ def run_bench(grid: BenchGrid,
                     case = bench_case(ctx, Case(batch, classes, steps, solver), progress)
                     _record_cpu_choice(ctx, case, progress)
                     records += case
+    own = torch.get_num_threads() if device == "cpu" else 1
+    span = LoadSpan(before, load(), own)
+    for r in records:
+        r.load_before, r.load_after, r.load_label = span.before, span.after, span.label
     return records
 
 
@@ -298,8 +345,8 @@ def _record_cpu_choice(ctx: _Context, records: list[BenchRecord],
     from gaf_trt.engine.auto import record_measured
 
     for prec in {r.precision for r in records}:
-        ms = {r.backend: r.loop_ms for r in records
-              if r.precision == prec and not r.skipped and r.backend != "reference"}
+        ms = {r.backend: r.loop_ms for r in records if r.precision == prec and not r.skipped
+              and r.backend != "reference" and r.cache == "off"}
         best = record_measured(prec, ms, ctx.grid.engine)
         if best is not None:
             progress(f"auto on this CPU at {prec}: {best} (measured fastest)")

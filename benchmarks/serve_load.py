@@ -19,7 +19,7 @@ on its next evaluation or ``call_rows`` rows wait):
   newcomers wait until the whole group is done (no padding);
 - ``step``: step-level batching, calls padded to at least 16 rows (results independent of
   what else runs), of at most ``call_rows`` rows, measured by
-  :func:`~gaf_trt.serve.scheduler.calibrate_call_rows` at start; all admitted requests
+  :func:`~gaf_trt.serve.curve.calibrate_call_rows` at start; all admitted requests
   run, or (``N active``) at most N, the others wait in line and start as slots free, with N
   = call_rows / mean rows per request (enough running requests to fill one call per
   iteration, no more: more would only wait longer for the same throughput).
@@ -55,7 +55,8 @@ from gaf_trt.serve import (
     ServeLimits,
     ServeRequest,
 )
-from gaf_trt.serve.scheduler import calibrate_call_rows, call_times, padded_rows
+from gaf_trt.serve.curve import calibrate_call_rows, call_times
+from gaf_trt.serve.scheduler import padded_rows
 
 WORKLOAD = [("ier", 8), ("euler", 20), ("heun", 10)]  # (solver, steps)
 

@@ -23,7 +23,8 @@ import torch
 
 from gaf_trt.engine.base import LoadRequest, load_backend
 from gaf_trt.serve import GenerationService, ServeConfig, ServeRequest, to_images
-from gaf_trt.serve.scheduler import call_times, padded_rows
+from gaf_trt.serve.curve import call_times
+from gaf_trt.serve.scheduler import padded_rows
 
 REQUEST = ServeRequest(classes=[3, 7], weights=[1.0, 2.0], steps=20, solver="euler", batch=4)
 COMPANION = ServeRequest(classes=list(range(8)), weights=[1.0] * 8, steps=1000, batch=16)

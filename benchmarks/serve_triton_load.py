@@ -270,7 +270,7 @@ def rows_curve(args: argparse.Namespace) -> dict[int, float]:
     import torch
 
     from gaf_trt.engine.base import LoadRequest, load_backend
-    from gaf_trt.serve.scheduler import call_times
+    from gaf_trt.serve.curve import call_times
 
     torch.set_num_threads(args.threads)
     network = load_backend("torch", LoadRequest(artifact=args.ckpt, device=args.device))

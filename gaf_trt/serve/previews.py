@@ -20,6 +20,7 @@ import numbers
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -138,5 +139,12 @@ class PreviewNetwork:
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         j, k = self.network(x, t, y)
+        self.channel.offer(k)
+        return j, k
+
+    def call_cached(self, state: Any, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """A feature-cached evaluation (the request's ``cache``), through the scheduler's
+        :meth:`~gaf_trt.serve.scheduler.TicketNetwork.call_cached`, previewed alike."""
+        j, k = self.network.call_cached(state, x, t, y)  # type: ignore[attr-defined]
         self.channel.offer(k)
         return j, k

@@ -13,7 +13,7 @@ or, in a large iteration, as soon as half of its rows wait and make at least hal
 ``call_rows`` call (the two halves then alternate, one computing its solver step while
 the other's call runs), or as
 soon as the waiting rows reach ``call_rows``, the call size beyond which the network gets
-slower per row (measured by :func:`calibrate_call_rows`); it takes the waiting
+slower per row (measured by :func:`~gaf_trt.serve.curve.calibrate_call_rows`); it takes the waiting
 evaluations first come, first served, whole, up to ``call_rows`` rows, runs ONE network
 call and hands each evaluation its slice of ``(J, K)``. A request that arrives joins at the
 next call; one that finishes or is cancelled leaves at once (its waiting rows are dropped).
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIN_ROWS = 16
 DEFAULT_MAX_ROWS = 256
-CALIBRATION_SIZES = (16, 32, 64, 128, 256)  # rows per call timed by calibrate_call_rows
-CALIBRATION_SHARE = 0.9  # calls down to this share of the best rows/s are still efficient
 PAD_T = 0.5  # time of padding rows (their outputs are discarded)
 
 
@@ -117,48 +115,6 @@ class MinRowsNetwork:
             f = torch.cat([f, f.new_zeros((xp.shape[0] - m, *f.shape[1:]))])
         j, k = self.network.anchors_from(f, xp, tp, yp)  # type: ignore[attr-defined]
         return j[:m], k[:m]
-
-
-def call_times(network: AnchorNetwork, sizes: list[int], repeats: int = 3) -> dict[int, float]:
-    """Seconds of one network call of ``m`` random rows ``x [M,C,S,S], t [M], y [M]`` for
-    each ``m`` in ``sizes``: one warm-up call, then the fastest of ``repeats`` (the least
-    disturbed by other work on the machine). The rows start on the CPU and reach the
-    network as the scheduler's do (:func:`~gaf_trt.compose.placement.call_network`)."""
-    cfg = network.config
-    device = network_device(network)
-    gen = torch.Generator().manual_seed(0)
-    out = {}
-    for m in sizes:
-        x = torch.randn(m, *cfg.sample_shape, generator=gen)
-        t = torch.rand(m, generator=gen)
-        y = torch.randint(0, cfg.num_classes, (m,), generator=gen)
-        times = []
-        with torch.no_grad():
-            for i in range(repeats + 1):
-                start = time.perf_counter()
-                j, _ = call_network(network, x, t, y, device=device)
-                float(j.reshape(-1)[0])  # waits for an asynchronous device
-                if i:
-                    times.append(time.perf_counter() - start)
-        out[m] = min(times)
-    return out
-
-
-def calibrate_call_rows(network: AnchorNetwork, max_rows: int = DEFAULT_MAX_ROWS,
-                        min_rows: int = DEFAULT_MIN_ROWS, repeats: int = 5) -> int:
-    """The rows per call to aim for: the largest of :data:`CALIBRATION_SIZES` (within
-    ``min_rows .. max_rows``) whose rows/s (:func:`call_times`) is still within
-    :data:`CALIBRATION_SHARE` of the best. Beyond it calls get slower per row (on a CPU once
-    the activations leave the cache), so a larger iteration is better split; below it, a
-    cap would split iterations that one efficient call serves (each split adds a call's
-    time to the latency of every request in the iteration)."""
-    sizes = sorted({min(max(m, min_rows), max_rows) for m in CALIBRATION_SIZES})
-    speed = {m: m / sec for m, sec in call_times(network, sizes, repeats).items()}
-    best = max(speed.values())
-    chosen = max(m for m in sizes if speed[m] >= CALIBRATION_SHARE * best)
-    log.info("call size calibration (rows/s): %s -> %d rows per call",
-             ", ".join(f"{m}: {v:.0f}" for m, v in speed.items()), chosen)
-    return chosen
 
 
 @dataclass

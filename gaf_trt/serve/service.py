@@ -7,7 +7,7 @@ Modes (``ServeConfig.mode``), all on the same scheduler and so with the same bit
 - ``step``: step-level batching; a request starts at once (or, with ``max_active``, as soon
   as fewer than that many run) and its evaluations share network calls with whatever else
   is in flight, in calls of up to ``call_rows`` rows (0: measured at start from the
-  network's rows-vs-time curve, :func:`~gaf_trt.serve.scheduler.calibrate_call_rows`);
+  network's rows-vs-time curve, :func:`~gaf_trt.serve.curve.calibrate_call_rows`);
 - ``request``: request-level batching (what a dynamic batcher in front of a whole-request
   model does): the requests waiting when the previous group has finished start together as
   one group of at most ``group_size``; each call carries one evaluation of every unfinished
@@ -45,13 +45,8 @@ from gaf_trt.serve.requests import (
     plan_request,
     run_request,
 )
-from gaf_trt.serve.scheduler import (
-    DEFAULT_MIN_ROWS,
-    Cancelled,
-    StepScheduler,
-    Ticket,
-    calibrate_call_rows,
-)
+from gaf_trt.serve.curve import calibrate_call_rows
+from gaf_trt.serve.scheduler import DEFAULT_MIN_ROWS, Cancelled, StepScheduler, Ticket
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from gaf_trt.serve import (
     ServeRequest,
     StepScheduler,
 )
-from gaf_trt.serve.scheduler import calibrate_call_rows, pad_call, padded_rows
+from gaf_trt.serve.curve import calibrate_call_rows
+from gaf_trt.serve.scheduler import pad_call, padded_rows
 from tests.helpers import rel_err
 from tests.serve.refs import min_rows_reference, sample_reference
 

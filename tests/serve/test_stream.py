@@ -87,17 +87,29 @@ def test_previews_are_the_data_anchor_and_the_result_is_unchanged(service, refs,
     K of evaluations every, 2*every, ...; its final state is the bits of the same request
     not streamed; the companion is not wrapped and gets its own bits."""
     final, anchors = refs[id(req)]
-    companion = service.submit(PURE if req is COMPOSED else COMPOSED)
+    other = PURE if req is COMPOSED else COMPOSED
+    companion = service.submit(other)
     job = service.submit_streamed(req, every)
     previews, state = collect(job)
     assert companion.previews is None
     assert torch.equal(state, final)
-    assert torch.equal(companion.result(TIMEOUT), refs[id(companion.plan.request)][0])
+    assert torch.equal(companion.result(TIMEOUT), refs[id(other)][0])
     assert [p.step for p in previews] == list(range(every, len(anchors) + 1, every))
     assert {p.total for p in previews} == {len(anchors)}
     for p in previews:
         assert p.state.shape == (req.batch, 1, 16, 16)
         assert torch.allclose(p.state, anchors[p.step - 1], rtol=0, atol=1e-6)
+
+
+def test_a_cached_request_streams_the_bits_of_its_unstreamed_answer(service):
+    """A request with a feature cache (``cache`` parameter) streams too: the scheduler's
+    cached call goes through the preview wrapper; the final state is the bits of the same
+    request not streamed."""
+    req = dataclasses.replace(COMPOSED, cache="taylor:2", solver="euler", steps=6)
+    plain = service.submit(req).result(TIMEOUT)
+    previews, state = collect(service.submit_streamed(req, 3))
+    assert torch.equal(state, plain)
+    assert [p.step for p in previews] == [3, 6]
 
 
 @pytest.mark.parametrize("value", [-1, 13, 2.5, "x", True, "1e3", [2]])
